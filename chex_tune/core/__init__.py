@@ -1,0 +1,1 @@
+"""The CHEX algorithm itself, independent of tuning: channel scoring, pruning, regrowth and scheduling."""

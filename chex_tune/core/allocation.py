@@ -1,0 +1,109 @@
+"""Inter-layer allocation: how many units each group keeps under one global budget.
+
+An allocator turns a global *level* ``K`` (how many units the global ranking admits) into one width
+per group. The budget then picks the level: the smallest ``K`` whose sub-model reaches the target
+channel count (``channels``) or the ``K`` whose MACs land nearest the target (``macs``). Both costs
+grow with ``K``, so a bisection finds it.
+
+- ``gamma``: rank every unit of every group by its norm scale |gamma| (the paper). Groups without a
+  norm layer (squeeze-excite reductions, norm-free nets) keep the same fraction as the ranked units.
+- ``uniform``: every group keeps the same fraction (the "no re-allocation" ablation).
+
+Every group keeps at least ``min_units`` (never zero) and widths can be rounded to a multiple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+ALLOCATORS = ("gamma-channels", "gamma-macs", "uniform")
+
+
+def check_allocator(name: str) -> None:
+    if name not in ALLOCATORS:
+        raise ValueError(f"unknown allocator {name!r}; choose one of: {', '.join(ALLOCATORS)}")
+
+
+@dataclass
+class AllocationProblem:
+    """What every allocation needs to know about the groups."""
+
+    units: list[int]  # units per group
+    tile: list[int]  # channels per unit
+    min_units: list[int]  # floor per group (>= 1)
+    step_units: list[int]  # widths are multiples of this (except at the group's full size)
+
+    @property
+    def total_units(self) -> int:
+        return sum(self.units)
+
+    def channels(self, widths: list[int]) -> int:
+        return sum(w * t for w, t in zip(widths, self.tile))
+
+    def _round(self, number: int, want: float) -> int:
+        step = self.step_units[number]
+        width = int(round(want / step)) * step if step > 1 else int(round(want))
+        return max(self.min_units[number], min(self.units[number], width))
+
+    def uniform_widths(self, fraction: float) -> list[int]:
+        return [self._round(n, fraction * u) for n, u in enumerate(self.units)]
+
+    def ranked_widths(self, scores: list[torch.Tensor | None], level: int) -> list[int]:
+        """Widths when the top ``level`` units of the global |gamma| ranking are admitted."""
+        ranked = [(n, s) for n, s in enumerate(scores) if s is not None]
+        ranked_total = sum(self.units[n] for n, _ in ranked)
+        fraction = level / self.total_units
+        widths = self.uniform_widths(fraction)
+        if not ranked:
+            return widths
+        owner = torch.cat([torch.full((len(s),), n) for n, s in ranked])
+        values = torch.cat([s.float() for _, s in ranked])
+        admitted = int(round(fraction * ranked_total))
+        order = torch.sort(values, descending=True, stable=True).indices[:admitted]
+        counts = torch.bincount(owner[order], minlength=len(scores))
+        for n, _ in ranked:
+            widths[n] = self._round(n, int(counts[n]))
+        return widths
+
+
+def search_level(cost: Callable[[int], float], target: float, high: int, *, nearest: bool) -> int:
+    """Smallest level in [0, high] with cost >= target (or the one nearest to it when ``nearest``)."""
+    low_level, high_level = 0, high
+    while low_level < high_level:
+        mid = (low_level + high_level) // 2
+        if cost(mid) >= target:
+            high_level = mid
+        else:
+            low_level = mid + 1
+    if nearest and low_level > 0 and abs(cost(low_level - 1) - target) < abs(cost(low_level) - target):
+        return low_level - 1
+    return low_level
+
+
+def allocate(problem: AllocationProblem, *, allocator: str, scores: list[torch.Tensor | None],
+             keep_channels: float | None = None, macs_target: float | None = None,
+             macs_of: Callable[[list[int]], float] | None = None) -> list[int]:
+    """Widths (in units) meeting a channel budget (``keep_channels``) or a MACs budget.
+
+    ``macs_target`` is an absolute MAC count and ``macs_of(widths)`` the MACs of a width vector.
+    """
+    check_allocator(allocator)
+
+    def widths_at(level: int) -> list[int]:
+        if allocator == "uniform":
+            return problem.uniform_widths(level / problem.total_units)
+        return problem.ranked_widths(scores, level)
+
+    if macs_target is not None:
+        if macs_of is None:
+            raise ValueError("a MACs budget needs macs_of")
+        level = search_level(lambda k: macs_of(widths_at(k)), macs_target, problem.total_units, nearest=True)
+    else:
+        if keep_channels is None:
+            raise ValueError("give keep_channels or macs_target")
+        level = search_level(lambda k: problem.channels(widths_at(k)), keep_channels, problem.total_units,
+                             nearest=False)
+    return widths_at(level)

@@ -1,0 +1,205 @@
+"""Physical compaction: a new, smaller dense model that computes what the masked one does.
+
+torch-pruning removes the masked channels from a copy of the model. The same removal replays on load:
+a saved compact model is the recipe that built the dense model (builder, name, kwargs), the input
+shape, the removed channels per group and the weights, all plain data read with
+``torch.load(weights_only=True)``. No pickled module ever touches the disk.
+
+``find_inexact_groups`` is how the engine stays honest beyond what the dependency graph handles:
+it masks random channels of every group on a copy, compacts, and compares outputs; groups whose
+compaction fails or changes the output are found by bisection and left unpruned.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from chex_tune.core.groups import ChannelGroup, build_dependency_graph
+from chex_tune.core.masks import MaskState
+
+FORMAT = "chex_tune.compact/1"
+# Builders turn (name, kwargs) back into the dense model at load time. Plain functions by name, so a
+# saved file never stores code. Other packages (and chex_tune.train) register their own.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_builder(name: str, build: Callable[..., nn.Module]) -> None:
+    BUILDERS[name] = build
+
+
+def _build_timm(model_name: str, **kwargs) -> nn.Module:
+    import timm
+
+    return timm.create_model(model_name, pretrained=False, **kwargs)
+
+
+register_builder("timm", _build_timm)
+
+
+def removed_channels(groups: list[ChannelGroup], masks: list[torch.Tensor]) -> dict[str, list[int]]:
+    """Root-layer channel indices to remove, per group name (only groups that lose channels)."""
+    removed = {}
+    for group, mask in zip(groups, masks):
+        channels = (~group.channel_mask(mask)).nonzero().flatten().tolist()
+        if channels:
+            removed[group.name] = channels
+    return removed
+
+
+def prune_copy(model: nn.Module, removed: dict[str, list[int]], example_inputs) -> nn.Module:
+    """A deep copy of ``model`` with ``removed`` channels physically taken out."""
+    small = copy.deepcopy(model)
+    if not removed:
+        return small
+    graph = build_dependency_graph(small, example_inputs)
+    for name, channels in removed.items():
+        layer = small.get_submodule(name)
+        handler = graph.get_pruner_of_module(layer).prune_out_channels
+        graph.get_pruning_group(layer, handler, idxs=channels).prune()
+    return small
+
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def max_output_difference(masked: nn.Module, small: nn.Module, example_inputs) -> float:
+    """Relative max |difference| of eval outputs (``inf`` if shapes differ)."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    modes = masked.training, small.training
+    masked.eval(), small.eval()
+    try:
+        a, b = small(*inputs), masked(*inputs)
+    finally:
+        masked.train(modes[0]), small.train(modes[1])
+    if a.shape != b.shape:
+        return float("inf")
+    return _relative_difference(a.float(), b.float())
+
+
+def _randomize_norm_statistics(model: nn.Module, generator: torch.Generator) -> None:
+    """Make every norm layer non-trivial, so a wrong compaction cannot hide behind init values."""
+    for layer in model.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.affine:
+            with torch.no_grad():
+                for tensor in (layer.weight, layer.bias):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+                if layer.track_running_stats:
+                    layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator) * 0.1)
+                    layer.running_var.copy_(torch.rand(layer.running_var.shape, generator=generator) + 0.5)
+
+
+def find_inexact_groups(model: nn.Module, groups: list[ChannelGroup], example_inputs, *,
+                        tolerance: float = 1e-4, seed: int = 0) -> dict[str, str]:
+    """Group name -> why masking it is not equivalent to removing it (empty when all are exact)."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = copy.deepcopy(model).eval()
+    _randomize_norm_statistics(probe, generator)
+    candidates = [g for g in groups if g.prunable]
+    masks = {}
+    for group in candidates:  # drop about a third of each group's units, never all
+        mask = torch.rand(group.units, generator=generator) > 0.35
+        mask[torch.randint(group.units, (1,), generator=generator)] = True
+        masks[group.name] = mask
+
+    def failure(subset: list[ChannelGroup]) -> str | None:
+        state = MaskState(copy.deepcopy(probe), subset)
+        state.set_masks([masks[g.name] for g in subset])
+        state.apply()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                small = prune_copy(state.model, removed_channels(subset, state.masks), example_inputs)
+                difference = max_output_difference(state.model, small, example_inputs)
+        except Exception as exc:  # noqa: BLE001 - any failure means "do not prune this"
+            return f"compaction failed: {type(exc).__name__}: {str(exc)[:120]}"
+        if difference > tolerance:
+            return f"masked and compacted outputs differ (relative {difference:.1e})"
+        return None
+
+    inexact: dict[str, str] = {}
+
+    def bisect(subset: list[ChannelGroup]) -> None:
+        if not subset:
+            return
+        reason = failure(subset)
+        if reason is None:
+            return
+        if len(subset) == 1:
+            inexact[subset[0].name] = reason
+            return
+        half = len(subset) // 2
+        bisect(subset[:half])
+        bisect(subset[half:])
+
+    bisect(candidates)
+    # Groups can be exact alone and wrong together (e.g. two slices of one concat); check the union.
+    remaining = [g for g in candidates if g.name not in inexact]
+    while remaining and (reason := failure(remaining)) is not None:
+        inexact[remaining[-1].name] = f"interacts with another group: {reason}"
+        remaining.pop()
+    return inexact
+
+
+# ---------------------------------------------------------------------------------- save and load
+def save_compact(small: nn.Module, path: str | os.PathLike) -> None:
+    """Write a model returned by ``ChannelExplorer.compact()`` (recipe + weights, no pickle)."""
+    recipe = getattr(small, "chex_recipe", None)
+    if recipe is None:
+        raise ValueError("save_compact needs a model returned by ChannelExplorer.compact() "
+                         "(it carries the recipe that rebuilds its structure)")
+    payload = {"format": FORMAT, **recipe, "state_dict": small.state_dict()}
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written model behind
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
+    """Rebuild a compact model saved by ``save_compact``; loads with ``weights_only=True``."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a chex_tune compact model (format {payload.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    builder = payload["builder"]
+    if builder not in BUILDERS:
+        raise ValueError(f"{path} needs model builder {builder!r}; known builders: {sorted(BUILDERS)} "
+                         f"(import the package that registers it first)")
+    dense = BUILDERS[builder](payload["model_name"], **payload["model_kwargs"])
+    example = torch.zeros(payload["input_shape"])
+    small = prune_copy(dense.eval(), payload["removed"], example)
+    small.load_state_dict(payload["state_dict"])
+    small.chex_recipe = {k: payload[k] for k in ("builder", "model_name", "model_kwargs", "input_shape",
+                                                 "removed")}
+    return small.eval()
+
+
+def make_recipe(model: nn.Module, removed: dict[str, list[int]], input_shape, *, builder: str | None,
+                model_name: str | None, model_kwargs: dict | None) -> dict | None:
+    """The recipe ``load_compact`` replays; None when the dense model cannot be rebuilt by name."""
+    if model_name is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        model_name = cfg.get("architecture")
+        if model_name is None:
+            return None
+        builder = builder or "timm"
+        kwargs = {"num_classes": getattr(model, "num_classes", None), "in_chans": int(input_shape[1])}
+        model_kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(model_kwargs or {})
+    return {"builder": builder or "timm", "model_name": model_name, "model_kwargs": dict(model_kwargs or {}),
+            "input_shape": [1, *list(input_shape[1:])], "removed": removed}
+

@@ -1,0 +1,346 @@
+"""ChannelExplorer: CHEX's prune-and-regrow loop around any traceable CNN.
+
+    ex = ChannelExplorer(model, example_inputs, sparsity=0.5, regrow_ratio=0.3,
+                         period=2, total=200, explore_until=0.72)
+    for batch in data:
+        loss.backward(); optimizer.step()
+        ex.step()              # re-zero masked channels; prune-regrow when the schedule says so
+    small = ex.compact()       # a physically smaller nn.Module; small(x) == model(x) in eval mode
+
+``period`` and ``total`` share one unit: optimizer steps (call ``step()`` after every optimizer step)
+or epochs (call ``step()`` once per epoch and pass ``optimizer=`` so masks are still re-applied after
+every optimizer step through a hook). See chex-method.md for the algorithm and our choices.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from chex_tune.core.allocation import AllocationProblem, allocate, check_allocator
+from chex_tune.core.compact import find_inexact_groups, make_recipe, prune_copy, removed_channels
+from chex_tune.core.flops import SubmodelCost
+from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
+from chex_tune.core.masks import MaskState
+from chex_tune.core.regrow import get_sampler
+from chex_tune.core.schedule import ExploreSchedule
+from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
+
+UNITS = ("step", "epoch")
+
+
+def _check_fraction(name: str, value: float, *, low: float, high: float, high_open: bool) -> None:
+    ok = low <= value < high if high_open else low <= value <= high
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
+
+
+class ChannelExplorer:
+    """CHEX on ``model`` in place. See the module docstring for the call pattern.
+
+    Keyword arguments (all but ``model``/``example_inputs``):
+      sparsity: global fraction of prunable channels removed at the end, in [0, 1).
+      regrow_ratio: initial regrow fraction (delta0), relative to all prunable channels; <= sparsity.
+      period, total, explore_until, unit: the schedule (``unit`` is "step" or "epoch").
+      scorer: "css" (column subset selection, the paper) or "l1".
+      sampler: "projection" (the paper) or "uniform" regrowth.
+      allocator: "gamma-channels" (paper), "gamma-macs" (hit ``macs_target``) or "uniform".
+      macs_target: fraction of dense MACs to keep with the MACs budget.
+      reallocate: rank inactive channels by their most-recently-used |gamma| (widths move both ways);
+        False ranks them at 0 like the authors' code (widths can only shrink).
+      min_width: fraction of each group's channels always kept (at least one unit).
+      width_multiple: round kept widths to this many channels (hardware-friendly widths).
+      ignore: qualified names of layers whose output channels stay (the classifier always does).
+      optimizer: if given, masks are re-applied after each of its steps and restored entries get
+        their optimizer state reset.
+      verify: check on a copy that masking each group equals removing it; groups that fail stay
+        unpruned with one warning.
+      model_name, model_kwargs, builder: how ``load_compact`` rebuilds the dense model (timm models
+        are recognised without them).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs, *, sparsity: float = 0.5, regrow_ratio: float = 0.3,
+                 period: int = 1, total: int, explore_until: float = 0.72, unit: str = "step",
+                 scorer: str = "css", sampler: str = "projection", allocator: str = "gamma-channels",
+                 macs_target: float | None = None, reallocate: bool = True, min_width: float = 0.05,
+                 width_multiple: int = 1, ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None,
+                 seed: int = 0, verify: bool = True, graph_timeout_s: float | None = 120.0,
+                 model_name: str | None = None, model_kwargs: dict | None = None, builder: str | None = None):
+        _check_fraction("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
+        _check_fraction("regrow_ratio", regrow_ratio, low=0.0, high=1.0, high_open=True)
+        check_allocator(allocator)
+        if allocator == "gamma-macs" and macs_target is None:
+            raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, in (0, 1])")
+        if macs_target is not None:
+            _check_fraction("macs_target", macs_target, low=0.0, high=1.0, high_open=False)
+            if macs_target <= 0:
+                raise ValueError(f"macs_target must be in (0, 1], got {macs_target!r}")
+            if allocator == "gamma-channels":
+                raise ValueError("macs_target is set but allocator is 'gamma-channels'; use allocator='gamma-macs'")
+        elif regrow_ratio > sparsity:
+            raise ValueError(f"regrow_ratio must be <= sparsity ({sparsity}), got {regrow_ratio}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+        _check_fraction("min_width", min_width, low=0.0, high=1.0, high_open=False)
+        if not isinstance(width_multiple, int) or width_multiple < 1:
+            raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
+        self.schedule = ExploreSchedule(period=period, total=total, explore_until=explore_until)
+        self.score = get_scorer(scorer)
+        self.sample = get_sampler(sampler)
+        self.config = dict(sparsity=sparsity, regrow_ratio=regrow_ratio, period=period, total=total,
+                           explore_until=explore_until, unit=unit, scorer=scorer, sampler=sampler,
+                           allocator=allocator, macs_target=macs_target, reallocate=reallocate,
+                           min_width=min_width, width_multiple=width_multiple, seed=seed)
+        self.model = model
+        self.example_inputs = example_inputs
+        self.optimizer = optimizer
+        self.generator = torch.Generator().manual_seed(seed)
+        self.t = 0
+        self._recipe_args = dict(builder=builder, model_name=model_name, model_kwargs=model_kwargs)
+
+        self.groups = self._discover(model, example_inputs, ignore, verify, graph_timeout_s, seed)
+        self.state = MaskState(model, self.groups)
+        self.cost = SubmodelCost(model, self.groups, example_inputs)
+        self.problem = self._allocation_problem(min_width, width_multiple)
+        self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
+        self._initial_prune()
+
+    # ------------------------------------------------------------------------------ construction
+    @staticmethod
+    def _discover(model, example_inputs, ignore, verify, timeout_s, seed) -> list[ChannelGroup]:
+        _check_forward(model, example_inputs)
+        try:
+            report = find_groups(model, example_inputs, ignore=ignore, timeout_s=timeout_s)
+        except GraphBuildError as exc:
+            warnings.warn(f"{type(model).__name__} stays dense: {exc}", stacklevel=3)
+            return []
+        groups = report.groups
+        if verify:
+            for name, reason in find_inexact_groups(model, groups, example_inputs, seed=seed).items():
+                next(g for g in groups if g.name == name).skip_reason = reason
+        skipped = {g.name: g.skip_reason for g in groups if not g.prunable}
+        if skipped:
+            listing = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+            warnings.warn(f"{len(skipped)} of {len(groups)} channel groups stay unpruned ({listing})",
+                          stacklevel=3)
+        return groups
+
+    def _allocation_problem(self, min_width: float, width_multiple: int) -> AllocationProblem:
+        groups = self.state.groups
+        return AllocationProblem(
+            units=[g.units for g in groups],
+            tile=[g.tile for g in groups],
+            min_units=[max(1, math.ceil(min_width * g.units)) for g in groups],
+            step_units=[max(1, math.lcm(width_multiple, g.tile) // g.tile) for g in groups],
+        )
+
+    def _initial_prune(self) -> None:
+        """Step 0: uniform widths at the budget plus delta0, chosen by filter L1 norm; snapshot first."""
+        self.state.take_snapshot()
+        if not self.state.groups:
+            return
+        keep = self._widths(allocator="uniform", scores=None)
+        grown = self._grown_widths(keep, self.config["regrow_ratio"], allocator="uniform", scores=None)
+        masks = []
+        for group, width in zip(self.state.groups, grown):
+            filters = self.state.unit_filters(group)
+            mask = torch.zeros(group.units, dtype=torch.bool)
+            mask[top_k_indices(l1_scores(filters, width).cpu(), width)] = True
+            masks.append(mask)
+        self.state.set_masks(masks)
+        self.state.apply()
+
+    # -------------------------------------------------------------------------------- allocation
+    @property
+    def _macs_budget(self) -> float | None:
+        target = self.config["macs_target"]
+        return None if target is None else target * self.cost.dense_macs
+
+    def _macs_of_widths(self, widths: list[int], scores) -> float:
+        """MACs if each group kept its ``width`` best units (only counts matter for the cost)."""
+        masks = []
+        for n, (group, width) in enumerate(zip(self.state.groups, widths)):
+            mask = torch.zeros(group.units, dtype=torch.bool)
+            order = scores[n] if scores is not None and scores[n] is not None else -torch.arange(group.units).float()
+            mask[top_k_indices(order, width)] = True
+            masks.append(mask)
+        return self.cost.macs(masks)
+
+    def _widths(self, *, allocator: str, scores) -> list[int]:
+        """Keep widths k_g at the final budget."""
+        budget = self._macs_budget
+        if budget is not None:
+            return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
+                            macs_target=budget, macs_of=lambda w: self._macs_of_widths(w, scores))
+        keep_channels = (1 - self.config["sparsity"]) * sum(g.channels for g in self.state.groups)
+        return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
+                        keep_channels=keep_channels)
+
+    def _grown_widths(self, keep: list[int], delta: float, *, allocator: str, scores) -> list[int]:
+        """Keep-plus-regrow widths m_g: the same ranking admitting delta of all channels more."""
+        if delta <= 0:
+            return list(keep)
+        total = sum(g.channels for g in self.state.groups)
+        target = self.problem.channels(keep) + delta * total
+        grown = allocate(self.problem, allocator="uniform" if allocator == "uniform" else "gamma-channels",
+                         scores=scores or [None] * len(keep), keep_channels=target)
+        return [max(k, m) for k, m in zip(keep, grown)]
+
+    # ----------------------------------------------------------------------------- public API
+    def step(self) -> bool:
+        """Advance the schedule by one unit; explore if it says so. Returns True when it explored."""
+        self.t += 1
+        if self.schedule.is_explore_step(self.t):
+            self.explore()
+            return True
+        self.apply_masks()
+        return False
+
+    def apply_masks(self) -> None:
+        """Re-zero masked channels (weights, biases, norm scale and shift)."""
+        self.state.apply()
+
+    @torch.no_grad()
+    def explore(self) -> None:
+        """One prune-regrow step at the current schedule position."""
+        if not self.state.groups:
+            return
+        delta = self.schedule.regrow_factor(self.t, self.config["regrow_ratio"])
+        old_masks = self.state.masks
+        # 1. Allocation: rank |gamma|; inactive units by their most-recently-used value (or 0).
+        gammas = [self.state.unit_gammas(g, from_snapshot=True) for g in self.state.groups]
+        current = [self.state.unit_gammas(g) for g in self.state.groups]
+        scores = []
+        for mru, now, mask in zip(gammas, current, old_masks):
+            if now is None:
+                scores.append(None)
+                continue
+            inactive_value = mru if self.config["reallocate"] else torch.zeros_like(now)
+            scores.append(torch.where(mask, now, inactive_value))
+        allocator = self.config["allocator"]
+        keep = self._widths(allocator=allocator, scores=scores)
+        grown = self._grown_widths(keep, delta, allocator=allocator, scores=scores)
+        # 2. Pruning inside each group: column subset selection among the active units.
+        kept_sets = []
+        for group, mask, width in zip(self.state.groups, old_masks, keep):
+            active = mask.nonzero().flatten()
+            if width >= len(active):
+                kept_sets.append(active)
+                continue
+            filters = self.state.unit_filters(group)[:, active.to(self.state.unit_filters(group).device)]
+            kept_sets.append(active[top_k_indices(self.score(filters, width).cpu(), width)])
+        # 3. Inactive units get their most-recently-used values back (and fresh optimizer state).
+        self.state.restore_inactive(self.optimizer)
+        # 4. Regrowth among the units not kept, from their restored values.
+        new_masks = []
+        for group, kept, width in zip(self.state.groups, kept_sets, grown):
+            mask = torch.zeros(group.units, dtype=torch.bool)
+            mask[kept] = True
+            count = width - len(kept)
+            if count > 0:
+                mask[self.sample(self.state.unit_filters(group), kept, count, self.generator)] = True
+            new_masks.append(mask)
+        # 5. Snapshot (after restore, before masking), then mask.
+        self.state.take_snapshot()
+        self.state.set_masks(new_masks)
+        self.state.apply()
+
+    @property
+    def groups_summary(self) -> list[dict]:
+        """Per group: name, channels, kept width (for logs and width plots)."""
+        widths = {g.name: int(m.sum()) * g.tile for g, m in zip(self.state.groups, self.state.masks)}
+        return [{"group": g.name, "channels": g.channels, "width": widths.get(g.name, g.channels),
+                 "prunable": g.prunable, **({} if g.prunable else {"reason": g.skip_reason})}
+                for g in self.groups]
+
+    def sparsity(self) -> float:
+        """Fraction of prunable channels currently masked."""
+        total = sum(g.channels for g in self.state.groups)
+        if total == 0:
+            return 0.0
+        kept = sum(int(m.sum()) * g.tile for g, m in zip(self.state.groups, self.state.masks))
+        return 1 - kept / total
+
+    def macs(self) -> int:
+        return self.cost.macs(self.state.masks)
+
+    def dense_macs(self) -> int:
+        return self.cost.dense_macs
+
+    def params(self) -> int:
+        return self.cost.params(self.state.masks)
+
+    def dense_params(self) -> int:
+        return self.cost.dense_params
+
+    def compact(self) -> nn.Module:
+        """A new, physically smaller model; in eval mode its output equals the masked model's."""
+        self.apply_masks()
+        removed = removed_channels(self.state.groups, self.state.masks)
+        small = prune_copy(self.model, removed, self.example_inputs)
+        recipe = make_recipe(self.model, removed, tuple(_first(self.example_inputs).shape), **self._recipe_args)
+        if recipe is not None:
+            small.chex_recipe = recipe
+        return small
+
+    # ------------------------------------------------------------------------------ resumability
+    def state_dict(self) -> dict:
+        return {"t": self.t, "config": dict(self.config),
+                "masks": {g.name: m.clone() for g, m in zip(self.state.groups, self.state.masks)},
+                "snapshot": {k: v.detach().cpu().clone() for k, v in self.state.snapshot.items()},
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        names = [g.name for g in self.state.groups]
+        if sorted(state["masks"]) != sorted(names):
+            raise ValueError("explorer state does not match this model's channel groups "
+                             f"(saved {len(state['masks'])} groups, this model has {len(names)})")
+        self.t = int(state["t"])
+        self.state.snapshot = {k: v.clone() for k, v in state["snapshot"].items()}
+        self.state.set_masks([state["masks"][n].to(torch.bool) for n in names])
+        self.generator.set_state(state["generator"])
+        self.apply_masks()
+
+    def remove_hooks(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+def _first(example_inputs):
+    return example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+
+
+@torch.no_grad()
+def _check_forward(model: nn.Module, example_inputs) -> None:
+    """Run the model once; if it fails, say which module failed (the usual untraceable case)."""
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(module, _inputs):
+        stack.append(names[module])
+
+    def leave(*_):  # returns None: a hook's return value would replace the output
+        stack.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    handles += [m.register_forward_hook(leave) for m in model.modules()]
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        model(*inputs)
+    except Exception as exc:
+        where = stack[-1] if stack else "<model>"
+        layer = model.get_submodule(where) if stack and where else model
+        raise ValueError(f"the model cannot run on the example inputs: it fails in {where or '<model>'} "
+                         f"({type(layer).__name__}): {type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()

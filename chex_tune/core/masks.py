@@ -1,0 +1,118 @@
+"""Masks bound to a model's tensors: zero masked channels, snapshot, restore, reset momentum.
+
+Masking keeps the dense model's shapes and zeroes every output a masked channel has (conv and
+linear rows, biases, norm scale and shift). A zero channel then contributes nothing downstream, so
+the masked model computes exactly what the compacted one will. Consumers' input slices and norm
+running statistics are not zeroed (their inputs are already zero) but are snapshotted and restored
+with the rest, so a regrown channel comes back with the values it had when it was last active.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chex_tune.core.groups import ChannelGroup, TensorSlice, resolve_tensor
+
+
+class MaskState:
+    """One boolean unit mask per prunable group, applied to ``model`` in place."""
+
+    def __init__(self, model: nn.Module, groups: list[ChannelGroup]):
+        self.model = model
+        self.groups = [g for g in groups if g.prunable]
+        self.masks = [torch.ones(g.units, dtype=torch.bool) for g in self.groups]
+        self.snapshot: dict[str, torch.Tensor] = {}
+        self._inactive: dict[int, torch.Tensor] = {}  # id(slice) -> positions to zero, cached per mask
+
+    # ----------------------------------------------------------------------------------- masking
+    def set_masks(self, masks: list[torch.Tensor]) -> None:
+        if len(masks) != len(self.groups):
+            raise ValueError(f"expected {len(self.groups)} masks, got {len(masks)}")
+        for group, mask in zip(self.groups, masks):
+            if mask.shape != (group.units,) or mask.dtype != torch.bool:
+                raise ValueError(f"mask for group {group.name} must be bool of shape ({group.units},), "
+                                 f"got {mask.dtype} {tuple(mask.shape)}")
+            if not mask.any():
+                raise ValueError(f"mask for group {group.name} would remove every channel")
+        self.masks = [m.detach().cpu().clone() for m in masks]
+        self._inactive.clear()
+
+    def _positions(self, piece: TensorSlice, mask: torch.Tensor, device) -> torch.Tensor:
+        cached = self._inactive.get(id(piece))
+        if cached is None or cached.device != device:
+            cached = piece.index[~mask[piece.unit]].to(device)
+            self._inactive[id(piece)] = cached
+        return cached
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Re-zero every masked output entry (call after each optimizer step)."""
+        for group, mask in zip(self.groups, self.masks):
+            for piece in group.slices:
+                if piece.zero:
+                    tensor = resolve_tensor(self.model, piece)
+                    tensor.index_fill_(piece.dim, self._positions(piece, mask, tensor.device), 0)
+
+    # ------------------------------------------------------------------------- snapshot, restore
+    def _touched(self):
+        seen = {}
+        for group in self.groups:
+            for piece in group.slices:
+                seen.setdefault(piece.key, piece)
+        return seen
+
+    @torch.no_grad()
+    def take_snapshot(self) -> None:
+        """Remember every touched tensor as it is now (masked entries hold their last active values)."""
+        self.snapshot = {key: resolve_tensor(self.model, piece).detach().clone()
+                         for key, piece in self._touched().items()}
+
+    @torch.no_grad()
+    def restore_inactive(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Give every masked entry back its most-recently-used value; zero its optimizer state.
+
+        Resetting momentum of restored entries is a deliberate deviation from the authors' code,
+        which leaves the stale momentum a masked channel accumulated while it was zero.
+        """
+        if not self.snapshot:
+            return
+        for group, mask in zip(self.groups, self.masks):
+            for piece in group.slices:
+                tensor = resolve_tensor(self.model, piece)
+                positions = piece.index[~mask[piece.unit]].to(tensor.device)
+                if positions.numel() == 0:
+                    continue
+                saved = self.snapshot[piece.key].to(tensor.device)
+                tensor.index_copy_(piece.dim, positions, saved.index_select(piece.dim, positions))
+                if optimizer is not None and isinstance(tensor, nn.Parameter):
+                    for state in optimizer.state.get(tensor, {}).values():
+                        if torch.is_tensor(state) and state.shape == tensor.shape:
+                            state.index_fill_(piece.dim, positions, 0)
+        self._inactive.clear()
+
+    # ------------------------------------------------------------------------------- read values
+    @torch.no_grad()
+    def unit_filters(self, group: ChannelGroup) -> torch.Tensor:
+        """The group's filter matrix W: column u stacks unit u's filters from every producer."""
+        columns = []
+        for piece in group.producers:
+            tensor = resolve_tensor(self.model, piece).detach()
+            order = torch.argsort(piece.unit * (piece.index.max() + 1) + piece.index)
+            rows = tensor.index_select(0, piece.index[order].to(tensor.device)).flatten(1).float()
+            columns.append(rows.reshape(group.units, -1))
+        return torch.cat(columns, dim=1).T
+
+    @torch.no_grad()
+    def unit_gammas(self, group: ChannelGroup, *, from_snapshot: bool = False) -> torch.Tensor | None:
+        """Mean |gamma| per unit over the group's norm layers (None when it has none)."""
+        if not group.norms:
+            return None
+        total = torch.zeros(group.units)
+        count = torch.zeros(group.units)
+        for piece in group.norms:
+            source = self.snapshot[piece.key] if from_snapshot else resolve_tensor(self.model, piece)
+            values = source.detach().index_select(0, piece.index.to(source.device)).abs().float().cpu()
+            total.index_add_(0, piece.unit, values)
+            count.index_add_(0, piece.unit, torch.ones_like(values))
+        return total / count.clamp_min(1)

@@ -1,0 +1,85 @@
+"""Intra-group channel scorers: which channels of a coupled group are most worth keeping.
+
+A *filter matrix* ``W`` has shape ``[rows, n]``: column ``j`` holds channel ``j``'s flattened filters,
+stacked over every layer that produces that channel, so one score covers the whole coupled group.
+Higher score = more worth keeping. Every scorer has the signature ``(filters, keep) -> scores``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["SCORERS", "css_scores", "get_scorer", "l1_scores", "top_k_indices"]
+
+
+def _check(filters: Tensor, keep: int) -> None:
+    if filters.dim() != 2:
+        raise ValueError(f"filters must be a 2-D [rows, n] matrix, got shape {tuple(filters.shape)}")
+    n = filters.shape[1]
+    if not 1 <= keep <= n:
+        raise ValueError(f"keep must be in [1, {n}] (the number of channels), got {keep}")
+
+
+def l1_scores(filters: Tensor, keep: int) -> Tensor:
+    """L1 norm of each channel's filters (``keep`` is unused; it is there to share the scorer signature).
+
+    The classic magnitude criterion: cheap, and the fallback of :func:`css_scores` when leverage scores
+    carry no information.
+    """
+    _check(filters, keep)
+    return filters.float().abs().sum(dim=0)
+
+
+def css_scores(filters: Tensor, keep: int) -> Tensor:
+    """Column subset selection leverage scores of the top-``keep`` right singular subspace.
+
+    ``score_j = ||V_k[j]||^2`` where ``V_k`` holds the top-``keep`` right singular vectors of ``W``. A
+    column whose direction is shared by many others (a near-duplicate channel) splits its leverage with
+    them, so CSS prefers channels that span distinct directions over merely large ones, which is what
+    makes the kept subset a good low-rank approximation of the whole layer. The scores sum to ``keep``.
+
+    Degenerate case: when ``keep`` exceeds the numerical rank of ``W`` (always so when ``W`` has fewer
+    rows than ``keep``), the top-``keep`` subspace contains null directions chosen arbitrarily by the
+    SVD, and leverage scores stop distinguishing channels. We then fall back to :func:`l1_scores`, as the
+    CHEX authors do.
+
+    Computed in float32 on ``filters``' device (half and bfloat16 inputs are upcast: their SVD is
+    unsupported or inaccurate); returns a float32 ``[n]`` tensor on that device.
+    """
+    _check(filters, keep)
+    if filters.shape[0] < keep:  # rank <= rows < keep: skip the SVD
+        return l1_scores(filters, keep)
+    _, sv, vh = torch.linalg.svd(filters.float(), full_matrices=False)
+    rank = int((sv > sv[0] * max(filters.shape) * torch.finfo(torch.float32).eps).sum())
+    if keep > rank:
+        return l1_scores(filters, keep)
+    return vh[:keep].square().sum(dim=0)
+
+
+SCORERS: dict[str, Callable[[Tensor, int], Tensor]] = {"css": css_scores, "l1": l1_scores}
+
+
+def get_scorer(name: str) -> Callable[[Tensor, int], Tensor]:
+    """Look a scorer up by the name used in configs, failing loudly with the valid choices."""
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; choose one of: {', '.join(SCORERS)}") from None
+
+
+def top_k_indices(scores: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` largest scores, as a sorted int64 tensor.
+
+    Ties go to the lower index (a stable sort of ``-scores``) so that pruning is reproducible across
+    runs and devices, e.g. when many channels are all-zero and score exactly 0.
+    """
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
+    n = scores.shape[0]
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, {n}] (the number of scores), got {k}")
+    order = torch.sort(-scores, stable=True).indices
+    return torch.sort(order[:k]).values.long()
