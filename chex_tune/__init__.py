@@ -1,5 +1,12 @@
-"""chex_tune: CHEX channel prune-and-regrow for timm CNNs, and its multi-objective tuning."""
+"""chex_tune: CHEX channel prune-and-regrow for timm CNNs, and its multi-objective tuning.
+
+    from chex_tune import ChannelExplorer, save_compact, load_compact
+"""
 
 from chex_tune import _torchvision_fix  # noqa: F401  (first: makes `import timm` work everywhere)
+from chex_tune.config import ChexConfig
+from chex_tune.core.compact import load_compact, save_compact
+from chex_tune.core.explorer import ChannelExplorer
 
 __version__ = "0.1.0"
+__all__ = ["ChannelExplorer", "ChexConfig", "__version__", "load_compact", "save_compact"]

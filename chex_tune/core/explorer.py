@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from chex_tune.core.allocation import AllocationProblem, allocate, check_allocator
+from chex_tune.config import ChexConfig
+from chex_tune.core.allocation import AllocationProblem, allocate
 from chex_tune.core.compact import find_inexact_groups, make_recipe, prune_copy, removed_channels
 from chex_tune.core.flops import SubmodelCost
 from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
@@ -29,16 +30,6 @@ from chex_tune.core.masks import MaskState
 from chex_tune.core.regrow import get_sampler
 from chex_tune.core.schedule import ExploreSchedule
 from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
-
-UNITS = ("step", "epoch")
-
-
-def _check_fraction(name: str, value: float, *, low: float, high: float, high_open: bool) -> None:
-    ok = low <= value < high if high_open else low <= value <= high
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
-
 
 class ChannelExplorer:
     """CHEX on ``model`` in place. See the module docstring for the call pattern.
@@ -71,31 +62,13 @@ class ChannelExplorer:
                  width_multiple: int = 1, ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None,
                  seed: int = 0, verify: bool = True, graph_timeout_s: float | None = 120.0,
                  model_name: str | None = None, model_kwargs: dict | None = None, builder: str | None = None):
-        _check_fraction("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
-        _check_fraction("regrow_ratio", regrow_ratio, low=0.0, high=1.0, high_open=True)
-        check_allocator(allocator)
-        if allocator == "gamma-macs" and macs_target is None:
-            raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, in (0, 1])")
-        if macs_target is not None:
-            _check_fraction("macs_target", macs_target, low=0.0, high=1.0, high_open=False)
-            if macs_target <= 0:
-                raise ValueError(f"macs_target must be in (0, 1], got {macs_target!r}")
-            if allocator == "gamma-channels":
-                raise ValueError("macs_target is set but allocator is 'gamma-channels'; use allocator='gamma-macs'")
-        elif regrow_ratio > sparsity:
-            raise ValueError(f"regrow_ratio must be <= sparsity ({sparsity}), got {regrow_ratio}")
-        if unit not in UNITS:
-            raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
-        _check_fraction("min_width", min_width, low=0.0, high=1.0, high_open=False)
-        if not isinstance(width_multiple, int) or width_multiple < 1:
-            raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
+        self.config = ChexConfig(sparsity=sparsity, regrow_ratio=regrow_ratio, period=period,
+                                 explore_until=explore_until, unit=unit, scorer=scorer, sampler=sampler,
+                                 allocator=allocator, macs_target=macs_target, reallocate=reallocate,
+                                 min_width=min_width, width_multiple=width_multiple, seed=seed)
         self.schedule = ExploreSchedule(period=period, total=total, explore_until=explore_until)
         self.score = get_scorer(scorer)
         self.sample = get_sampler(sampler)
-        self.config = dict(sparsity=sparsity, regrow_ratio=regrow_ratio, period=period, total=total,
-                           explore_until=explore_until, unit=unit, scorer=scorer, sampler=sampler,
-                           allocator=allocator, macs_target=macs_target, reallocate=reallocate,
-                           min_width=min_width, width_multiple=width_multiple, seed=seed)
         self.model = model
         self.example_inputs = example_inputs
         self.optimizer = optimizer
@@ -109,6 +82,12 @@ class ChannelExplorer:
         self.problem = self._allocation_problem(min_width, width_multiple)
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         self._initial_prune()
+
+    @classmethod
+    def from_config(cls, model: nn.Module, example_inputs, config: ChexConfig, *, total: int,
+                    **options) -> ChannelExplorer:
+        """Build from a ``ChexConfig`` (what YAML files, the CLI and sweeps produce)."""
+        return cls(model, example_inputs, total=total, **config.to_dict(), **options)
 
     # ------------------------------------------------------------------------------ construction
     @staticmethod
@@ -145,7 +124,7 @@ class ChannelExplorer:
         if not self.state.groups:
             return
         keep = self._widths(allocator="uniform", scores=None)
-        grown = self._grown_widths(keep, self.config["regrow_ratio"], allocator="uniform", scores=None)
+        grown = self._grown_widths(keep, self.config.regrow_ratio, allocator="uniform", scores=None)
         masks = []
         for group, width in zip(self.state.groups, grown):
             filters = self.state.unit_filters(group)
@@ -158,7 +137,7 @@ class ChannelExplorer:
     # -------------------------------------------------------------------------------- allocation
     @property
     def _macs_budget(self) -> float | None:
-        target = self.config["macs_target"]
+        target = self.config.macs_target
         return None if target is None else target * self.cost.dense_macs
 
     def _macs_of_widths(self, widths: list[int], scores) -> float:
@@ -177,7 +156,7 @@ class ChannelExplorer:
         if budget is not None:
             return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
                             macs_target=budget, macs_of=lambda w: self._macs_of_widths(w, scores))
-        keep_channels = (1 - self.config["sparsity"]) * sum(g.channels for g in self.state.groups)
+        keep_channels = (1 - self.config.sparsity) * sum(g.channels for g in self.state.groups)
         return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
                         keep_channels=keep_channels)
 
@@ -210,7 +189,7 @@ class ChannelExplorer:
         """One prune-regrow step at the current schedule position."""
         if not self.state.groups:
             return
-        delta = self.schedule.regrow_factor(self.t, self.config["regrow_ratio"])
+        delta = self.schedule.regrow_factor(self.t, self.config.regrow_ratio)
         old_masks = self.state.masks
         # 1. Allocation: rank |gamma|; inactive units by their most-recently-used value (or 0).
         gammas = [self.state.unit_gammas(g, from_snapshot=True) for g in self.state.groups]
@@ -220,9 +199,9 @@ class ChannelExplorer:
             if now is None:
                 scores.append(None)
                 continue
-            inactive_value = mru if self.config["reallocate"] else torch.zeros_like(now)
+            inactive_value = mru if self.config.reallocate else torch.zeros_like(now)
             scores.append(torch.where(mask, now, inactive_value))
-        allocator = self.config["allocator"]
+        allocator = self.config.allocator
         keep = self._widths(allocator=allocator, scores=scores)
         grown = self._grown_widths(keep, delta, allocator=allocator, scores=scores)
         # 2. Pruning inside each group: column subset selection among the active units.
@@ -290,7 +269,7 @@ class ChannelExplorer:
 
     # ------------------------------------------------------------------------------ resumability
     def state_dict(self) -> dict:
-        return {"t": self.t, "config": dict(self.config),
+        return {"t": self.t, "config": self.config.to_dict(),
                 "masks": {g.name: m.clone() for g, m in zip(self.state.groups, self.state.masks)},
                 "snapshot": {k: v.detach().cpu().clone() for k, v in self.state.snapshot.items()},
                 "generator": self.generator.get_state()}

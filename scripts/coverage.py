@@ -1,0 +1,424 @@
+"""Coverage benchmark: does ChannelExplorer prune (exactly) across many timm CNN families?
+
+For each model, in its own subprocess (so a crash, hang or segfault becomes a row, not the end of
+the run): build it (random init, 10 classes), wrap it in a ChannelExplorer (sparsity 0.5, regrow
+0.2, period 1, total 6, explore_until 0.72), interleave 6 random-data SGD steps with ``ex.step()``,
+then compact it and check, in eval mode, that
+
+  * the compact model's output equals the masked model's (relative max |diff| <= 1e-4),
+  * the compact model's hook-counted MACs equal the explorer's analytic count,
+  * save_compact / load_compact rebuilds the same model (relative max |diff| <= 1e-4).
+
+    python scripts/coverage.py                       # the built-in list, 64x64 inputs
+    python scripts/coverage.py --models resnet18 vgg11 --size 32 --timeout 120
+
+Writes ``<out>/coverage.json`` and ``<out>/coverage.md``. This script is not part of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+
+TOLERANCE = 1e-4
+SETTINGS = dict(sparsity=0.5, regrow_ratio=0.2, period=1, total=6, explore_until=0.72)
+STEPS = 6
+TARGET_PRUNED = 90.0  # % of models pruned with exact equivalence
+TARGET_OK = 100.0  # % of models without crash, timeout or wrong output
+
+MODELS = [
+    "resnet18", "resnet50", "resnet101", "resnext50_32x4d", "seresnet18", "seresnext26d_32x4d",
+    "wide_resnet50_2", "resnet26d", "mobilenetv2_100", "mobilenetv3_small_100", "mobilenetv3_large_100",
+    "efficientnet_b0", "efficientnet_lite0", "tf_efficientnetv2_b0", "regnetx_002", "regnety_002",
+    "regnetz_005", "convnext_atto", "convnext_nano", "densenet121", "ghostnet_100", "vgg11", "vgg11_bn",
+    "dla34", "hrnet_w18_small", "cspresnet50", "cspdarknet53", "res2net50_14w_8s", "mixnet_s",
+    "mnasnet_100", "fbnetc_100", "spnasnet_100", "rexnet_100", "dpn68", "selecsls42b", "hardcorenas_a",
+    "tinynet_a", "lcnet_050", "repvgg_a0", "resnest14d", "skresnet18", "inception_v3", "xception41",
+    "ese_vovnet19b_dw", "nfnet_l0", "efficientvit_b0", "gernet_s", "darknet53", "mobileone_s0",
+    "fastvit_t8", "ecaresnet26t",
+]
+# Fallbacks when a name is missing from the installed timm (first one that exists wins).
+SIBLINGS = {
+    "regnetz_005": ["regnetz_b16", "regnetz_c16"],
+    "repvgg_a0": ["repvgg_a2", "repvgg_a1", "repvgg_b0"],
+    "nfnet_l0": ["dm_nfnet_f0", "nf_resnet50", "nf_regnet_b0"],
+    "efficientvit_b0": ["efficientvit_b1"],
+    "fastvit_t8": ["fastvit_t12", "fastvit_s12"],
+}
+MIN_SIZE = {"inception_v3": 96}  # inception_v3 needs at least 75x75
+
+
+def input_size(name: str, size: int) -> int:
+    return max(size, MIN_SIZE.get(name, 0))
+
+
+# ==================================================================================== child side
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _first_output(out):
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+def _traceback_summary(exc: BaseException) -> dict:
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "chex_tune" in f.filename and "site-packages" not in f.filename]
+    where = ours[-1] if ours else (frames[-1] if frames else None)
+    deepest = frames[-1] if frames else None
+    fmt = lambda f: f"{os.path.relpath(f.filename) if 'chex_tune' in f.filename else f.filename}:{f.lineno} in {f.name}"  # noqa: E731
+    return {
+        "error": _short(f"{type(exc).__name__}: {exc}", 400),
+        "chex_frame": fmt(where) if where else None,
+        "deepest_frame": fmt(deepest) if deepest else None,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+    }
+
+
+def run_one(name: str, size: int) -> dict:
+    """Everything for one model; returns a row (never raises)."""
+    row: dict = {"model": name, "size": size, "stage": "import"}
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        import warnings
+
+        import chex_tune  # noqa: F401  (before timm)
+        import timm
+        import torch
+
+        from chex_tune import ChannelExplorer, load_compact, save_compact
+        from chex_tune.core.compact import max_output_difference
+        from chex_tune.core.flops import count_macs
+
+        row["stage"] = "create"
+        torch.manual_seed(0)
+        model = timm.create_model(name, pretrained=False, num_classes=10)
+        x = torch.randn(2, 3, size, size)
+        times["create"] = time.perf_counter() - t0
+
+        row["stage"] = "construct"
+        t = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ex = ChannelExplorer(model, x, **SETTINGS)
+        times["construct"] = time.perf_counter() - t
+        row["warnings"] = [_short(f"{w.category.__name__}: {w.message}", 600) for w in caught
+                           if issubclass(w.category, UserWarning)][:5]
+        groups = ex.groups
+        dense = [g for g in groups if not g.prunable]
+        total_ch = sum(g.channels for g in groups)
+        row.update(
+            groups_total=len(groups),
+            groups_pruned=len(ex.state.groups),
+            groups_dense=len(dense),
+            dense_reasons=[f"{g.name}: {_short(g.skip_reason, 140)}" for g in dense],
+            channels_prunable=(sum(g.channels for g in ex.state.groups) / total_ch) if total_ch else 0.0,
+        )
+
+        row["stage"] = "train"
+        t = time.perf_counter()
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        gen = torch.Generator().manual_seed(1)
+        explored = 0
+        for _ in range(STEPS):
+            xb = torch.randn(2, 3, size, size, generator=gen)
+            out = _first_output(model(xb))
+            target = torch.randn(out.shape, generator=gen)
+            loss = torch.nn.functional.mse_loss(out, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            explored += bool(ex.step())
+        times["train"] = time.perf_counter() - t
+        row["explore_steps"] = explored
+        row["sparsity"] = ex.sparsity()
+
+        row["stage"] = "compact"
+        t = time.perf_counter()
+        model.eval()
+        small = ex.compact().eval()
+        times["compact"] = time.perf_counter() - t
+
+        row["stage"] = "diff"
+        row["max_diff"] = max_output_difference(model, small, x)
+
+        row["stage"] = "macs"
+        dense_macs, ex_macs = ex.dense_macs(), ex.macs()
+        compact_macs = count_macs(small, x)
+        row.update(dense_macs_M=dense_macs / 1e6, explorer_macs_M=ex_macs / 1e6,
+                   compact_macs_M=compact_macs / 1e6, macs_equal=bool(compact_macs == ex_macs),
+                   dense_count_equal=bool(count_macs(model, x) == dense_macs),
+                   dense_params_M=ex.dense_params() / 1e6,
+                   compact_params_M=sum(p.numel() for p in small.parameters()) / 1e6)
+
+        row["stage"] = "reload"
+        t = time.perf_counter()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{name}.pt")
+            save_compact(small, path)
+            reloaded = load_compact(path)
+        row["reload_diff"] = max_output_difference(small, reloaded, x)
+        times["reload"] = time.perf_counter() - t
+        row["stage"] = "done"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        row.update(_traceback_summary(exc))
+    row["stage_seconds"] = {k: round(v, 2) for k, v in times.items()}
+    return row
+
+
+def classify(row: dict) -> str:
+    if row.get("stage") != "done":
+        return "crash"
+    problems = []
+    if not row["max_diff"] <= TOLERANCE:
+        problems.append(f"compact output differs (relative {row['max_diff']:.1e})")
+    if not row["macs_equal"]:
+        problems.append(f"MACs mismatch: compact {row['compact_macs_M']:.3f}M vs explorer "
+                        f"{row['explorer_macs_M']:.3f}M")
+    if not row["reload_diff"] <= TOLERANCE:
+        problems.append(f"reload differs (relative {row['reload_diff']:.1e})")
+    if row["groups_pruned"] > 0 and not row["compact_macs_M"] < row["dense_macs_M"]:
+        problems.append("prunable groups but no MACs removed")
+    if problems:
+        row["problems"] = problems
+        return "wrong"
+    if row["groups_pruned"] > 0:
+        return "pruned"
+    return "fallback"
+
+
+# =================================================================================== parent side
+def family_of(name: str) -> str:
+    try:
+        import timm
+
+        return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def resolve_names(names: list[str]) -> list[tuple[str, str]]:
+    """(requested, used) pairs; a missing name is replaced by its first existing sibling."""
+    import chex_tune  # noqa: F401
+    import timm
+
+    pairs = []
+    for name in names:
+        if timm.list_models(name):
+            pairs.append((name, name))
+            continue
+        for sibling in SIBLINGS.get(name, []):
+            if timm.list_models(sibling):
+                pairs.append((name, sibling))
+                break
+        else:
+            pairs.append((name, name))  # will show up as a crash row
+    return pairs
+
+
+def run_child(name: str, size: int, timeout: float) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--size", str(size)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stderr or b"")
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return {"model": name, "size": size, "status": "timeout", "seconds": round(time.perf_counter() - start, 1),
+                "error": f"no result within {timeout:.0f} s", "stderr_tail": tail[-1500:]}
+    seconds = round(time.perf_counter() - start, 1)
+    row = None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                pass
+    if row is None:
+        signal_note = f" (signal {-proc.returncode})" if proc.returncode < 0 else ""
+        row = {"model": name, "size": size, "status": "crash",
+               "error": f"child exited with code {proc.returncode}{signal_note} without a result",
+               "stderr_tail": proc.stderr[-1500:]}
+    else:
+        row["status"] = classify(row)
+    row["seconds"] = seconds
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    n = len(rows)
+    count = lambda s: sum(r["status"] == s for r in rows)  # noqa: E731
+    pruned, fallback = count("pruned"), count("fallback")
+    ok = pruned + fallback
+    pct = lambda k: 100.0 * k / n if n else 0.0  # noqa: E731
+    return {
+        "models": n, "pruned": pruned, "fallback": fallback, "crash": count("crash"),
+        "timeout": count("timeout"), "wrong": count("wrong"),
+        "pruned_pct": pct(pruned), "fallback_pct": pct(fallback), "ok_pct": pct(ok),
+        "pruned_target_pct": TARGET_PRUNED, "ok_target_pct": TARGET_OK,
+        "pruned_pass": pct(pruned) >= TARGET_PRUNED, "ok_pass": pct(ok) >= TARGET_OK,
+        "total_seconds": round(sum(r.get("seconds", 0) for r in rows), 1),
+    }
+
+
+def _verdict(value: float, target: float, n: int) -> str:
+    if value >= target:
+        return f"PASS (target >= {target:.0f}%)"
+    missing = -(-(target - value) * n // 100)  # models needed, rounded up
+    return f"MISS by {target - value:.1f} points, {int(missing)} model(s) (target >= {target:.0f}%)"
+
+
+def summary_line(s: dict) -> str:
+    n = s["models"]
+    return (f"{n} models: {s['pruned_pct']:.1f}% pruned with exact equivalence "
+            f"[{_verdict(s['pruned_pct'], TARGET_PRUNED, n)}], {s['fallback_pct']:.1f}% fallback (dense, by the "
+            f"engine's choice), {s['ok_pct']:.1f}% without crash or wrong output "
+            f"[{_verdict(s['ok_pct'], TARGET_OK, n)}]")
+
+
+def _note(row: dict) -> str:
+    status = row["status"]
+    if status in ("crash", "timeout"):
+        where = row.get("chex_frame") or row.get("deepest_frame") or ""
+        stage = f"[{row.get('stage')}] " if row.get("stage") else ""
+        return _short(f"{stage}{row.get('error', '')}" + (f" @ {where}" if where else ""), 260)
+    if status == "wrong":
+        return _short("; ".join(row.get("problems", [])), 260)
+    if status == "fallback" and row.get("groups_total", 0) == 0:
+        return _short("; ".join(row.get("warnings", [])) or "no channel groups", 260)
+    reasons = row.get("dense_reasons", [])
+    if reasons:
+        more = f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else ""
+        return _short("; ".join(reasons[:2]), 220) + more
+    return ""
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_outputs(out_dir: str, rows: list[dict], meta: dict) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    summary = summarize(rows)
+    with open(os.path.join(out_dir, "coverage.json"), "w") as f:
+        json.dump({**meta, "summary": summary, "summary_line": summary_line(summary), "rows": rows}, f, indent=1)
+    lines = [
+        "# ChannelExplorer coverage over timm CNNs",
+        "",
+        "Each model runs in its own subprocess (a crash, hang or segfault is one row). Per model: "
+        "`timm.create_model(name, pretrained=False, num_classes=10)` with `torch.manual_seed(0)`; "
+        f"`ChannelExplorer(model, x, {', '.join(f'{k}={v}' for k, v in SETTINGS.items())})` with "
+        f"x = randn(2, 3, S, S); {STEPS} random-data SGD steps (lr 0.01, momentum 0.9, MSE to random "
+        "targets, train mode), each followed by `ex.step()`; then in eval mode `ex.compact()` and three checks: "
+        f"masked vs compact output (relative max |diff| <= {TOLERANCE:g}), hook-counted MACs of the compact "
+        "model == `ex.macs()`, and a `save_compact`/`load_compact` round trip (relative max |diff| <= "
+        f"{TOLERANCE:g}).",
+        "",
+        "Status: `pruned` = at least one prunable group, fewer MACs, all checks pass; `fallback` = the engine "
+        "left the whole model dense (graph build failed or no group verified) and the checks pass; `wrong` = a "
+        "check failed; `crash` / `timeout` = no result (per-model limit "
+        f"{meta['timeout_s']:.0f} s).",
+        "",
+        f"Settings: S = {meta['size']} (inception_v3: {input_size('inception_v3', meta['size'])}), "
+        f"torch {meta['versions']['torch']}, timm {meta['versions']['timm']}, torch-pruning "
+        f"{meta['versions']['torch_pruning']}, CPU, {meta['date']}. Total {summary['total_seconds']:.0f} s.",
+        "",
+        f"Reproduce: `{meta['command']}`",
+        "",
+        f"**Summary: {summary_line(summary)}.**",
+        "",
+        f"Counts: pruned {summary['pruned']}, fallback {summary['fallback']}, wrong {summary['wrong']}, "
+        f"crash {summary['crash']}, timeout {summary['timeout']}.",
+        "",
+        "| model | family | S | status | groups | pruned | dense | ch. prunable | dense MMACs | compact MMACs "
+        "| MACs eq | max diff | reload diff | s | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["model"] + (f" (for {r['requested']})" if r.get("requested", r["model"]) != r["model"] else ""),
+            r.get("family", "?"), str(r.get("size", "-")), f"**{r['status']}**" if r["status"] != "pruned" else r["status"],
+            _fmt(r.get("groups_total"), "d"), _fmt(r.get("groups_pruned"), "d"), _fmt(r.get("groups_dense"), "d"),
+            _fmt(r.get("channels_prunable"), ".0%"), _fmt(r.get("dense_macs_M"), ".1f"),
+            _fmt(r.get("compact_macs_M"), ".1f"), _fmt(r.get("macs_equal"), ""), _fmt(r.get("max_diff"), ".1e"),
+            _fmt(r.get("reload_diff"), ".1e"), _fmt(r.get("seconds"), ".0f"),
+            _note(r).replace("|", "\\|"),
+        ]) + " |")
+    with open(os.path.join(out_dir, "coverage.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for key, dist in (("torch", "torch"), ("timm", "timm"), ("torch_pruning", "torch-pruning"),
+                      ("chex_tune", "chex-tune")):
+        try:
+            out[key] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=None, help="timm model names (default: built-in list)")
+    parser.add_argument("--size", type=int, default=64, help="input height and width (default 64)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per model (default 300)")
+    parser.add_argument("--out", default="benchmarks/", help="output folder (default benchmarks/)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: one model, one JSON line
+    args = parser.parse_args(argv)
+
+    if args.one is not None:
+        row = run_one(args.one, args.size)
+        sys.stdout.write("\n" + json.dumps(row) + "\n")
+        sys.stdout.flush()
+        return 0
+
+    names = args.models or MODELS
+    command = " ".join(["python", "scripts/coverage.py", *map(shlex.quote, sys.argv[1:])])
+    meta = {"command": command, "size": args.size, "timeout_s": args.timeout,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "versions": versions(), "settings": {**SETTINGS, "steps": STEPS, "tolerance": TOLERANCE}}
+    rows = []
+    for requested, name in resolve_names(names):
+        size = input_size(name, args.size)
+        print(f"[{len(rows) + 1}/{len(names)}] {name} (S={size}) ...", end=" ", flush=True)
+        row = run_child(name, size, args.timeout)
+        row["family"] = family_of(name)
+        if requested != name:
+            row["requested"] = requested
+        rows.append(row)
+        extra = _note(row)
+        print(f"{row['status']} in {row['seconds']:.0f} s" + (f" - {extra}" if extra else ""), flush=True)
+        write_outputs(args.out, rows, meta)  # after every model: a partial run still leaves results
+    print(summary_line(summarize(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
