@@ -32,10 +32,13 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import chex_tune  # noqa: F401  (before timm: fixes the torchvision import)
-import timm
 import torch
 from torch import nn
+
+# isort: off
+import chex_tune  # noqa: F401  (before timm: fixes the torchvision import)
+import timm
+# isort: on
 
 from chex_tune import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
@@ -97,7 +100,8 @@ def machine_info() -> dict:
     return {"cpu_model": cpu_model, "nproc": os.cpu_count(),
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "mem_total_gib": mem_total_gib, "platform": platform.platform(), "versions": versions,
-            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
             "mkldnn": torch.backends.mkldnn.is_available()}
 
 
@@ -169,7 +173,8 @@ def bench_explore(name: str, px: int, classes: int, *, explore_repeats: int, ste
                      "groups": len(ex.groups), "prunable_groups": len(ex.state.groups)},
         "build_s": build_s,
         "explore_warmup_ms": explore_warmup_ms, "explore_ms": explore_ms, "explore_median_ms": explore_med,
-        "step": {"batch_measured": step_batch, "batch_reported": STEP_BATCH, "scaled_linearly": step_batch != STEP_BATCH,
+        "step": {"batch_measured": step_batch, "batch_reported": STEP_BATCH,
+                 "scaled_linearly": step_batch != STEP_BATCH,
                  "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=5e-4)", "loss": "cross-entropy",
                  "warmup_ms": step_warmup_ms, "times_ms": step_ms, "median_ms": step_med,
                  "median_ms_at_batch_64": step_at_64},
@@ -229,7 +234,8 @@ def bench_speedup(name: str, *, repeats: dict[int, int], warmup: dict[int, int])
             rows.append({
                 "model": name, "px": LATENCY_PX, "batch": batch, "sparsity": s,
                 "repeats": repeats[batch], "warmup": warmup[batch],
-                "threads": conditions["threads"], "device": conditions["device"], "dtype": conditions["dtype"],
+                "threads": conditions["threads"],
+                "device": conditions["device"], "dtype": conditions["dtype"],
                 "dense_times_ms": times["dense"], "compact_times_ms": times[f"S={s}"],
                 "dense_ms": dense_ms, "compact_ms": compact_ms, "speedup": speedup,
                 "dense_macs": dense_macs, "dense_params": count_params(dense), **info[s],
@@ -255,25 +261,31 @@ def write_markdown(path: Path, data: dict) -> None:
         + (" — **quick smoke run (few repeats), not the reference numbers**." if meta["quick"] else "."),
         "",
         f"Machine: {mach['nproc']} CPU cores (`nproc`), {mach['cpu_model']} (`/proc/cpuinfo`), "
-        f"{mach['mem_total_gib']} GiB RAM, no GPU; torch {ver['torch']} with {mach['torch_threads']} intra-op "
-        f"threads, timm {ver['timm']}, torch-pruning {ver['torch-pruning']}, chex-tune {ver['chex-tune']}, "
+        f"{mach['mem_total_gib']} GiB RAM, no GPU; torch {ver['torch']} with "
+        f"{mach['torch_threads']} intra-op threads, timm {ver['timm']}, "
+        f"torch-pruning {ver['torch-pruning']}, chex-tune {ver['chex-tune']}, "
         f"Python {ver['python']}. Load average (1 min) at start / end: "
         f"{meta['loadavg_start'][0]:.2f} / {meta['loadavg_end'][0]:.2f} — well above "
         f"{mach['nproc']} means something else shared the cores and the times are inflated. "
-        f"Peak RSS {meta['peak_rss_mib']:.0f} MiB. Models are timm, randomly initialised (`pretrained=False`), "
-        "float32, 3 input channels. Raw per-repeat times and all settings are in `core.json`.",
+        f"Peak RSS {meta['peak_rss_mib']:.0f} MiB. Models are timm, randomly initialised "
+        "(`pretrained=False`), float32, 3 input channels. Raw per-repeat times and all settings are in "
+        "`core.json`.",
         "",
         "## 1. Explore-step cost",
         "",
         "`ChannelExplorer(model, x, sparsity=0.5, regrow_ratio=0.3, period=1, total=100, explore_until=0.72, "
         f"optimizer=sgd)`; `ex.t` is set to {EXPLORE_T} before each `ex.explore()` (mid-exploration, regrow "
         "factor ~0.29, CSS scoring + projection regrowth, optimizer-state reset of restored entries). "
-        "Explore: median of the timed calls after one warm-up call. Training step: batch 64 of random "
+        "explore() is timed after one SGD step (BN gammas no longer all 1, as mid-training); its cost "
+        "depends on the mask/gamma state (CSS runs an SVD per group only where active channels must go). "
+        "Explore: median of the timed calls after one warm-up call, each call starting from the previous "
+        "call's masks. Training step: batch 64 of random "
         "images and labels, model in train mode, forward + cross-entropy + backward + "
         "SGD(momentum 0.9) step; median after one warm-up step. "
         f"Amortised = explore / (N x step) with N = {EPOCH_STEPS} (one Fashion-MNIST epoch at batch 64, "
         f"explore once per epoch) or N = {EVERY_STEPS} (explore every 100 steps). resnet18 at 32 px "
-        "(10 classes) stands in for the Fashion-MNIST setting; resnet50 at 224 px (1000 classes) is the large case. "
+        "(10 classes) stands in for the Fashion-MNIST setting; resnet50 at 224 px (1000 classes) is the "
+        "large case. "
         "`apply_masks` is the per-step mask re-application `ex.step()` does between explores.",
         "",
     ]
@@ -292,28 +304,32 @@ def write_markdown(path: Path, data: dict) -> None:
         lines.append(
             f"| {r['model']} | {r['px']} | {r['explore_median_ms']:.0f} ({len(r['explore_ms'])}) "
             f"| {st['median_ms_at_batch_64']:.0f} ({len(st['times_ms'])}) | {r['explore_over_step']:.2f} "
-            f"| {pct(r['amortised_epoch'])} | {pct(r['amortised_every_100'])} | {r['apply_masks_median_ms']:.1f} "
-            f"| {r['build_s']:.1f} |")
+            f"| {pct(r['amortised_epoch'])} | {pct(r['amortised_every_100'])} "
+            f"| {r['apply_masks_median_ms']:.1f} | {r['build_s']:.1f} |")
     lines += [
         "",
         "## 2. Inference speedup, compact vs dense",
         "",
-        f"Dense model (eval) against `ChannelExplorer(model, x, sparsity=S, regrow_ratio=0, total=1).compact()` "
+        "Dense model (eval) against "
+        "`ChannelExplorer(model, x, sparsity=S, regrow_ratio=0, total=1).compact()` "
         f"at {LATENCY_PX} px, 1000 classes. These are the engine's step-0 masks: uniform per-group widths, "
         "filters kept by L1 norm (the default allocator ranks by |BN gamma| in later explore steps, but at "
         "init every gamma is 1, so no learned allocation exists yet). "
-        "Dense and both compact models are timed in one process, interleaved (dense, S=0.5, S=0.7, dense, ...) "
+        "Dense and both compact models are timed in one process, interleaved "
+        "(dense, S=0.5, S=0.7, dense, ...) "
         "with `chex_tune.core.latency.measure_latency` (one forward pass per call, `torch.inference_mode`, "
         f"{mach['torch_threads']} threads) after warm-up passes; each figure is the median. "
         "MACs per sample by `count_macs`; efficiency = speedup / MACs ratio.",
         "",
-        "| model | batch | S | channel sparsity | dense ms | compact ms (n) | speedup | MACs ratio | efficiency |",
+        "| model | batch | S | channel sparsity | dense ms | compact ms (n) | speedup | MACs ratio "
+        "| efficiency |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["speedup"]:
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['sparsity']} | {r['channel_sparsity']:.2f} | {r['dense_ms']:.1f} "
-            f"| {r['compact_ms']:.1f} ({r['repeats']}) | {r['speedup']:.2f}x | {r['macs_ratio']:.2f}x "
+            f"| {r['model']} | {r['batch']} | {r['sparsity']} | {r['channel_sparsity']:.2f} "
+            f"| {r['dense_ms']:.1f} | {r['compact_ms']:.1f} ({r['repeats']}) | {r['speedup']:.2f}x "
+            f"| {r['macs_ratio']:.2f}x "
             f"| {r['speedup_over_macs_ratio']:.2f} |")
     lines += ["", "## Targets", ""]
     for r in data["explore"]:
@@ -334,7 +350,8 @@ def write_markdown(path: Path, data: dict) -> None:
             "against 0.80).")
     mbv2 = [r for r in data["speedup"] if r["model"].startswith("mobilenet")]
     if mbv2:
-        effs = ", ".join(f"S={r['sparsity']} batch {r['batch']}: {r['speedup_over_macs_ratio']:.2f}" for r in mbv2)
+        effs = ", ".join(f"S={r['sparsity']} batch {r['batch']}: {r['speedup_over_macs_ratio']:.2f}"
+                         for r in mbv2)
         lines.append(
             f"- mobilenetv2_100 (reported, no target): efficiency {effs}. Depthwise-separable nets are "
             "memory-bound on CPU, so removing MACs buys less time than it does for the ResNets (about "
@@ -345,7 +362,8 @@ def write_markdown(path: Path, data: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats (not reference numbers)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats for explore() and for batch-32 latency (default 7; --quick 2)")
@@ -360,7 +378,8 @@ def main(argv=None) -> int:
                              "scaled linearly to 64 (use 16 if memory is short)")
     parser.add_argument("--skip", choices=["explore", "speedup"], action="append", default=[],
                         help="skip a part (may repeat)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="output folder (default benchmarks/)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"),
+                        help="output folder (default benchmarks/)")
     args = parser.parse_args(argv)
 
     q = args.quick
@@ -378,7 +397,8 @@ def main(argv=None) -> int:
                      "loadavg_start": load_start,
                      "settings": {"repeats": repeats, "b1_repeats": b1_repeats, "heavy_repeats": heavy,
                                   "step_repeats": step_repeats, "r50_step_batch": args.r50_step_batch,
-                                  "epoch_steps": EPOCH_STEPS, "every_steps": EVERY_STEPS, "explore_t": EXPLORE_T,
+                                  "epoch_steps": EPOCH_STEPS, "every_steps": EVERY_STEPS,
+                                  "explore_t": EXPLORE_T,
                                   "latency_px": LATENCY_PX, "sparsities": SPARSITIES, "batches": BATCHES,
                                   "targets": {"amortised_epoch_max": AMORTISED_TARGET,
                                               "speedup_over_macs_ratio_min": EFFICIENCY_TARGET}}},
@@ -402,7 +422,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "core.json").write_text(json.dumps(data, indent=2) + "\n")
     write_markdown(args.out / "core.md", data)
-    log(f"wrote {args.out / 'core.json'} and {args.out / 'core.md'} in {data['meta']['duration_s'] / 60:.1f} min")
+    minutes = data["meta"]["duration_s"] / 60
+    log(f"wrote {args.out / 'core.json'} and {args.out / 'core.md'} in {minutes:.1f} min")
     return 0
 
 

@@ -86,9 +86,24 @@ def _traceback_summary(exc: BaseException) -> dict:
     }
 
 
-def run_one(name: str, size: int) -> dict:
+class _Row(dict):
+    """A row that announces each stage on stderr, so a parent that kills us knows where we were."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key == "stage":
+            sys.stderr.write(f"@@stage {value} {time.perf_counter():.1f}\n")
+            sys.stderr.flush()
+
+
+def run_one(name: str, size: int, dump_after: float | None = None) -> dict:
     """Everything for one model; returns a row (never raises)."""
-    row: dict = {"model": name, "size": size, "stage": "import"}
+    if dump_after:  # a hang: print every thread's stack shortly before the parent kills us
+        import faulthandler
+
+        faulthandler.dump_traceback_later(dump_after, exit=False)
+    row: dict = _Row(model=name, size=size)
+    row["stage"] = "import"
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
@@ -178,7 +193,7 @@ def run_one(name: str, size: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         row.update(_traceback_summary(exc))
     row["stage_seconds"] = {k: round(v, 2) for k, v in times.items()}
-    return row
+    return dict(row)
 
 
 def classify(row: dict) -> str:
@@ -232,7 +247,8 @@ def resolve_names(names: list[str]) -> list[tuple[str, str]]:
 
 
 def run_child(name: str, size: int, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--size", str(size)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--size", str(size),
+           "--timeout", str(max(timeout - 10, timeout * 0.9))]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -240,7 +256,8 @@ def run_child(name: str, size: int, timeout: float) -> dict:
         tail = (exc.stderr or b"")
         tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
         return {"model": name, "size": size, "status": "timeout", "seconds": round(time.perf_counter() - start, 1),
-                "error": f"no result within {timeout:.0f} s", "stderr_tail": tail[-1500:]}
+                "stage": _last_stage(tail), "error": f"no result within {timeout:.0f} s",
+                "hang_at": _hang_frames(tail), "stderr_tail": tail[-3000:]}
     seconds = round(time.perf_counter() - start, 1)
     row = None
     for line in reversed(proc.stdout.splitlines()):
@@ -252,13 +269,28 @@ def run_child(name: str, size: int, timeout: float) -> dict:
                 pass
     if row is None:
         signal_note = f" (signal {-proc.returncode})" if proc.returncode < 0 else ""
-        row = {"model": name, "size": size, "status": "crash",
+        row = {"model": name, "size": size, "status": "crash", "stage": _last_stage(proc.stderr),
                "error": f"child exited with code {proc.returncode}{signal_note} without a result",
-               "stderr_tail": proc.stderr[-1500:]}
+               "hang_at": _hang_frames(proc.stderr), "stderr_tail": proc.stderr[-3000:]}
     else:
         row["status"] = classify(row)
     row["seconds"] = seconds
     return row
+
+
+def _last_stage(stderr: str) -> str | None:
+    stages = [line.split()[1] for line in stderr.splitlines() if line.startswith("@@stage ")]
+    return stages[-1] if stages else None
+
+
+def _hang_frames(stderr: str) -> list[str]:
+    """From a faulthandler dump: the main thread's innermost frames (chex_tune and torch-pruning first)."""
+    frames = [line.strip() for line in stderr.splitlines() if line.strip().startswith('File "')]
+    if not frames:
+        return []
+    # faulthandler lists the innermost frame first; keep the innermost few plus our own frames
+    ours = [f for f in frames if "chex_tune" in f or "torch_pruning" in f]
+    return frames[:4] + [f for f in ours if f not in frames[:4]][:6]
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -297,6 +329,9 @@ def _note(row: dict) -> str:
     if status in ("crash", "timeout"):
         where = row.get("chex_frame") or row.get("deepest_frame") or ""
         stage = f"[{row.get('stage')}] " if row.get("stage") else ""
+        if not where and row.get("hang_at"):
+            where = next((f for f in row["hang_at"] if "chex_tune" in f), row["hang_at"][0])
+            where = where.replace('File "', "").replace('", line ', ":").split(os.sep + "site-packages" + os.sep)[-1]
         return _short(f"{stage}{row.get('error', '')}" + (f" @ {where}" if where else ""), 260)
     if status == "wrong":
         return _short("; ".join(row.get("problems", [])), 260)
@@ -394,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.one is not None:
-        row = run_one(args.one, args.size)
+        row = run_one(args.one, args.size, dump_after=args.timeout)
         sys.stdout.write("\n" + json.dumps(row) + "\n")
         sys.stdout.flush()
         return 0

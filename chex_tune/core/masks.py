@@ -105,14 +105,17 @@ class MaskState:
 
     @torch.no_grad()
     def unit_gammas(self, group: ChannelGroup, *, from_snapshot: bool = False) -> torch.Tensor | None:
-        """Mean |gamma| per unit over the group's norm layers (None when it has none)."""
+        """Largest |gamma| per unit over the group's norm layers (None when it has none).
+
+        The maximum, not the mean: a residual-stream channel matters if any layer writing to it has
+        a large scale, and the mean would rank every stream last in nets that zero-initialise the
+        last norm of each block (timm's ResNets do), collapsing the streams to their floor.
+        """
         if not group.norms:
             return None
-        total = torch.zeros(group.units)
-        count = torch.zeros(group.units)
+        best = torch.zeros(group.units)
         for piece in group.norms:
             source = self.snapshot[piece.key] if from_snapshot else resolve_tensor(self.model, piece)
             values = source.detach().index_select(0, piece.index.to(source.device)).abs().float().cpu()
-            total.index_add_(0, piece.unit, values)
-            count.index_add_(0, piece.unit, torch.ones_like(values))
-        return total / count.clamp_min(1)
+            best.scatter_reduce_(0, piece.unit, values, reduce="amax")
+        return best

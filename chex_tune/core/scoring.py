@@ -46,17 +46,21 @@ def css_scores(filters: Tensor, keep: int) -> Tensor:
     SVD, and leverage scores stop distinguishing channels. We then fall back to :func:`l1_scores`, as the
     CHEX authors do.
 
-    Computed in float32 on ``filters``' device (half and bfloat16 inputs are upcast: their SVD is
-    unsupported or inaccurate); returns a float32 ``[n]`` tensor on that device.
+    The right singular vectors come from an eigendecomposition of the float64 Gram matrix ``W^T W``
+    (n x n) rather than an SVD of ``W``: the same subspace, about 40x faster for the tall matrices of
+    wide layers (0.9 s instead of 37 s for 2560 x 2048 on 2 CPU cores), and float64 keeps the squared
+    condition number harmless. Runs on ``filters``' device; returns a float32 ``[n]`` tensor there.
     """
     _check(filters, keep)
-    if filters.shape[0] < keep:  # rank <= rows < keep: skip the SVD
+    if filters.shape[0] < keep:  # rank <= rows < keep: skip the decomposition
         return l1_scores(filters, keep)
-    _, sv, vh = torch.linalg.svd(filters.float(), full_matrices=False)
-    rank = int((sv > sv[0] * max(filters.shape) * torch.finfo(torch.float32).eps).sum())
+    w = filters.double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(w.T @ w)  # ascending
+    sv = eigenvalues.clamp_min(0).sqrt()
+    rank = int((sv > sv[-1] * max(filters.shape) * torch.finfo(torch.float32).eps).sum())
     if keep > rank:
         return l1_scores(filters, keep)
-    return vh[:keep].square().sum(dim=0)
+    return eigenvectors[:, -keep:].square().sum(dim=1).float()
 
 
 SCORERS: dict[str, Callable[[Tensor, int], Tensor]] = {"css": css_scores, "l1": l1_scores}
