@@ -17,6 +17,10 @@ Writes ``<out>/coverage.json`` and ``<out>/coverage.md``. This script is not par
 
 from __future__ import annotations
 
+import chex_tune  # noqa: F401  (first, before anything imports timm: the torchvision import fix)
+
+# isort: split
+
 import argparse
 import datetime
 import json
@@ -109,7 +113,6 @@ def run_one(name: str, size: int, dump_after: float | None = None) -> dict:
     try:
         import warnings
 
-        import chex_tune  # noqa: F401  (before timm)
         import timm
         import torch
 
@@ -229,8 +232,8 @@ def family_of(name: str) -> str:
 
 def resolve_names(names: list[str]) -> list[tuple[str, str]]:
     """(requested, used) pairs; a missing name is replaced by its first existing sibling."""
-    import chex_tune  # noqa: F401
     import timm
+
 
     pairs = []
     for name in names:

@@ -17,12 +17,14 @@ import math
 import pathlib
 import time
 
+import chex_tune  # noqa: F401  (before timm: lets it import where torchvision's ops cannot load)
+
+# isort: split
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 
-import chex_tune  # noqa: F401  (before timm)
-import timm
 from chex_tune import ChannelExplorer, load_compact, save_compact
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency

@@ -31,6 +31,7 @@ from chex_tune.core.regrow import get_sampler
 from chex_tune.core.schedule import ExploreSchedule
 from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
 
+
 class ChannelExplorer:
     """CHEX on ``model`` in place. See the module docstring for the call pattern.
 
