@@ -82,6 +82,10 @@ class ChannelExplorer:
         self.cost = SubmodelCost(model, self.groups, example_inputs)
         self.problem = self._allocation_problem(min_width, width_multiple)
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
+        if unit == "epoch" and optimizer is None:
+            warnings.warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so "
+                          "masked weights drift within an epoch; pass optimizer= to re-apply them after every "
+                          "optimizer step", stacklevel=2)
         self._initial_prune()
 
     @classmethod
@@ -226,6 +230,7 @@ class ChannelExplorer:
                 mask[self.sample(self.state.unit_filters(group), kept, count, self.generator)] = True
             new_masks.append(mask)
         # 5. Snapshot (after restore, before masking), then mask.
+        new_masks = _agree_across_ranks(new_masks)
         self.state.take_snapshot()
         self.state.set_masks(new_masks)
         self.state.apply()
@@ -290,6 +295,17 @@ class ChannelExplorer:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+def _agree_across_ranks(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Under torch.distributed every rank takes rank 0's masks (sampling draws could differ)."""
+    dist = torch.distributed
+    if not masks or not (dist.is_available() and dist.is_initialized()):
+        return masks
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flat = torch.cat(masks).to(device=backend_device, dtype=torch.uint8)
+    dist.broadcast(flat, src=0)
+    return [part.bool().cpu() for part in flat.split([m.numel() for m in masks])]
 
 
 def _first(example_inputs):
