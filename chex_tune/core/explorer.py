@@ -216,7 +216,8 @@ class ChannelExplorer:
             if width >= len(active):
                 kept_sets.append(active)
                 continue
-            filters = self.state.unit_filters(group)[:, active.to(self.state.unit_filters(group).device)]
+            filters = self.state.unit_filters(group)
+            filters = filters[:, active.to(filters.device)]
             kept_sets.append(active[top_k_indices(self.score(filters, width).cpu(), width)])
         # 3. Inactive units get their most-recently-used values back (and fresh optimizer state).
         self.state.restore_inactive(self.optimizer)

@@ -101,15 +101,15 @@ def classifier_modules(model: nn.Module) -> list[nn.Module]:
     return linears[-1:]
 
 
-def build_dependency_graph(model: nn.Module, example_inputs, *, timeout_s: float | None = None):
+def build_dependency_graph(model: nn.Module, example_inputs):
     """Trace ``model`` into a torch-pruning graph; raise ``GraphBuildError`` naming what failed."""
     was_training = model.training
     model.eval()
     try:
-        with time_limit(timeout_s), torch.enable_grad():
+        with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
-    except TimeLimitExceeded as exc:
-        raise GraphBuildError(f"building the channel dependency graph took over {timeout_s:.0f} s") from exc
+    except (TimeLimitExceeded, RecursionError):
+        raise
     except Exception as exc:  # torch-pruning raises many kinds; name the failing module if we can
         raise GraphBuildError(f"tracing the model for channel dependencies failed: "
                               f"{type(exc).__name__}: {exc}") from exc
@@ -132,14 +132,20 @@ def find_groups(model: nn.Module, example_inputs, *, ignore: Sequence[str] = (),
     if unknown:
         raise ValueError(f"ignore names unknown layers {unknown}; layer names look like "
                          f"{list(names)[1:4]}")
-    graph = build_dependency_graph(model, example_inputs, timeout_s=timeout_s)
     ignored = classifier_modules(model) + [names[n] for n in ignore]
     module_names = {m: n for n, m in model.named_modules()}
     param_names = {p: n for n, p in model.named_parameters()}
     groups = []
-    for tp_group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        root = tp_group[0].dep.target.module
-        groups.append(_translate(tp_group, graph, module_names[root], module_names, param_names))
+    try:  # torch-pruning's tracing and group enumeration can both run away on unusual graphs
+        with time_limit(timeout_s):
+            graph = build_dependency_graph(model, example_inputs)
+            for tp_group in graph.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
+                root = tp_group[0].dep.target.module
+                groups.append(_translate(tp_group, graph, module_names[root], module_names, param_names))
+    except TimeLimitExceeded as exc:
+        raise GraphBuildError(f"building the channel dependency graph took over {timeout_s:.0f} s") from exc
+    except RecursionError as exc:
+        raise GraphBuildError("building the channel dependency graph exceeded Python's recursion limit") from exc
     skipped = {g.name: g.skip_reason for g in groups if not g.prunable}
     return GroupReport(groups=groups, skipped=skipped)
 
