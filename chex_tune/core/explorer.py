@@ -108,7 +108,10 @@ class ChannelExplorer:
             for name, reason in find_inexact_groups(model, groups, example_inputs, seed=seed).items():
                 next(g for g in groups if g.name == name).skip_reason = reason
         skipped = {g.name: g.skip_reason for g in groups if not g.prunable}
-        if skipped:
+        if not any(g.prunable for g in groups) and not skipped:
+            warnings.warn(f"{type(model).__name__} stays dense: the dependency graph found no channel group "
+                          "outside the classifier", stacklevel=3)
+        elif skipped:
             listing = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
             warnings.warn(f"{len(skipped)} of {len(groups)} channel groups stay unpruned ({listing})",
                           stacklevel=3)

@@ -134,6 +134,13 @@ def test_graph_build_that_runs_away_leaves_the_model_dense(tiny_resnet, image_ba
     assert max_output_difference(tiny_resnet, ex.compact(), image_batch) == 0
 
 
+def test_a_model_with_nothing_to_prune_says_so(image_batch):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    with pytest.warns(UserWarning, match="stays dense: the dependency graph found no channel group"):
+        ex = ChannelExplorer(model, image_batch, total=4)
+    assert ex.step() is False and ex.sparsity() == 0 and ex.macs() == ex.dense_macs()
+
+
 def test_classifier_and_ignored_layers_keep_their_outputs(tiny_resnet, image_batch):
     report = find_groups(tiny_resnet, image_batch, ignore=["blocks.1.0"])
     names = {g.name for g in report.groups}
