@@ -182,7 +182,7 @@ class ChannelExplorer:
     def step(self) -> bool:
         """Advance the schedule by one unit; explore if it says so. Returns True when it explored."""
         self.t += 1
-        if self.schedule.is_explore_step(self.t):
+        if self.schedule.is_explore_step(self.t) and self.state.groups:
             self.explore()
             return True
         self.apply_masks()
