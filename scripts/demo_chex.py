@@ -1,11 +1,11 @@
-"""A real CHEX run on Fashion-MNIST with the public API, sized for a 2-core CPU (~2-4 minutes).
+"""A real CHEX run on Fashion-MNIST with the public API, sized for a 2-core CPU (~2-3 minutes).
 
 Trains timm's resnet18 from scratch on a class-balanced subset while ChannelExplorer prunes and
 regrows channels, then compacts the model, checks that the compact model predicts exactly what the
 masked one does, and prints accuracy, MACs, params and CPU latency. This is the README's main job
 until `chex-tune train` and `chex-tune sweep` exist.
 
-    python scripts/demo_chex.py [--train-subset 6000] [--epochs 3] [--sparsity 0.5] [--out outputs/demo]
+    python scripts/demo_chex.py [--train-subset 20000] [--epochs 5] [--sparsity 0.5] [--out outputs/demo]
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def accuracy(model, images, labels, batch_size=500) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
-    parser.add_argument("--train-subset", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-subset", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--regrow-ratio", type=float, default=0.2)
