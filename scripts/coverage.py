@@ -136,8 +136,10 @@ def run_one(name: str, size: int, dump_after: float | None = None) -> dict:
             warnings.simplefilter("always")
             ex = ChannelExplorer(model, x, **SETTINGS)
         times["construct"] = time.perf_counter() - t
-        row["warnings"] = [_short(f"{w.category.__name__}: {w.message}", 600) for w in caught
-                           if issubclass(w.category, UserWarning)][:5]
+        texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
+                                   if issubclass(w.category, UserWarning)))  # unique, in order
+        texts.sort(key=lambda t: not ("stays dense" in t or "stay unpruned" in t))  # the engine's own first
+        row["warnings"] = [_short(t, 600) for t in texts[:5]]
         groups = ex.groups
         dense = [g for g in groups if not g.prunable]
         total_ch = sum(g.channels for g in groups)
