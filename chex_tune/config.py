@@ -1,13 +1,16 @@
-"""CHEX settings as one frozen dataclass, validated at the edge.
+"""Settings as frozen dataclasses, validated at the edge.
 
-The same field names serve the Python API, YAML files, the CLI, Ray configs and MLflow params, so a
-value is spelled one way everywhere. Only the schedule's length (``total``) is not here: it depends
-on the training run (epochs or steps) and is given to ``ChannelExplorer`` directly.
+``ChexConfig`` holds the CHEX settings, ``TrainConfig`` one training run's, and ``RunConfig`` both
+under one flat namespace (``{"model": "resnet18", "epochs": 30, "sparsity": 0.5, ...}``): the same
+field names serve the Python API, YAML files, the CLI, Ray configs and MLflow params, so a value is
+spelled one way everywhere. The schedule's length (``total``) is not a setting: the training loop
+derives it from epochs and steps per epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 
 from chex_tune.core.allocation import ALLOCATORS
@@ -52,7 +55,7 @@ class ChexConfig:
                                  "use allocator 'gamma-macs' (or 'uniform') for a MACs budget")
         elif self.allocator == "gamma-macs":
             raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, in (0, 1])")
-        elif self.regrow_ratio > self.sparsity:
+        elif self.sparsity > 0 and self.regrow_ratio > self.sparsity:
             raise ValueError(f"regrow_ratio must be <= sparsity ({self.sparsity}), got {self.regrow_ratio}")
 
     @classmethod
@@ -66,6 +69,11 @@ class ChexConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def dense(self) -> bool:
+        """Nothing to prune: train the dense baseline without an explorer."""
+        return self.sparsity == 0 and self.macs_target is None
 
 
 def _is_int(value) -> bool:
@@ -83,3 +91,82 @@ def _in_range(name, value, low, high, *, closed_high, open_low=False) -> None:
 def _one_of(name, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
+STEMS = ("auto", "small", "timm")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "resnet18"  # any timm model name
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None  # default: where the dataset's package installs it
+    image_size: int | None = None  # input size in pixels; None = the dataset's own (imagefolder: 224)
+    stem: str = "auto"  # "small": stride-1 3x3 stem without max-pool; "auto": small for <= 64 px input
+    pretrained: bool = False  # only weights already in the local timm cache
+    epochs: int = 30
+    batch_size: int = 128
+    train_subset: int | None = None  # train on N images (class-balanced, fixed draw) for quick runs
+    val_size: int | None = None  # carved from the training set; None = 10% of it, in [500, 5000]
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # not applied to norm and bias parameters
+    warmup_fraction: float = 0.05  # linear warm-up over this fraction of the steps, then cosine
+    label_smoothing: float = 0.1
+    device: str = "auto"  # "auto" = cuda when available
+    amp: bool = True  # bf16 autocast (CUDA only)
+    channels_last: bool = True  # (CUDA only)
+    compile: bool = False  # torch.compile the model
+    compact_after_explore: bool = True  # train the compacted model once the masks are frozen
+    num_workers: int = 2  # DataLoader workers for on-disk datasets (imagefolder)
+    latency_batch_size: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("dataset", self.dataset, DATASETS)
+        _one_of("stem", self.stem, STEMS)
+        _one_of("device", self.device, ("auto", "cpu", "cuda"))
+        for name in ("epochs", "batch_size", "latency_batch_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("train_subset", "val_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        _in_range("lr", self.lr, 0.0, float("inf"), closed_high=False, open_low=True)
+        _in_range("momentum", self.momentum, 0.0, 1.0, closed_high=False)
+        _in_range("weight_decay", self.weight_decay, 0.0, float("inf"), closed_high=False)
+        _in_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0, closed_high=False)
+        _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, closed_high=False)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: ``train`` and ``chex`` settings behind one flat namespace (``seed`` is shared)."""
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    chex: ChexConfig = dataclasses.field(default_factory=ChexConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+        chex_keys = {f.name for f in dataclasses.fields(ChexConfig)}
+        unknown = sorted(set(values) - train_keys - chex_keys)
+        if unknown:
+            hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+                key, train_keys | chex_keys, n=1)) else repr(key) for key in unknown]
+            raise ValueError(f"unknown setting(s) {', '.join(hints)}; allowed: {sorted(train_keys | chex_keys)}")
+        return cls(train=TrainConfig(**{k: v for k, v in values.items() if k in train_keys}),
+                   chex=ChexConfig(**{k: v for k, v in values.items() if k in chex_keys}))
+
+    def to_dict(self) -> dict:
+        return {**self.train.to_dict(), **self.chex.to_dict()}
+
+    def replace(self, **changes) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
