@@ -22,7 +22,7 @@ from chex_tune.core.scoring import SCORERS
 class ChexConfig:
     sparsity: float = 0.5  # fraction of prunable channels removed at the end, [0, 1)
     regrow_ratio: float = 0.3  # delta0: initial regrow fraction of all prunable channels, <= sparsity
-    period: int = 1  # steps (or epochs) between prune-regrow steps
+    period: int = 50  # optimizer steps (or epochs, with unit "epoch") between prune-regrow steps
     explore_until: float = 0.72  # fraction of training after which masks are frozen
     unit: str = "step"  # what period/total count: "step" or "epoch"
     scorer: str = "css"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import warnings
 
 import torch
 
 from chex_tune import ChannelExplorer
+from chex_tune.train.models import create_timm_model
 
 HELP = "show a timm model's channel groups, what stays dense and why, and MACs/params at a sparsity"
 
@@ -19,17 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-chans", type=int, default=3)
     parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--sparsity", type=float, default=0.5, help="channel sparsity to cost (default 0.5)")
-
-
-def create_timm_model(name: str, **kwargs) -> torch.nn.Module:
-    """timm.create_model with an error that suggests the closest names when ``name`` is unknown."""
-    import timm
-
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f"; closest names: {', '.join(close)}" if close else "; see timm.list_models()"
-        raise ValueError(f"unknown timm model {name!r}{hint}")
-    return timm.create_model(name, pretrained=False, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:

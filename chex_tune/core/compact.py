@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from chex_tune.core._atomic import atomic_torch_save
 from chex_tune.core.groups import ChannelGroup, build_dependency_graph
 from chex_tune.core.masks import MaskState
 
 FORMAT = "chex_tune.compact/1"
+RECIPE_KEYS = ("builder", "model_name", "model_kwargs", "input_shape", "removed")
 # Builders turn (name, kwargs) back into the dense model at load time. Plain functions by name, so a
 # saved file never stores code. Other packages (and chex_tune.train) register their own.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -170,18 +171,7 @@ def save_compact(small: nn.Module, path: str | os.PathLike) -> None:
     if recipe is None:
         raise ValueError("save_compact needs a model returned by ChannelExplorer.compact() "
                          "(it carries the recipe that rebuilds its structure)")
-    payload = {"format": FORMAT, **recipe, "state_dict": small.state_dict()}
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written model behind
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save({"format": FORMAT, **recipe, "state_dict": small.state_dict()}, path)
 
 
 def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
@@ -190,17 +180,21 @@ def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a chex_tune compact model (format {payload.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    builder = payload["builder"]
-    if builder not in BUILDERS:
-        raise ValueError(f"{path} needs model builder {builder!r}; known builders: {sorted(BUILDERS)} "
-                         f"(import the package that registers it first)")
-    dense = BUILDERS[builder](payload["model_name"], **payload["model_kwargs"])
-    example = torch.zeros(payload["input_shape"])
-    small = prune_copy(dense.eval(), payload["removed"], example)
+    small = rebuild_compact(payload, source=path)
     small.load_state_dict(payload["state_dict"])
-    small.chex_recipe = {k: payload[k] for k in ("builder", "model_name", "model_kwargs", "input_shape",
-                                                 "removed")}
     return small.eval()
+
+
+def rebuild_compact(recipe: dict, *, source="the recipe") -> nn.Module:
+    """The compact structure a recipe describes (freshly initialised weights), carrying the recipe."""
+    builder = recipe["builder"]
+    if builder not in BUILDERS:
+        raise ValueError(f"{source} needs model builder {builder!r}; known builders: {sorted(BUILDERS)} "
+                         f"(import the package that registers it first)")
+    dense = BUILDERS[builder](recipe["model_name"], **recipe["model_kwargs"])
+    small = prune_copy(dense.eval(), recipe["removed"], torch.zeros(recipe["input_shape"]))
+    small.chex_recipe = {k: recipe[k] for k in RECIPE_KEYS}
+    return small
 
 
 def make_recipe(model: nn.Module, removed: dict[str, list[int]], input_shape, *, builder: str | None,

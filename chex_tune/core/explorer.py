@@ -185,7 +185,8 @@ class ChannelExplorer:
         if self.schedule.is_explore_step(self.t) and self.state.groups:
             self.explore()
             return True
-        self.apply_masks()
+        if self._hook is None:  # with optimizer=, the step hook has just re-applied them
+            self.apply_masks()
         return False
 
     def apply_masks(self) -> None:

@@ -1,0 +1,1 @@
+"""Training: timm models, data, the CHEX training loop and checkpoints (no ray/optuna/mlflow)."""
