@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "[setup] installing chex-tune (editable) with pinned CPU torch"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e ".[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e ".[dev,tune]"
 
 if [ "${1:-}" = "--data" ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
   echo "[setup] installing Fashion-MNIST (Debian package dataset-fashion-mnist)"

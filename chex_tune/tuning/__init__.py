@@ -1,0 +1,1 @@
+"""Tuning sweeps: Ray Tune trials, Optuna multi-objective search, MLflow tracking. Needs the [tune] extra."""
