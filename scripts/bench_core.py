@@ -23,13 +23,10 @@ import copy
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shlex
-import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -43,6 +40,9 @@ import timm
 from chex_tune import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchlib import log, machine_info, median  # noqa: E402
 
 EPOCH_STEPS = 938  # Fashion-MNIST: 60,000 images at batch 64
 EVERY_STEPS = 100
@@ -61,48 +61,8 @@ SPARSITIES = [0.5, 0.7]
 BATCHES = [1, 32]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def median(values):
-    return statistics.median(values)
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-# ---------------------------------------------------------------------------------------- machine
-def machine_info() -> dict:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_total_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_total_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    versions = {}
-    for dist in ["torch", "timm", "torch-pruning", "chex-tune", "numpy"]:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    versions["python"] = platform.python_version()
-    return {"cpu_model": cpu_model, "nproc": os.cpu_count(),
-            "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "mem_total_gib": mem_total_gib, "platform": platform.platform(), "versions": versions,
-            "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(),
-            "mkldnn": torch.backends.mkldnn.is_available()}
 
 
 # ------------------------------------------------------------------------------- 1. explore cost

@@ -1,0 +1,103 @@
+"""``chex-tune train``: one CHEX training run from the command line.
+
+Settings come from chex_tune's defaults, then ``--config YAML`` (flat settings, as in RunConfig),
+then the flags given here: a flag always wins over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import yaml
+
+from chex_tune.config import DATASETS, RunConfig
+
+HELP = "train one model with CHEX (or dense with --sparsity 0) and write the compact model and metrics.json"
+
+# flag -> RunConfig setting, for the flags that map one to one
+FLAGS = {"model": str, "dataset": str, "data_dir": str, "epochs": int, "batch_size": int, "train_subset": int,
+         "val_size": int, "lr": float, "sparsity": float, "regrow_ratio": float, "period": int,
+         "explore_until": float, "macs_target": float, "seed": int, "device": str, "stem": str}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="timm model name (default resnet18)")
+    parser.add_argument("--dataset", choices=DATASETS, help="default fashion-mnist")
+    parser.add_argument("--data-dir", help="where the dataset's files are (default: its package's location)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--train-subset", type=int, metavar="N", help="train on N images (class-balanced)")
+    parser.add_argument("--val-size", type=int, metavar="N", help="validation images carved from the training set")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--sparsity", type=float, help="fraction of channels removed; 0 = dense baseline")
+    parser.add_argument("--regrow-ratio", type=float)
+    parser.add_argument("--period", type=int, help="optimizer steps between prune-regrow steps")
+    parser.add_argument("--explore-until", type=float, help="fraction of training after which masks freeze")
+    parser.add_argument("--budget", choices=("channels", "macs"), help="what the sparsity budget counts")
+    parser.add_argument("--macs-target", type=float, help="fraction of dense MACs to keep (--budget macs)")
+    parser.add_argument("--stem", choices=("auto", "small", "timm"), help="small-input stem (default auto)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--config", type=pathlib.Path, help="YAML file of settings (flags override it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other setting, e.g. --set scorer=l1 (repeatable)")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    values: dict = {}
+    if args.config is not None:
+        if not args.config.exists():
+            raise ValueError(f"--config {args.config} does not exist")
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {args.config} must hold a mapping of settings, got {type(loaded).__name__}")
+        values.update(loaded)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must look like KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(text)
+    values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
+    if args.budget == "macs" or (args.macs_target is not None and args.budget is None):
+        if values.get("macs_target") is None:
+            raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
+        values.setdefault("allocator", "gamma-macs")
+        if values["allocator"] == "gamma-channels":
+            values["allocator"] = "gamma-macs"
+    elif args.budget == "channels":
+        values["macs_target"] = None
+        if values.get("allocator") == "gamma-macs":
+            values["allocator"] = "gamma-channels"
+    if "data_dir" in values and values["data_dir"] is not None:
+        values["data_dir"] = str(pathlib.Path(values["data_dir"]).expanduser())
+    return RunConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chex_tune.train.loop import train
+
+    config = resolve_config(args)
+    result = train(config, args.out, resume=args.resume, log=print, progress=True)
+    print_summary(result, args.out)
+    return 0
+
+
+def print_summary(result: dict, out: pathlib.Path) -> None:
+    rows = [
+        ("val accuracy", f"{result['val_acc']:.4f}"),
+        ("test accuracy", f"{result['test_acc']:.4f}"),
+        ("MACs", f"{result['macs'] / 1e6:.1f}M of {result['dense_macs'] / 1e6:.1f}M dense "
+                 f"({1 - result['macs_ratio']:.0%} fewer)"),
+        ("params", f"{result['params'] / 1e6:.2f}M of {result['dense_params'] / 1e6:.2f}M dense"),
+        ("latency", f"{result['latency_ms']:.2f} ms (CPU, batch {result['latency']['batch_size']}, "
+                    f"{result['latency']['threads']} threads)"),
+        ("training", f"{result['epochs']} epochs, {result['train_seconds']:.0f} s on {result['device']}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print()
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"\n{out / 'compact.pt'} (chex_tune.load_compact), {out / 'metrics.json'}, {out / 'config.yaml'}")

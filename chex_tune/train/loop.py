@@ -1,0 +1,321 @@
+"""The training loop: one CHEX run from scratch, ending in a compact model and its metrics.
+
+    result = train(RunConfig.from_dict({"model": "resnet18", "dataset": "fashion-mnist", "sparsity": 0.5}),
+                   "runs/r18")
+
+SGD with Nesterov momentum, linear warm-up then cosine LR (set every step from the step count, so
+resuming needs no scheduler state), label smoothing, no weight decay on norm and bias parameters,
+bf16 autocast and channels_last on CUDA, optional ``torch.compile``. The ``ChannelExplorer`` runs
+after every optimizer step; once its masks are frozen the model is compacted and training goes on
+with the small model (``compact_after_explore``), so the last part of training costs what it costs.
+
+Every epoch ends with a checkpoint (atomic) and a call to ``callback(metrics)``: the hook Ray Tune
+and MLflow use. ``resume=True`` continues from the last checkpoint bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from chex_tune.config import RunConfig
+from chex_tune.core._atomic import atomic_write_text
+from chex_tune.core.compact import make_recipe, rebuild_compact, save_compact
+from chex_tune.core.explorer import ChannelExplorer
+from chex_tune.core.flops import count_macs, count_params
+from chex_tune.core.latency import measure_latency
+from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint
+from chex_tune.train.data import Data, load_data
+from chex_tune.train.models import create_model, model_recipe, resolve_stem
+
+Callback = Callable[[dict], None]
+EPOCH_METRICS = ("epoch", "train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (the run cannot recover: stop it and say when)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, *, total: int, base_lr: float, warmup_fraction: float) -> float:
+    """Linear warm-up over the first ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warmup = round(warmup_fraction * total)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; norm scales/shifts and biases (1-d parameters) get no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False) -> float:
+    """Top-1 accuracy on ``split`` ("val" or "test")."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for images, labels in data.eval_batches(split):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+            correct = correct + (model(images).argmax(1) == labels).sum()
+        total += len(labels)
+    model.train(was_training)
+    return float(correct) / total
+
+
+class Trainer:
+    """One run's state: model, optimizer, explorer and position. ``train()`` is the usual entry point."""
+
+    def __init__(self, config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None,
+                 log: Callable[[str], None] | None = None, progress: bool = False):
+        self.config = config
+        self.settings = config.train
+        self.out = pathlib.Path(out_dir)
+        self.callback = callback
+        self.log = log or (lambda _message: None)
+        self.progress = progress
+        self.device = resolve_device(self.settings.device)
+        cuda = self.device.type == "cuda"
+        self.amp = self.settings.amp and cuda
+        self.channels_last = self.settings.channels_last and cuda
+
+        torch.manual_seed(self.settings.seed)
+        self.data = load_data(self.settings, self.device)
+        self.stem = resolve_stem(self.settings.stem, self.data.image_size)
+        self.recipe = model_recipe(self.settings.model, num_classes=self.data.num_classes,
+                                   in_chans=self.data.in_chans, stem=self.stem)
+        self.example = self.data.example_input()
+        self.steps_per_epoch = self.data.steps_per_epoch(self.settings.batch_size)
+        self.total_steps = self.settings.epochs * self.steps_per_epoch
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+        model = create_model(self.settings.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
+                             stem=self.stem, pretrained=self.settings.pretrained)
+        self._set_model(model.to(self.device))
+        self.dense_macs = count_macs(model, self.example[:1])
+        self.dense_params = count_params(model)
+        self.explorer = None
+        if not config.chex.dense:
+            total = self.settings.epochs if config.chex.unit == "epoch" else self.total_steps
+            self.explorer = ChannelExplorer.from_config(
+                self.model, self.example, config.chex, total=total, optimizer=self.optimizer,
+                builder=self.recipe["builder"], model_name=self.recipe["model_name"],
+                model_kwargs=self.recipe["model_kwargs"])
+        self.compacted = False
+        self.widths: list[dict] = []  # per-group widths, once known (kept through compaction)
+        self.frozen_sparsity = 0.0  # channel sparsity of the compacted model
+
+    # ----------------------------------------------------------------------------------- plumbing
+    def _set_model(self, model: nn.Module) -> None:
+        """Train ``model`` from here on with a fresh optimizer (after compaction momentum starts over)."""
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward = torch.compile(model) if self.settings.compile else model
+        self.optimizer = make_optimizer(model, lr=self.settings.lr, momentum=self.settings.momentum,
+                                        weight_decay=self.settings.weight_decay)
+
+    def _compact_now(self) -> None:
+        small = self.explorer.compact()
+        self.widths = self.explorer.groups_summary
+        self.frozen_sparsity = self.explorer.sparsity()
+        self.explorer.remove_hooks()
+        self.explorer = None
+        self.compacted = True
+        self._set_model(small.to(self.device))
+
+    def _architecture_frozen(self) -> bool:
+        return self.explorer is not None and self.explorer.schedule.is_frozen(self.explorer.t)
+
+    def cost(self) -> dict:
+        """MACs, params and sparsity of the current (masked or compacted) model."""
+        if self.explorer is not None:
+            return {"macs": self.explorer.macs(), "params": self.explorer.params(),
+                    "sparsity": self.explorer.sparsity()}
+        macs = count_macs(self.model, self.example[:1])
+        return {"macs": macs, "params": count_params(self.model),
+                "sparsity": self.frozen_sparsity}
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self) -> pathlib.Path:
+        return self.out / FILENAME
+
+    def save(self) -> None:
+        save_checkpoint({
+            "epoch": self.epoch, "step": self.step, "history": self.history, "train_seconds": self.train_seconds,
+            "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "recipe": self.model.chex_recipe if self.compacted else None,
+            "explorer": self.explorer.state_dict() if self.explorer is not None else None,
+            "widths": self.widths, "frozen_sparsity": self.frozen_sparsity,
+        }, self.checkpoint_path())
+
+    def restore(self) -> None:
+        state = torch.load(self.checkpoint_path(), map_location="cpu", weights_only=True)
+        changed = config_differences(state["config"], self.config.to_dict())
+        if changed:
+            raise ValueError(f"{self.checkpoint_path()} was written with other settings ({'; '.join(changed)}); "
+                             "resume with the same settings or use another --out")
+        if state["recipe"] is not None:  # saved after compaction: rebuild the small structure
+            if self.explorer is not None:
+                self.explorer.remove_hooks()
+            self.explorer = None
+            self.compacted = True
+            self._set_model(rebuild_compact(state["recipe"]).to(self.device).train())
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.explorer is not None:
+            self.explorer.load_state_dict(state["explorer"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history, self.train_seconds = list(state["history"]), float(state["train_seconds"])
+        self.widths, self.frozen_sparsity = list(state["widths"]), float(state["frozen_sparsity"])
+        load_checkpoint(self.checkpoint_path())  # global RNG states last: building the run above used them
+
+    # -------------------------------------------------------------------------------- training
+    def train_epoch(self) -> dict:
+        settings = self.settings
+        self.model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        batches = self.data.train_batches(settings.batch_size, epoch=self.epoch, seed=settings.seed)
+        bar = _progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{settings.epochs}", self.progress)
+        for n, (images, labels) in enumerate(batches, 1):
+            lr = lr_at(self.step, total=self.total_steps, base_lr=settings.lr,
+                       warmup_fraction=settings.warmup_fraction)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss = F.cross_entropy(self.forward(images), labels, label_smoothing=settings.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            loss_sum += loss.detach()
+            if self.explorer is not None and self.config.chex.unit == "step":
+                self.explorer.step()
+                if settings.compact_after_explore and self._architecture_frozen():
+                    self._compact_now()
+            if bar is not None and (n % 20 == 0 or n == self.steps_per_epoch):
+                bar.update(n - bar.n)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        if bar is not None:
+            bar.close()
+        train_loss = float(loss_sum) / self.steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise NonFiniteLossError(f"the training loss is {train_loss} in epoch {self.epoch + 1} "
+                                     f"(lr {settings.lr}); lower the learning rate")
+        if self.explorer is not None and self.config.chex.unit == "epoch":
+            self.explorer.step()
+            if settings.compact_after_explore and self._architecture_frozen():
+                self._compact_now()
+        epoch_seconds = time.perf_counter() - start
+        self.train_seconds += epoch_seconds
+        self.epoch += 1
+        return {"epoch": self.epoch, "train_loss": train_loss, "val_acc": self.evaluate("val"), "lr": lr,
+                "epoch_seconds": epoch_seconds, **self.cost()}
+
+    def evaluate(self, split: str) -> float:
+        return evaluate(self.forward, self.data, split, amp=self.amp, channels_last=self.channels_last)
+
+    def run(self, *, resume: bool = False) -> dict:
+        if resume and self.checkpoint_path().exists():
+            self.restore()
+            self.log(f"resumed from {self.checkpoint_path()} after epoch {self.epoch}")
+        elif self.checkpoint_path().exists():
+            raise ValueError(f"{self.out} already holds a run ({FILENAME}); pass --resume to continue it "
+                             "or choose another --out")
+        while self.epoch < self.settings.epochs:
+            metrics = self.train_epoch()
+            self.history.append(metrics)
+            self.save()
+            self.log(_epoch_line(metrics, self.settings.epochs))
+            if self.callback is not None:
+                self.callback(dict(metrics))
+        return self.finish()
+
+    # ------------------------------------------------------------------------------------ finish
+    def finish(self) -> dict:
+        """Compact (if not done yet), evaluate once on val and test, measure, write the run's files."""
+        val_masked = self.history[-1]["val_acc"]
+        if self.explorer is not None:
+            self.widths = self.explorer.groups_summary
+            small = self.explorer.compact()
+        elif self.compacted:
+            small = self.model
+        else:  # the dense baseline: a compact model that removes nothing
+            small = self.model
+            small.chex_recipe = make_recipe(small, {}, tuple(self.example.shape), **self.recipe)
+        small = small.to(self.device).eval()
+        cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
+        latency = measure_latency(cpu_copy, tuple(self.example.shape[1:]),
+                                  batch_size=self.settings.latency_batch_size)
+        result = {
+            "val_acc": evaluate(small, self.data, "val", amp=self.amp),
+            "val_acc_masked": val_masked,
+            "test_acc": evaluate(small, self.data, "test", amp=self.amp),
+            "macs": count_macs(small, self.example[:1]), "dense_macs": self.dense_macs,
+            "params": count_params(small), "dense_params": self.dense_params,
+            "latency_ms": latency["latency_ms"], "latency": latency,
+            "epochs": self.settings.epochs, "train_seconds": self.train_seconds,
+            "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
+            "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
+            "history": self.history,
+        }
+        result["macs_ratio"] = result["macs"] / result["dense_macs"]
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_compact(small, self.out / "compact.pt")
+        atomic_write_text(json.dumps(self.widths, indent=1), self.out / "widths.json")
+        resolved = {**self.config.to_dict(), "stem": self.stem}
+        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), self.out / "config.yaml")
+        atomic_write_text(json.dumps(result, indent=1), self.out / "metrics.json")
+        self.small = small
+        return result
+
+
+def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,
+          log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
+    """Train one run; returns (and writes to ``out_dir/metrics.json``) its final metrics."""
+    return Trainer(config, out_dir, callback=callback, log=log, progress=progress).run(resume=resume)
+
+
+def _epoch_line(metrics: dict, epochs: int) -> str:
+    m = metrics
+    return (f"epoch {m['epoch']}/{epochs}: train_loss {m['train_loss']:.4f} val_acc {m['val_acc']:.4f} "
+            f"lr {m['lr']:.4f} sparsity {m['sparsity']:.3f} MACs {m['macs'] / 1e6:.1f}M ({m['epoch_seconds']:.1f} s)")
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, file=sys.stderr, dynamic_ncols=True)
