@@ -114,3 +114,14 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 def test_bad_training_settings_are_named(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         train(tiny(**changes), tmp_path)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_subset_trains_far_above_chance(tmp_path):
+    """Real data (Debian's dataset-fashion-mnist): resnet18, 4,000 images, 3 epochs, S = 0.5 (~1 min)."""
+    config = RunConfig.from_dict({"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 3,
+                                  "train_subset": 4000, "val_size": 1000, "sparsity": 0.5, "period": 8,
+                                  "device": "cpu"})
+    result = train(config, tmp_path)
+    assert result["test_acc"] > 0.6 and result["val_acc"] > 0.6  # chance: 0.1
+    assert result["macs"] < 0.5 * result["dense_macs"]
