@@ -1,0 +1,81 @@
+"""``chex-tune sweep SPACE.yaml``: a multi-objective CHEX sweep (Ray Tune + Optuna, tracked in MLflow)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "tune CHEX: Ray Tune trials proposed by Optuna (multi-objective), every trial an MLflow run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="search space YAML (e.g. search_spaces/fashion_mnist_resnet18.yaml)")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--concurrent", type=int, default=2, help="trials running at once")
+    parser.add_argument("--epochs", type=int, help="override the space's epochs")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials share a GPU")
+    parser.add_argument("--cpus-per-trial", type=float, help="default: this machine's cores / --concurrent")
+    parser.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe")
+    parser.add_argument("--objectives", help="e.g. val_acc:max,macs:min (default: the space's)")
+    parser.add_argument("--ray-address", help="a Ray cluster (default: RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: the space file's name)")
+    parser.add_argument("--store", default="mlflow", help="local store: MLflow db, Optuna db, Ray state")
+    parser.add_argument("--resume", action="store_true", help="continue the experiment's latest sweep")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from chex_tune.tuning.space import SearchSpace
+
+    space = SearchSpace.load(args.space)  # validated before anything heavy starts
+    try:
+        from chex_tune.tuning.search import SweepOptions, run_sweep
+    except ImportError as exc:
+        raise ValueError(f"chex-tune sweep needs the [tune] extra (optuna, ray[tune], mlflow): "
+                         f"pip install 'chex-tune[tune]' ({exc})") from exc
+    options = SweepOptions(trials=args.trials, concurrent=args.concurrent, epochs=args.epochs,
+                           gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                           sampler=args.sampler, objectives=args.objectives, ray_address=args.ray_address,
+                           tracking_uri=args.tracking_uri, experiment=args.experiment, resume=args.resume,
+                           seed=args.seed, store=args.store)
+    result = run_sweep(space, options)
+    print()
+    print(trials_table(result))
+    if result.interrupted:
+        print(f"\ninterrupted: continue with  chex-tune sweep {args.space} --resume --experiment {result.experiment}")
+    print(f"\nbrowse the runs: chex-tune ui --store {args.store}   (or mlflow ui --backend-store-uri "
+          f"{result.tracking_uri})")
+    return 130 if result.interrupted else 0
+
+
+COLUMNS = (("val_acc", "val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"), ("macs", "MACs", "M"),
+           ("params", "params", "M"), ("latency_ms", "latency ms", "{:.2f}"))
+
+
+def trials_table(result) -> str:
+    """All trials as a Markdown table, cheapest first, front members starred."""
+    searched = sorted({name for row in result.rows for name in row["searched"]})
+    header = ["front", "trial", "status", *[title for _, title, _ in COLUMNS], *searched, "run id"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = sorted(result.rows, key=lambda r: (r["status"] != "FINISHED", r["metrics"].get("macs", float("inf"))))
+    for row in order:
+        cells = ["*" if row["rank"] == 0 else "", str(row["number"]), row["status"]]
+        for key, _, fmt in COLUMNS:
+            value = row["metrics"].get(key)
+            cells.append("-" if value is None else f"{value / 1e6:.2f}M" if fmt == "M" else fmt.format(value))
+        cells += [_short(row["params"].get(name, "-")) for name in searched]
+        cells.append(row["run_id"])
+        lines.append("| " + " | ".join(cells) + " |")
+    front = len(result.front)
+    lines.append(f"\n{front} of {len(result.rows)} trials on the Pareto front "
+                 f"({', '.join(map(str, result.objectives))}); failed trials: "
+                 f"{sum(r['status'] == 'FAILED' for r in result.rows)}")
+    return "\n".join(lines)
+
+
+def _short(text: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return f"{value:.4g}"

@@ -1,0 +1,179 @@
+"""MLflow tracking of a sweep, from the Ray driver only: one writer, so SQLite never sees two.
+
+One parent run per sweep, one child run per trial (nested under the parent through the
+``mlflow.parentRunId`` tag). A child run holds every setting as a parameter, per-epoch metrics (step =
+epoch), the final metrics of the compact model, and as artifacts the compact model
+(``compact.pt``, loadable with ``chex_tune.load_compact``; also logged as an ``mlflow.pytorch`` model),
+``metrics.json``, ``config.yaml``, ``widths.json`` and ``widths.png``. A trial that fails ends as a
+FAILED run with its error in the ``error`` tag and ``error.txt``.
+
+The callback is pickled into Ray's experiment state and comes back on ``--resume``: it keeps only
+plain values and finds runs again by the ``chex.trial_id`` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+from ray.tune import Callback
+
+EPOCH_KEYS = ("train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
+TRIAL_TAG = "chex.trial_id"
+SWEEP_TAG = "chex.sweep"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def client_for(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def flat_params(settings: dict) -> dict[str, str]:
+    return {key: "None" if value is None else str(value) for key, value in sorted(settings.items())}
+
+
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def log_metrics(client, run_id: str, values: dict, *, step: int) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for k, v in values.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
+
+
+class MlflowSweepCallback(Callback):
+    """Ray Tune callback that mirrors every trial of one sweep into MLflow."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep = sweep
+        self._client = None
+        self._runs: dict[str, str] = {}  # trial id -> run id
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.tracking_uri)
+        return self._client
+
+    # ------------------------------------------------------------------------------------ runs
+    def run_id(self, trial) -> str | None:
+        if trial.trial_id not in self._runs:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and "
+                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+            if found:
+                self._runs[trial.trial_id] = found[0].info.run_id
+        return self._runs.get(trial.trial_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        from chex_tune.tuning.trainable import trial_settings
+
+        previous = self.run_id(trial)
+        if previous is not None:  # restarted after an interruption: it trains again from scratch
+            self.client.delete_run(previous)
+        number = len(self._runs) + 1
+        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{trial.trial_id}", tags={
+            PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, SWEEP_TAG: self.sweep,
+            "chex.searched": ",".join(trial.config["chex_searched"]), "chex.trial_number": str(number)})
+        self._runs[trial.trial_id] = run.info.run_id
+        log_params(self.client, run.info.run_id, flat_params(trial_settings(trial.config)))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        if result.get("final"):
+            log_metrics(self.client, run_id, {k: v for k, v in result.items() if k not in ("epoch", "final")},
+                        step=int(result["epoch"]))
+            self.client.log_param(run_id, "stem_used", result.get("stem_used"))
+        else:
+            log_metrics(self.client, run_id, {k: result[k] for k in EPOCH_KEYS if k in result},
+                        step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            self._fail(run_id, "the trial ended without its final report (no compact model)")
+            return
+        with checkpoint.as_directory() as directory:
+            log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(directory))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        if run_id is None:
+            return
+        error = trial.get_error()
+        self._fail(run_id, str(error) if error is not None else "the trial failed (no error recorded by Ray)")
+
+    def _fail(self, run_id: str, message: str) -> None:
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+        self.client.set_tag(run_id, "error", (lines[-1] if lines else message)[:4000])
+        self.client.log_text(run_id, message, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")
+
+
+def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathlib.Path) -> None:
+    """The trial's files, a width plot and an ``mlflow.pytorch`` copy of the compact model."""
+    from chex_tune.tuning.plots import plot_widths
+
+    client.log_artifacts(run_id, str(directory))
+    widths = json.loads((directory / "widths.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        if widths:
+            plot = pathlib.Path(tmp) / "widths.png"
+            plot_widths(widths, plot, title=f"kept channels per group (run {run_id[:8]})")
+            client.log_artifact(run_id, str(plot))
+        client.log_dict(run_id, {w["group"]: w["width"] for w in widths}, "widths_by_group.json")
+    log_pytorch_model(tracking_uri, run_id, directory / "compact.pt")
+
+
+def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path) -> None:
+    """The compact model as an ``mlflow.pytorch`` model, so ``mlflow.pytorch.load_model`` serves it too."""
+    import mlflow.pytorch
+    import torch
+
+    import mlflow
+    from chex_tune import __version__, load_compact
+
+    model = load_compact(compact_path)
+    example = torch.zeros(model.chex_recipe["input_shape"]).numpy()
+    mlflow.set_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    with mlflow.start_run(run_id=run_id, nested=True):
+        mlflow.pytorch.log_model(model, name="model", input_example=example,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                                   f"chex-tune=={__version__}"])

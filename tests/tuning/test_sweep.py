@@ -1,0 +1,124 @@
+"""Sweeps end to end on synthetic data: Ray Tune trials, the Optuna study and MLflow runs.
+
+Each test starts a local Ray instance (marker ``ray``; part of the CI run) and trains timm's tiny
+test_resnet for two epochs per trial, a few seconds each.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from chex_tune import load_compact
+from chex_tune.tuning.search import SweepOptions, default_tracking_uri, run_sweep
+from chex_tune.tuning.space import SearchSpace
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+SPACE = {
+    "fixed": {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 2, "batch_size": 32,
+              "train_subset": 128, "val_size": 64, "lr": 0.05},
+    "search": {"sparsity": {"low": 0.3, "high": 0.7}, "regrow_ratio": {"low": 0.0, "high": 0.2},
+               "period": {"low": 2, "high": 6, "int": True}},
+    "objectives": ["val_acc:max", "macs:min"],
+}
+
+
+def client_of(store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=default_tracking_uri(store))
+
+
+def child_runs(client, experiment: str):
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([experiment_id], filter_string="tags.`chex.role` != 'sweep'", max_results=1000)
+
+
+def study_trials(store, sweep: str):
+    import optuna
+
+    study = optuna.load_study(study_name=sweep, storage=f"sqlite:///{store / 'optuna.db'}")
+    return study.get_trials(deepcopy=False)
+
+
+def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(tmp_path):
+    store = tmp_path / "store"
+    space = SearchSpace.from_dict(SPACE, source="synthetic")
+    result = run_sweep(space, SweepOptions(trials=4, concurrent=2, store=str(store), experiment="four",
+                                           sampler="random"), log=lambda _m: None)
+    client = client_of(store)
+    runs = child_runs(client, "four")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {result.parent_run_id}
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        assert params["model"] == "test_resnet" and 0.3 <= float(params["sparsity"]) <= 0.7
+        assert params["stem_used"] == "timm"
+        for key in ("val_acc", "test_acc", "macs", "params", "latency_ms", "dense_macs", "train_loss"):
+            assert key in metrics
+        assert metrics["macs"] < metrics["dense_macs"]
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in history] == [1, 2]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"compact.pt", "metrics.json", "widths.json", "widths.png", "config.yaml", "model"} <= artifacts
+    model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
+    assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]
+    trials = study_trials(store, result.sweep)
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
+    assert sorted(t.values[1] for t in trials) == sorted(r.data.metrics["macs"] for r in runs)
+    assert result.front and all(row["rank"] == 0 for row in result.front)
+
+
+def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
+    store = tmp_path / "store"
+    space = SearchSpace.from_dict({**SPACE, "search": {**SPACE["search"], "lr": {"choices": [0.05, 1.0e12]}}},
+                                  source="synthetic")
+    result = run_sweep(space, SweepOptions(trials=3, concurrent=2, store=str(store), experiment="fail",
+                                           sampler="random", seed=3), log=lambda _m: None)
+    runs = child_runs(client_of(store), "fail")
+    diverging = [r for r in runs if float(r.data.params["lr"]) > 1]
+    assert diverging, "the seed should sample the diverging learning rate at least once"
+    assert all(r.info.status == "FAILED" and r.data.tags["error"] for r in diverging)
+    assert {r.info.status for r in runs if r not in diverging} == {"FINISHED"} and len(runs) == 3
+    states = sorted(t.state.name for t in study_trials(store, result.sweep))
+    assert states == sorted(["FAIL"] * len(diverging) + ["COMPLETE"] * (3 - len(diverging)))
+    assert all(row["rank"] == -1 for row in result.rows if row["status"] == "FAILED")
+
+
+def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
+    store = tmp_path / "store"
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 3}}))
+    command = [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "4", "--concurrent",
+               "1", "--store", str(store), "--experiment", "resume", "--sampler", "random"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # interrupt once the first trial has finished
+        time.sleep(1)
+        if (store / "mlflow.db").exists() and client_of(store).get_experiment_by_name("resume") and any(
+                r.info.status == "FINISHED" for r in child_runs(client_of(store), "resume")):
+            break
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, output
+    before = {r.info.run_id for r in child_runs(client_of(store), "resume") if r.info.status == "FINISHED"}
+    assert 1 <= len(before) < 4, output
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    runs = child_runs(client_of(store), "resume")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert before <= {r.info.run_id for r in runs}  # finished trials were not re-run
+    parent = client_of(store).search_runs([runs[0].info.experiment_id], "tags.`chex.role` = 'sweep'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    trials = study_trials(store, parent[0].data.tags["chex.sweep"])
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 4
