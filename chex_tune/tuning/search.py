@@ -108,6 +108,7 @@ def trial_constants(space: SearchSpace, options: SweepOptions, cpus: float) -> d
 
 def run_sweep(space: SearchSpace, options: SweepOptions, *, log=print) -> SweepResult:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter honours verbose=0; we print our own
     import ray
     from ray import tune
 

@@ -170,7 +170,8 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
     from chex_tune import __version__, load_compact
 
     model = load_compact(compact_path)
-    example = torch.zeros(model.chex_recipe["input_shape"]).numpy()
+    shape = model.chex_recipe["input_shape"]
+    example = torch.zeros([2, *shape[1:]]).numpy()  # batch 2: an exported batch of 1 would be fixed to 1
     mlflow.set_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with mlflow.start_run(run_id=run_id, nested=True):

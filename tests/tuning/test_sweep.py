@@ -38,7 +38,7 @@ def client_of(store):
 
 def child_runs(client, experiment: str):
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    return client.search_runs([experiment_id], filter_string="tags.`chex.role` != 'sweep'", max_results=1000)
+    return client.search_runs([experiment_id], filter_string="tags.`chex.trial_id` LIKE '%'", max_results=1000)
 
 
 def study_trials(store, sweep: str):
@@ -68,9 +68,17 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"compact.pt", "metrics.json", "widths.json", "widths.png", "config.yaml", "model"} <= artifacts
+        assert {"compact.pt", "metrics.json", "widths.json", "widths.png", "config.yaml"} <= artifacts
     model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
     assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]
+    import mlflow.pytorch  # the same model through MLflow's flavor (torch.export format, no pickle)
+    import torch
+
+    mlflow.set_tracking_uri(default_tracking_uri(store))
+    served = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(served(x), model(x))
     trials = study_trials(store, result.sweep)
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
     assert sorted(t.values[1] for t in trials) == sorted(r.data.metrics["macs"] for r in runs)
