@@ -221,6 +221,8 @@ class Trainer:
             self.step += 1
             loss_sum += loss.detach()
             if self.explorer is not None and self.config.chex.unit == "step":
+                if self.explorer.schedule.is_explore_step(self.explorer.t + 1):  # CSS cannot rank NaN filters
+                    self._check_finite(float(loss))
                 self.explorer.step()
                 if settings.compact_after_explore and self._architecture_frozen():
                     self._compact_now()
@@ -230,9 +232,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         train_loss = float(loss_sum) / self.steps_per_epoch
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(f"the training loss is {train_loss} in epoch {self.epoch + 1} "
-                                     f"(lr {settings.lr}); lower the learning rate")
+        self._check_finite(train_loss)
         if self.explorer is not None and self.config.chex.unit == "epoch":
             self.explorer.step()
             if settings.compact_after_explore and self._architecture_frozen():
@@ -242,6 +242,11 @@ class Trainer:
         self.epoch += 1
         return {"epoch": self.epoch, "train_loss": train_loss, "val_acc": self.evaluate("val"), "lr": lr,
                 "epoch_seconds": epoch_seconds, **self.cost()}
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"the training loss is {loss} in epoch {self.epoch + 1} "
+                                     f"(lr {self.settings.lr}); lower the learning rate")
 
     def evaluate(self, split: str) -> float:
         return evaluate(self.forward, self.data, split, amp=self.amp, channels_last=self.channels_last)

@@ -239,8 +239,9 @@ class ProgressCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
-        error = str(trial.get_error() or "").strip().splitlines()
-        self.log(f"trial {self.done}/{self.total} FAILED: {error[-1] if error else 'unknown error'}")
+        from chex_tune.tuning.tracking import last_line, trial_error_text
+
+        self.log(f"trial {self.done}/{self.total} FAILED: {last_line(trial_error_text(trial))}")
 
 
 def _fmt(name: str, value) -> str:

@@ -136,14 +136,28 @@ class MlflowSweepCallback(Callback):
         run_id = self.run_id(trial)
         if run_id is None:
             return
-        error = trial.get_error()
-        self._fail(run_id, str(error) if error is not None else "the trial failed (no error recorded by Ray)")
+        self._fail(run_id, trial_error_text(trial))
 
     def _fail(self, run_id: str, message: str) -> None:
-        lines = [line for line in message.strip().splitlines() if line.strip()]
-        self.client.set_tag(run_id, "error", (lines[-1] if lines else message)[:4000])
+        self.client.set_tag(run_id, "error", last_line(message)[:4000])
         self.client.log_text(run_id, message, "error.txt")
         self.client.set_terminated(run_id, "FAILED")
+
+
+def trial_error_text(trial) -> str:
+    """The trial's error with its traceback, read from the file Ray writes on the driver's disk."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    error = trial.get_error()  # after a sync, from the experiment's storage
+    return str(error) if error is not None else "the trial failed (no error recorded by Ray)"
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a traceback: the exception and its message."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathlib.Path) -> None:

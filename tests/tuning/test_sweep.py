@@ -87,14 +87,16 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
 
 def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
     store = tmp_path / "store"
-    space = SearchSpace.from_dict({**SPACE, "search": {**SPACE["search"], "lr": {"choices": [0.05, 1.0e12]}}},
+    fixed = {k: v for k, v in SPACE["fixed"].items() if k != "lr"}
+    space = SearchSpace.from_dict({**SPACE, "fixed": fixed, "search": {**SPACE["search"],
+                                                                      "lr": {"choices": [0.05, 1.0e12]}}},
                                   source="synthetic")
     result = run_sweep(space, SweepOptions(trials=3, concurrent=2, store=str(store), experiment="fail",
-                                           sampler="random", seed=3), log=lambda _m: None)
+                                           sampler="random", seed=1), log=lambda _m: None)
     runs = child_runs(client_of(store), "fail")
     diverging = [r for r in runs if float(r.data.params["lr"]) > 1]
     assert diverging, "the seed should sample the diverging learning rate at least once"
-    assert all(r.info.status == "FAILED" and r.data.tags["error"] for r in diverging)
+    assert all(r.info.status == "FAILED" and "NonFiniteLossError" in r.data.tags["error"] for r in diverging)
     assert {r.info.status for r in runs if r not in diverging} == {"FINISHED"} and len(runs) == 3
     states = sorted(t.state.name for t in study_trials(store, result.sweep))
     assert states == sorted(["FAIL"] * len(diverging) + ["COMPLETE"] * (3 - len(diverging)))
