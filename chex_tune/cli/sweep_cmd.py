@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     print(trials_table(result))
     if result.interrupted:
         print(f"\ninterrupted: continue with  chex-tune sweep {args.space} --resume --experiment {result.experiment}")
-    print(f"\nbrowse the runs: chex-tune ui --store {args.store}   (or mlflow ui --backend-store-uri "
-          f"{result.tracking_uri})")
+    browse = f"chex-tune ui --store {args.store}" if result.tracking_uri.startswith("sqlite:") else result.tracking_uri
+    print(f"\nbrowse the runs: {browse}")
     return 130 if result.interrupted else 0
 
 

@@ -109,6 +109,7 @@ def trial_constants(space: SearchSpace, options: SweepOptions, cpus: float) -> d
 def run_sweep(space: SearchSpace, options: SweepOptions, *, log=print) -> SweepResult:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter honours verbose=0; we print our own
+    quiet_libraries()
     import ray
     from ray import tune
 
@@ -156,6 +157,18 @@ def run_sweep(space: SearchSpace, options: SweepOptions, *, log=print) -> SweepR
     interrupted = done < expected
     client.set_terminated(parent_run_id, "KILLED" if interrupted else "FINISHED")
     return SweepResult(experiment, sweep, parent_run_id, tracking_uri, objectives, rows, interrupted)
+
+
+def quiet_libraries() -> None:
+    """One line per trial is ours to print; a failed trial's traceback goes to its MLflow run (error.txt)."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    logging.getLogger("torch._export").setLevel(logging.ERROR)  # MLflow's torch.export of each model
 
 
 def new_tuner(space, options, objectives, constants, trainable, *, sweep, ray_root, callback, store, log):
@@ -241,7 +254,8 @@ class ProgressCallback(Callback):
         self.done += 1
         from chex_tune.tuning.tracking import last_line, trial_error_text
 
-        self.log(f"trial {self.done}/{self.total} FAILED: {last_line(trial_error_text(trial))}")
+        self.log(f"trial {self.done}/{self.total} FAILED: {last_line(trial_error_text(trial))} "
+                 "(traceback: error.txt of its MLflow run)")
 
 
 def _fmt(name: str, value) -> str:

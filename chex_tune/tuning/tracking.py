@@ -13,6 +13,7 @@ plain values and finds runs again by the ``chex.trial_id`` tag.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -175,6 +176,19 @@ def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathl
     log_pytorch_model(tracking_uri, run_id, directory / "compact.pt")
 
 
+@contextlib.contextmanager
+def using_tracking_uri(uri: str):
+    """MLflow's fluent API for a moment, without leaving MLFLOW_TRACKING_URI set for later sweeps."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # also exports MLFLOW_TRACKING_URI, which later sweeps would pick up
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets it again
+
+
 def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path) -> None:
     """The compact model as an ``mlflow.pytorch`` model, so ``mlflow.pytorch.load_model`` serves it too."""
     import mlflow.pytorch
@@ -186,9 +200,8 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
     model = load_compact(compact_path)
     shape = model.chex_recipe["input_shape"]
     example = torch.zeros([2, *shape[1:]]).numpy()  # batch 2: an exported batch of 1 would be fixed to 1
-    mlflow.set_tracking_uri(tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    with mlflow.start_run(run_id=run_id, nested=True):
+    with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
         mlflow.pytorch.log_model(model, name="model", input_example=example,
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                                    f"chex-tune=={__version__}"])

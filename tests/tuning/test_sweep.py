@@ -18,6 +18,7 @@ import yaml
 from chex_tune import load_compact
 from chex_tune.tuning.search import SweepOptions, default_tracking_uri, run_sweep
 from chex_tune.tuning.space import SearchSpace
+from chex_tune.tuning.tracking import using_tracking_uri
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -74,8 +75,8 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
     import mlflow.pytorch  # the same model through MLflow's flavor (torch.export format, no pickle)
     import torch
 
-    mlflow.set_tracking_uri(default_tracking_uri(store))
-    served = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
+    with using_tracking_uri(default_tracking_uri(store)):
+        served = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(served(x), model(x))
@@ -83,6 +84,7 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
     assert sorted(t.values[1] for t in trials) == sorted(r.data.metrics["macs"] for r in runs)
     assert result.front and all(row["rank"] == 0 for row in result.front)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into the next sweep
 
 
 def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
