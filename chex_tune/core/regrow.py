@@ -48,34 +48,51 @@ def projection_residuals(filters: Tensor, kept: Tensor) -> Tensor:
     what the kept channels cannot express of channel ``j``: large means regrowing ``j`` adds a new
     direction, zero means ``j`` is redundant given the kept set.
 
-    ``P`` comes from a reduced QR of ``W_T = W[:, kept]`` rather than a pseudo-inverse (cheaper, and
-    stable). ``W_T`` may be rank-deficient (duplicate or zero channels, more kept channels than rows),
-    and then QR without pivoting does not give a basis of the span just by dropping the columns of ``Q``
-    whose ``R_ii`` vanishes (a leading zero column of ``W_T`` already breaks that). So we take the SVD of
-    the small ``R`` factor: ``span(W_T) = Q range(R)``, and ``Q U_R`` restricted to the numerically
-    non-zero singular values (``> max * max(W_T.shape) * eps``) is an orthonormal basis of it.
+    Computed in the Gram domain, where every product is n x n or smaller however tall ``W`` is (a
+    wide layer's filters have thousands of rows): with ``G = W^T W``, ``||P w_j||^2 = g_j^T G_TT^+ g_j``
+    for ``g_j = G[kept, j]``, and ``G_TT^+`` comes from an eigendecomposition of the small kept block
+    in float64. This is ~10x cheaper than a QR of the tall ``W[:, kept]`` at the same result: a
+    rank-deficient kept set (duplicates, zeros, more kept columns than rows) is handled by dropping
+    eigenvalues at or below ``max(W.shape) * eps * lambda_max`` (numerically zero directions).
 
-    Residual energy at or below ``eps * ||w_j||^2`` is rounding noise of a column that lies in the span,
-    and is set to exactly 0 so that samplers treat such columns as redundant. Kept columns are exactly
-    0; an empty ``kept`` gives the squared column norms. Computed in float32 (float64 for float64
-    input) on ``filters``' device, and returned there.
+    The residual is an energy minus a projected energy, so its rounding noise scales with the energy:
+    residuals at or below ``TOLERANCE * ||w_j||^2`` are set to exactly 0, so that samplers treat such
+    columns as redundant. Kept columns are exactly 0; an empty ``kept`` gives the squared column norms.
+    The Gram product runs in ``filters``' precision (float32, or float64 for float64 input) on its
+    device; the result is float32 (float64 for float64 input) there.
     """
     _candidates(filters, kept)
     dtype = torch.float64 if filters.dtype == torch.float64 else torch.float32
-    eps = torch.finfo(dtype).eps
     w = filters.to(dtype)
     energy = w.square().sum(dim=0)
     kept = kept.long().to(w.device)
     if kept.numel() == 0:
         return energy
-    w_kept = w[:, kept]
-    q, r = torch.linalg.qr(w_kept, mode="reduced")
-    u, sv, _ = torch.linalg.svd(r, full_matrices=False)
-    basis = q @ u[:, sv > sv[0] * max(w_kept.shape) * eps]
-    residuals = (w - basis @ (basis.T @ w)).square().sum(dim=0)
-    residuals[residuals <= eps * energy] = 0.0
+    cross = (w[:, kept].T @ w).double()  # G[kept, :], k x n
+    projected = _projected_energy(cross, cross[:, kept], limit=max(w.shape) * torch.finfo(dtype).eps)
+    residuals = (energy.double() - projected).clamp_min(0).to(dtype)
+    residuals[residuals <= _tolerance(dtype) * energy] = 0.0
     residuals[kept] = 0.0
     return residuals
+
+
+def _projected_energy(cross: Tensor, block: Tensor, *, limit: float) -> Tensor:
+    """``g_j^T block^+ g_j`` for every column ``g_j`` of ``cross``: a Cholesky solve when the kept block
+    is well conditioned (the usual case, and ~10x cheaper), else an eigendecomposition that drops the
+    numerically zero directions (eigenvalues at or below ``limit * lambda_max``)."""
+    block = (block + block.T) / 2
+    diagonal = block.diagonal()
+    factor, info = torch.linalg.cholesky_ex(block)
+    if info == 0 and bool((factor.diagonal().square() > limit * diagonal.max()).all()):
+        return torch.linalg.solve_triangular(factor, cross, upper=False).square().sum(dim=0)
+    values, vectors = torch.linalg.eigh(block)
+    keep = values > values.max().clamp_min(0) * limit
+    return ((vectors[:, keep] / values[keep].sqrt()).T @ cross).square().sum(dim=0)
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """Relative residual energy below which a column counts as inside the kept span (rounding noise)."""
+    return 1e4 * torch.finfo(dtype).eps  # ~1e-3 in float32, ~2e-12 in float64
 
 
 def sample_projection(filters: Tensor, kept: Tensor, count: int, generator: torch.Generator) -> Tensor:
