@@ -32,7 +32,7 @@ from benchlib import log, machine_info, verdict  # noqa: E402
 # Sparsity is fixed so that every trial costs about the same; the searched parameters do not change cost.
 SPACE = {
     "description": "sweep benchmark: ~1-minute trials on one core",
-    "fixed": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 3, "train_subset": 3000,
+    "fixed": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 4, "train_subset": 10000,
               "val_size": 1000, "batch_size": 128, "sparsity": 0.5},
     "search": {"regrow_ratio": {"low": 0.0, "high": 0.3}, "period": {"low": 4, "high": 32, "log": True, "int": True}},
 }
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
             ("1 vs 4 trials sharing one GPU", "not measured: no GPU was lent for this run", "NOT RUN")]
     md = ["# Sweep benchmark", "",
           f"{data['machine']['cpu_model']}, {data['machine']['nproc']} cores. `python scripts/bench_sweep.py "
-          f"--trials {args.trials}`. Each trial: resnet18 (timm stem) on 3,000 Fashion-MNIST images, 3 epochs, "
+          f"--trials {args.trials}`. Each trial (the main job's): resnet18 (timm stem) on 10,000 Fashion-MNIST "
+          "images, 4 epochs, "
           "S = 0.5, one CPU core (torch threads = 1); the whole chain runs (local Ray, Optuna with its SQLite "
           "study, MLflow SQLite store with the compact model logged as artifacts and as an mlflow.pytorch model).",
           "", "| sweep | trials | wall time | trials/hour | time inside a trial (median) |", "|---|---|---|---|---|"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chex_tune.cli._tables import METRIC_TITLES, markdown, metric_cells, short
+
 HELP = "tune CHEX: Ray Tune trials proposed by Optuna (multi-objective), every trial an MLflow run"
 
 
@@ -48,34 +50,16 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-COLUMNS = (("val_acc", "val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"), ("macs", "MACs", "M"),
-           ("params", "params", "M"), ("latency_ms", "latency ms", "{:.2f}"))
-
-
 def trials_table(result) -> str:
     """All trials as a Markdown table, cheapest first, front members starred."""
     searched = sorted({name for row in result.rows for name in row["searched"]})
-    header = ["front", "trial", "status", *[title for _, title, _ in COLUMNS], *searched, "run id"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = ["front", "trial", "status", *METRIC_TITLES, *searched, "run id"]
     order = sorted(result.rows, key=lambda r: (r["status"] != "FINISHED", r["metrics"].get("macs", float("inf"))))
-    for row in order:
-        cells = ["*" if row["rank"] == 0 else "", str(row["number"]), row["status"]]
-        for key, _, fmt in COLUMNS:
-            value = row["metrics"].get(key)
-            cells.append("-" if value is None else f"{value / 1e6:.2f}M" if fmt == "M" else fmt.format(value))
-        cells += [_short(row["params"].get(name, "-")) for name in searched]
-        cells.append(row["run_id"])
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = markdown(header, [["*" if row["rank"] == 0 else "", str(row["number"]), row["status"],
+                               *metric_cells(row["metrics"]), *[short(row["params"].get(n)) for n in searched],
+                               row["run_id"]] for row in order])
     front = len(result.front)
     lines.append(f"\n{front} of {len(result.rows)} trials on the Pareto front "
                  f"({', '.join(map(str, result.objectives))}); failed trials: "
                  f"{sum(r['status'] == 'FAILED' for r in result.rows)}")
     return "\n".join(lines)
-
-
-def _short(text: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return f"{value:.4g}"

@@ -222,7 +222,7 @@ class Trainer:
             loss_sum += loss.detach()
             if self.explorer is not None and self.config.chex.unit == "step":
                 if self.explorer.schedule.is_explore_step(self.explorer.t + 1):  # CSS cannot rank NaN filters
-                    self._check_finite(float(loss))
+                    self._check_finite(float(loss.detach()))
                 self.explorer.step()
                 if settings.compact_after_explore and self._architecture_frozen():
                     self._compact_now()

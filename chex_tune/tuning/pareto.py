@@ -3,6 +3,9 @@
 A point dominates another when it is at least as good in every objective and better in one. The
 first front (rank 0) is the set of points nobody dominates; removing it, the next front is rank 1,
 and so on. Points with a NaN objective are never on a front (rank -1); exact duplicates share a rank.
+A failed or unfinished run enters as a row of NaN, so it takes part in nothing.
+
+``hypervolume_2d`` measures a two-objective front by the area it dominates.
 """
 
 from __future__ import annotations
@@ -37,3 +40,37 @@ def non_dominated_ranks(values, maximize: Sequence[bool]) -> np.ndarray:
 def pareto_front(values, maximize: Sequence[bool]) -> np.ndarray:
     """Indices of the first front."""
     return np.flatnonzero(non_dominated_ranks(values, maximize) == 0)
+
+
+def hypervolume_2d(points, maximize: Sequence[bool], reference=None) -> float:
+    """Area dominated by ``points`` (n x 2) and bounded by ``reference``, in the objectives' own units.
+
+    The larger, the better the front: it grows when a point moves outward or a new point fills a gap.
+    Rows with NaN (failed runs) count for nothing; so do points not strictly better than the reference in both
+    objectives. ``reference`` defaults to the worst value of each objective among the points (e.g. the
+    lowest accuracy and the most MACs), so the front's two extreme points add no area of their own and
+    a single point gives 0. Compare hypervolumes only under one explicit, shared reference (e.g.
+    accuracy 0 and the dense model's MACs): the default moves with the points.
+    """
+    if len(maximize) != 2:
+        raise ValueError(f"hypervolume_2d needs exactly 2 objectives, got {len(maximize)}")
+    values = np.asarray(points, dtype=float).reshape(-1, 2)
+    flip = np.where(np.asarray(maximize, dtype=bool), -1.0, 1.0)  # minimize everything
+    costs = values[~np.isnan(values).any(axis=1)] * flip
+    if reference is None:
+        if not len(costs):
+            return 0.0
+        bound = costs.max(axis=0)
+    else:
+        bound = np.asarray(reference, dtype=float).reshape(2) * flip
+        if np.isnan(bound).any():
+            raise ValueError(f"the reference point must be two numbers, got {reference!r}")
+    inside = costs[(costs < bound).all(axis=1)]
+    if not len(inside):
+        return 0.0
+    # Sweep along the first objective: each point's slab reaches to the next point (or the bound),
+    # and its height is set by the best second objective seen so far (dominated points change nothing).
+    inside = inside[np.lexsort((inside[:, 1], inside[:, 0]))]
+    next_x = np.append(inside[1:, 0], bound[0])
+    best_y = np.minimum.accumulate(inside[:, 1])
+    return float(((next_x - inside[:, 0]) * (bound[1] - best_y)).sum())

@@ -1,4 +1,4 @@
-"""Figures logged with sweeps: per-group widths of one compact model (the Pareto plot joins later)."""
+"""Figures logged with sweeps: per-group widths of one compact model, and a sweep's Pareto front."""
 
 from __future__ import annotations
 
@@ -25,5 +25,62 @@ def plot_widths(widths: list[dict], path: str | os.PathLike, *, title: str = "")
     ax.set_xlabel("channel group (root layer)")
     ax.set_title(title or "channel widths per group")
     ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# Metric -> (axis label with its unit, factor from the logged value to that unit).
+AXES = {"macs": ("MACs (millions)", 1e-6), "params": ("parameters (millions)", 1e-6),
+        "latency_ms": ("CPU latency (ms)", 1.0), "val_acc": ("validation accuracy (%)", 100.0),
+        "test_acc": ("test accuracy (%)", 100.0)}
+
+
+def is_dense_baseline(params: dict) -> bool:
+    """A run that pruned nothing: sparsity 0 and no MACs budget (MLflow keeps every setting as text)."""
+    try:
+        sparsity = float(params.get("sparsity", "nan"))
+    except ValueError:
+        return False
+    return sparsity == 0.0 and params.get("macs_target") in (None, "", "None")
+
+
+def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y: str = "val_acc",
+                title: str = "") -> None:
+    """Every finished trial as a dot, the front (rank 0) highlighted and joined as a staircase.
+
+    ``rows`` are ``runs.trial_rows`` rows. The staircase steps right then up (cost minimised, accuracy
+    maximised): everything below and to the right of it is dominated. Dense baselines get a star.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (x_label, x_scale), (y_label, y_scale) = AXES.get(x, (x, 1.0)), AXES.get(y, (y, 1.0))
+    shown = [r for r in rows if r["status"] == "FINISHED" and x in r["metrics"] and y in r["metrics"]]
+
+    def coords(subset):
+        return ([r["metrics"][x] * x_scale for r in subset], [r["metrics"][y] * y_scale for r in subset])
+
+    front = sorted((r for r in shown if r["rank"] == 0), key=lambda r: r["metrics"][x])
+    others = [r for r in shown if r["rank"] != 0]
+    dense = [r for r in shown if is_dense_baseline(r["params"])]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    ax.scatter(*coords(others), s=22, color="#9aa5b1", label=f"other trials ({len(others)})", zorder=2)
+    if front:
+        ax.step(*coords(front), where="post", color="#2f6db5", linewidth=1.2, zorder=3)
+        ax.scatter(*coords(front), s=40, color="#2f6db5", edgecolor="black", linewidth=0.5,
+                   label=f"Pareto front ({len(front)})", zorder=4)
+    if dense:
+        ax.scatter(*coords(dense), s=160, marker="*", color="#e8a33d", edgecolor="black", linewidth=0.5,
+                   label="dense baseline (sparsity 0)", zorder=5)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title or "Pareto front")
+    ax.grid(alpha=0.3)
+    if shown:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=120)
     plt.close(fig)

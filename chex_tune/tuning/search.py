@@ -11,7 +11,6 @@ process writes to MLflow and Optuna; trials report to it through Ray.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pathlib
 import time
@@ -19,11 +18,10 @@ from dataclasses import dataclass
 
 from ray.tune import Callback
 
-from chex_tune.tuning.pareto import non_dominated_ranks
+from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
 from chex_tune.tuning.space import Objective, SearchSpace, parse_objectives
 
 SAMPLERS = ("tpe", "nsga2", "random")
-SWEEP_ROLE_TAG = "chex.role"
 
 
 @dataclass(frozen=True)
@@ -81,10 +79,6 @@ def make_sampler(name: str, *, seed: int, trials: int, concurrent: int):
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, 2 * concurrent))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def default_tracking_uri(store: pathlib.Path) -> str:
-    return f"sqlite:///{store / 'mlflow.db'}"
 
 
 def resolve_store(options: SweepOptions) -> tuple[pathlib.Path, str]:
@@ -151,7 +145,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions, *, log=print) -> SweepR
         tuner.fit()
     finally:
         ray.shutdown()
-    rows = collect_rows(client, experiment_id, parent_run_id, objectives)
+    rows = trial_rows(client, experiment_id, [parent_run_id], objectives)
+    tag_front(client, rows)
     expected = int(client.get_run(parent_run_id).data.params.get("trials", options.trials))
     done = sum(row["status"] in ("FINISHED", "FAILED") for row in rows)
     interrupted = done < expected
@@ -184,7 +179,8 @@ def new_tuner(space, options, objectives, constants, trainable, *, sweep, ray_ro
     return tune.Tuner(
         trainable, param_space=constants,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=options.trials,
-                                    max_concurrent_trials=options.concurrent),
+                                    max_concurrent_trials=options.concurrent,
+                                    reuse_actors=True),  # a trial's worker keeps torch/timm imported
         run_config=tune.RunConfig(name=sweep, storage_path=str(ray_root), verbose=0,
                                   callbacks=[callback, ProgressCallback(options.trials, objectives, log)],
                                   failure_config=tune.FailureConfig(max_failures=0),
@@ -192,10 +188,10 @@ def new_tuner(space, options, objectives, constants, trainable, *, sweep, ray_ro
 
 
 def start_parent_run(client, experiment_id, sweep, space, options, objectives) -> str:
-    from chex_tune.tuning.tracking import SWEEP_TAG, log_params
+    from chex_tune.tuning.tracking import log_params
 
     run = client.create_run(experiment_id, run_name=sweep, tags={
-        SWEEP_TAG: sweep, SWEEP_ROLE_TAG: "sweep", "chex.space": str(space.source),
+        SWEEP_TAG: sweep, ROLE_TAG: "sweep", "chex.space": str(space.source),
         "chex.objectives": ",".join(map(str, objectives))})
     settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri")}
     log_params(client, run.info.run_id, {k: str(v) for k, v in settings.items()})
@@ -207,9 +203,7 @@ def latest_sweep(client, experiment_id: str, experiment: str, ray_root: pathlib.
     """The experiment's most recent sweep that Ray can restore, and its MLflow parent run."""
     from ray import tune
 
-    from chex_tune.tuning.tracking import SWEEP_TAG
-
-    parents = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_ROLE_TAG}` = 'sweep'",
+    parents = client.search_runs([experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time DESC"])
     for parent in parents:
         sweep = parent.data.tags.get(SWEEP_TAG, "")
@@ -217,25 +211,6 @@ def latest_sweep(client, experiment_id: str, experiment: str, ray_root: pathlib.
             return sweep, parent.info.run_id
     raise ValueError(f"--resume: no sweep of experiment {experiment!r} to resume under {ray_root} "
                      "(start one without --resume)")
-
-
-def collect_rows(client, experiment_id: str, parent_run_id: str, objectives) -> list[dict]:
-    """Every trial run of the sweep with its metrics, ranked into Pareto fronts (failed runs: no rank)."""
-    from chex_tune.tuning.tracking import PARENT_TAG
-
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=10000)
-    rows = [{"run_id": r.info.run_id, "status": r.info.status, "params": dict(r.data.params),
-             "metrics": dict(r.data.metrics), "error": r.data.tags.get("error"),
-             "number": int(r.data.tags.get("chex.trial_number", 0)),
-             "searched": [n for n in r.data.tags.get("chex.searched", "").split(",") if n]} for r in runs]
-    rows.sort(key=lambda row: row["number"])
-    values = [[row["metrics"].get(o.name, math.nan) if row["status"] == "FINISHED" else math.nan
-               for o in objectives] for row in rows]
-    ranks = non_dominated_ranks(values, [o.mode == "max" for o in objectives]) if rows else []
-    for row, rank in zip(rows, ranks):
-        row["rank"] = int(rank)
-    return rows
 
 
 class ProgressCallback(Callback):

@@ -17,14 +17,16 @@ import contextlib
 import json
 import os
 import pathlib
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from ray.tune import Callback
 
+from chex_tune.tuning.runs import PARENT_TAG, SWEEP_TAG
+
 EPOCH_KEYS = ("train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
 TRIAL_TAG = "chex.trial_id"
-SWEEP_TAG = "chex.sweep"
-PARENT_TAG = "mlflow.parentRunId"
 
 
 def client_for(tracking_uri: str):
@@ -67,7 +69,12 @@ def log_metrics(client, run_id: str, values: dict, *, step: int) -> None:
 
 
 class MlflowSweepCallback(Callback):
-    """Ray Tune callback that mirrors every trial of one sweep into MLflow."""
+    """Ray Tune callback that mirrors every trial of one sweep into MLflow.
+
+    Ray calls it on the driver's scheduling loop, so every MLflow write goes to one background thread
+    (FIFO, one connection): logging a compact model never holds up the start of the next trial, and
+    the store still has a single writer. ``on_experiment_end`` waits for the queue to drain.
+    """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str):
         self.tracking_uri = tracking_uri
@@ -75,10 +82,12 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id = parent_run_id
         self.sweep = sweep
         self._client = None
-        self._runs: dict[str, str] = {}  # trial id -> run id
+        self._writer: ThreadPoolExecutor | None = None
+        self._runs: dict[str, str] = {}  # trial id -> run id (touched by the writer thread only)
+        self._started = 0
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None}
+    def __getstate__(self) -> dict:  # Ray saves the callback with the experiment; runs are found again by tag
+        return {**self.__dict__, "_client": None, "_writer": None, "_runs": {}}
 
     @property
     def client(self):
@@ -86,31 +95,68 @@ class MlflowSweepCallback(Callback):
             self._client = client_for(self.tracking_uri)
         return self._client
 
-    # ------------------------------------------------------------------------------------ runs
-    def run_id(self, trial) -> str | None:
-        if trial.trial_id not in self._runs:
-            found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and "
-                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
-            if found:
-                self._runs[trial.trial_id] = found[0].info.run_id
-        return self._runs.get(trial.trial_id)
+    def _submit(self, job, *args) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self._writer.submit(self._guarded, job, *args)
 
+    def _guarded(self, job, *args) -> None:
+        try:
+            job(*args)
+        except Exception as exc:  # MLflow trouble must not stop the sweep; say so and go on
+            print(f"[chex-tune] MLflow logging failed ({job.__name__}): {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    # ------------------------------------------------------------------ Ray's calls (driver loop)
     def on_trial_start(self, iteration, trials, trial, **info):
         from chex_tune.tuning.trainable import trial_settings
 
-        previous = self.run_id(trial)
-        if previous is not None:  # restarted after an interruption: it trains again from scratch
-            self.client.delete_run(previous)
-        number = len(self._runs) + 1
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{trial.trial_id}", tags={
-            PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, SWEEP_TAG: self.sweep,
-            "chex.searched": ",".join(trial.config["chex_searched"]), "chex.trial_number": str(number)})
-        self._runs[trial.trial_id] = run.info.run_id
-        log_params(self.client, run.info.run_id, flat_params(trial_settings(trial.config)))
+        self._started += 1
+        self._submit(self._start, trial.trial_id, ",".join(trial.config["chex_searched"]),
+                     flat_params(trial_settings(trial.config)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self.run_id(trial)
+        self._submit(self._result, trial.trial_id, dict(result))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        checkpoint = trial.checkpoint
+        self._submit(self._complete, trial.trial_id, checkpoint.path if checkpoint is not None else None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._submit(self._fail, trial.trial_id, trial_error_text(trial))
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
+
+    # -------------------------------------------------------------------- the writer thread's jobs
+    def _run_id(self, trial_id: str) -> str | None:
+        if trial_id not in self._runs:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+            if found:
+                self._runs[trial_id] = found[0].info.run_id
+        return self._runs.get(trial_id)
+
+    def _start(self, trial_id: str, searched: str, params: dict) -> None:
+        previous = self._run_id(trial_id)
+        if previous is not None:  # restarted after an interruption: it trains again from scratch
+            self.client.delete_run(previous)
+        number = len(self.client.search_runs([self.experiment_id],
+                                             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")) + 1
+        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{trial_id}", tags={
+            PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: self.sweep,
+            "chex.searched": searched, "chex.trial_number": str(number)})
+        self._runs[trial_id] = run.info.run_id
+        log_params(self.client, run.info.run_id, params)
+
+    def _result(self, trial_id: str, result: dict) -> None:
+        run_id = self._run_id(trial_id)
         if run_id is None:
             return
         if result.get("final"):
@@ -121,25 +167,20 @@ class MlflowSweepCallback(Callback):
             log_metrics(self.client, run_id, {k: result[k] for k in EPOCH_KEYS if k in result},
                         step=int(result["epoch"]))
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
+    def _complete(self, trial_id: str, checkpoint_path: str | None) -> None:
+        run_id = self._run_id(trial_id)
         if run_id is None:
             return
-        checkpoint = trial.checkpoint
-        if checkpoint is None:
-            self._fail(run_id, "the trial ended without its final report (no compact model)")
+        if checkpoint_path is None:
+            self._fail(trial_id, "the trial ended without its final report (no compact model)")
             return
-        with checkpoint.as_directory() as directory:
-            log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(directory))
+        log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(checkpoint_path))
         self.client.set_terminated(run_id, "FINISHED")
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self.run_id(trial)
+    def _fail(self, trial_id: str, message: str) -> None:
+        run_id = self._run_id(trial_id)
         if run_id is None:
             return
-        self._fail(run_id, trial_error_text(trial))
-
-    def _fail(self, run_id: str, message: str) -> None:
         self.client.set_tag(run_id, "error", last_line(message)[:4000])
         self.client.log_text(run_id, message, "error.txt")
         self.client.set_terminated(run_id, "FAILED")

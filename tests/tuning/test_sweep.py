@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from chex_tune import load_compact
-from chex_tune.tuning.search import SweepOptions, default_tracking_uri, run_sweep
+from chex_tune.tuning.runs import default_tracking_uri
+from chex_tune.tuning.search import SweepOptions, run_sweep
 from chex_tune.tuning.space import SearchSpace
 from chex_tune.tuning.tracking import using_tracking_uri
 
@@ -116,7 +117,9 @@ def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_pat
     deadline = time.time() + 300
     while time.time() < deadline:  # interrupt once the first trial has finished
         time.sleep(1)
-        if (store / "mlflow.db").exists() and client_of(store).get_experiment_by_name("resume") and any(
+        # optuna.db appears once the driver has set up the MLflow store (reading it earlier would race
+        # the driver's table creation)
+        if (store / "optuna.db").exists() and any(
                 r.info.status == "FINISHED" for r in child_runs(client_of(store), "resume")):
             break
     driver.send_signal(signal.SIGINT)

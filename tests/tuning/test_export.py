@@ -1,0 +1,200 @@
+"""Choosing a trial by a constraint, exporting it (state, TorchScript, ONNX), scoring the file, registering it.
+
+One tiny real run (timm's test_resnet, one epoch on synthetic data, a few seconds) is trained once and
+logged the way a sweep logs a trial; the other trials of the hand-made store are metrics only, placed
+around it so that each constraint has a known answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chex_tune import load_compact
+from chex_tune.cli import main
+from chex_tune.config import RunConfig
+from chex_tune.tuning.export import Constraint, choose, export_run, parse_accuracy, parse_amount, register
+from chex_tune.tuning.runs import read_trials
+
+TINY = {"dataset": "synthetic", "model": "test_resnet", "stem": "timm", "epochs": 1, "train_subset": 64,
+        "val_size": 64, "batch_size": 32, "sparsity": 0.5, "device": "cpu"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """A model this small trains and exports faster on one thread; two spin against each other on a busy box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from chex_tune.train.loop import train
+
+    out = tmp_path_factory.mktemp("run")
+    return out, train(RunConfig.from_dict(TINY), out)
+
+
+def log_trial(client, experiment_id, parent, name, metrics, *, sparsity="0.5", status="FINISHED", files=()):
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(experiment_id, run_name=name, tags={
+        "mlflow.parentRunId": parent, "chex.trial_id": name, "chex.sweep": "s", "chex.searched": "sparsity",
+        "chex.trial_number": name[-1]})
+    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), 0, 1) for k, v in metrics.items()],
+                     params=[Param("sparsity", sparsity), Param("macs_target", "None")])
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, trained):
+    """Experiment "exp": the real run R between cheaper/weaker A, dominated C, and better/costlier E and B."""
+    from chex_tune.tuning.tracking import log_pytorch_model
+    from mlflow import MlflowClient
+
+    run_dir, result = trained
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("exp", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment, run_name="s", tags={"chex.role": "sweep", "chex.sweep": "s"}).info.run_id
+    acc, macs, latency = result["val_acc"], result["macs"], result["latency_ms"]
+    real = {k: result[k] for k in ("val_acc", "test_acc", "macs", "dense_macs", "params", "latency_ms")}
+    files = (run_dir / "compact.pt", run_dir / "config.yaml")
+    ids = {"R": log_trial(client, experiment, parent, "t1", real, files=files)}
+    log_pytorch_model(uri, ids["R"], run_dir / "compact.pt")  # as the sweep's callback does
+
+    def fake(a, m, **kw):  # accuracy and cost relative to the real run
+        return {"val_acc": a, "test_acc": a, "macs": m * macs, "params": m * real["params"], "latency_ms": m * latency}
+
+    ids["A"] = log_trial(client, experiment, parent, "t2", fake(acc / 2, 0.6), files=files)  # no mlflow model
+    ids["C"] = log_trial(client, experiment, parent, "t3", fake(acc * 0.8, 1.2))  # dominated by R
+    ids["E"] = log_trial(client, experiment, parent, "t4", fake(acc + (1 - acc) / 3, 2.0), sparsity="0.0")
+    ids["B"] = log_trial(client, experiment, parent, "t5", fake(acc + 2 * (1 - acc) / 3, 4.0))
+    ids["F"] = log_trial(client, experiment, parent, "t6", {}, status="FAILED")
+    return {"root": root, "uri": uri, "client": client, "ids": ids, "result": result, "run_dir": run_dir,
+            "experiment_id": experiment}
+
+
+def chosen(store, **bound) -> str:
+    constraint = Constraint.parse(**bound)
+    trials = read_trials(store["client"], "exp", objectives=constraint.objectives)
+    return next(k for k, v in store["ids"].items() if v == choose(trials, constraint)[0]["run_id"])
+
+
+# ------------------------------------------------------------------------------------ the choice
+def test_amounts_and_accuracies_parse():
+    assert parse_amount("2.5e6", "x") == parse_amount("2.5M", "x") == parse_amount("2500000", "x") == 2.5e6
+    assert parse_amount("300k", "x") == 3e5 and parse_amount(" 1.5G ", "x") == 1.5e9
+    for bad in ("", "M", "-1M", "0", "2.5Q", "nan", "inf"):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            parse_amount(bad, "--max-macs")
+    assert parse_accuracy("0.9") == parse_accuracy("90%") == pytest.approx(0.9)
+    for bad in ("90", "0", "x", "-5%"):
+        with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+            parse_accuracy(bad)
+
+
+def test_the_most_accurate_front_member_under_a_cost_bound(store):
+    macs, latency = store["result"]["macs"], store["result"]["latency_ms"]
+    assert chosen(store, max_macs=str(macs)) == "R"  # the bound is inclusive
+    assert chosen(store, max_macs=str(macs - 1)) == "A"
+    assert chosen(store, max_macs=str(1.5 * macs)) == "R"  # C fits too but R is more accurate
+    assert chosen(store, max_macs=str(3 * macs)) == "E"
+    assert chosen(store, max_macs="1G") == "B"
+    assert chosen(store, max_latency_ms=str(2.5 * latency)) == "E"
+
+
+def test_the_cheapest_front_member_above_an_accuracy_floor(store):
+    acc = store["result"]["val_acc"]
+    assert chosen(store, min_acc=str(acc)) == "R"
+    assert chosen(store, min_acc=str(acc + 0.01)) == "E"
+    assert chosen(store, min_acc="0.0001") == "A"
+
+
+def test_when_no_front_member_meets_the_bound_the_nearest_are_listed(store):
+    ids, macs = store["ids"], store["result"]["macs"]
+    with pytest.raises(ValueError, match="no trial of experiment 'exp' on the val_acc/macs front has macs <=") as info:
+        chosen(store, max_macs=str(0.1 * macs))
+    nearest = str(info.value).split("nearest: ")[1]
+    assert nearest.index(ids["A"]) < nearest.index(ids["R"]) < nearest.index(ids["E"])
+    assert ids["B"] not in nearest and ids["C"] not in nearest  # three at most, front members only
+
+
+# ------------------------------------------------------------------------------------ the files
+def test_state_export_is_the_compact_model_and_scores_its_logged_accuracy(store, tmp_path):
+    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    result = export_run(store["client"], row, "state", tmp_path / "out" / "model.pt")
+    assert result.exported_val_acc == result.logged_val_acc == store["result"]["val_acc"]
+    exported, original = load_compact(result.path), load_compact(store["run_dir"] / "compact.pt")
+    x = torch.randn(3, *exported.chex_recipe["input_shape"][1:])
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), original(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_torchscript_and_onnx_compute_what_the_compact_model_does(store, tmp_path, fmt):
+    from chex_tune.tuning.export import load_exported
+
+    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    result = export_run(store["client"], row, fmt, tmp_path / f"model.{fmt}")
+    model = load_compact(store["run_dir"] / "compact.pt")
+    exported = load_exported(result.path, fmt)
+    for batch in (1, 5):  # the batch dimension is dynamic (traced and exported at 2)
+        x = torch.randn(batch, *model.chex_recipe["input_shape"][1:])
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
+    assert abs(result.exported_val_acc - result.logged_val_acc) <= 1 / 64  # one image at most (rounding)
+
+
+# ------------------------------------------------------------------------------------ the registry
+def test_registered_alias_resolves_to_the_exported_run(store):
+    client, ids = store["client"], store["ids"]
+    trials = read_trials(client, "exp")
+    rows = {row["run_id"]: row for row in trials.rows}
+    first = register(client, rows[ids["R"]], store["experiment_id"], "tiny", "champion")
+    found = client.get_model_version_by_alias("tiny", "champion")
+    assert (found.version, found.run_id, found.tags["chex.source"]) == (first.version, ids["R"], "mlflow.pytorch")
+    import mlflow.pytorch
+
+    from chex_tune.tuning.tracking import using_tracking_uri
+
+    with using_tracking_uri(store["uri"]):  # the alias serves the run's mlflow.pytorch model
+        served = mlflow.pytorch.load_model("models:/tiny@champion")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(served(x), load_compact(store["run_dir"] / "compact.pt")(x))
+    # a run without an mlflow model registers its compact.pt; the alias moves to the new version
+    second = register(client, rows[ids["A"]], store["experiment_id"], "tiny", "champion")
+    found = client.get_model_version_by_alias("tiny", "champion")
+    assert int(second.version) == int(first.version) + 1 and found.version == second.version
+    assert found.run_id == ids["A"] and found.source.endswith("/compact.pt")
+
+
+def test_export_command_chooses_writes_scores_and_registers(store, tmp_path, capsys):
+    out = tmp_path / "best.pt"
+    macs = store["result"]["macs"]
+    assert main(["export", "exp", "--max-macs", f"{macs / 1e6 + 1e-4}M", "--format", "state", "-o", str(out),
+                 "--register", "cli-model", "--alias", "prod", "--store", str(store["root"])]) == 0
+    text = capsys.readouterr().out
+    assert f"run {store['ids']['R']} (trial 1)" in text and "the most accurate of" in text
+    acc = store["result"]["val_acc"]
+    assert f"validation accuracy of the written file: {acc:.4f} (logged val_acc {acc:.4f}" in text
+    assert "models:/cli-model@prod" in text and out.exists()
+    version = store["client"].get_model_version_by_alias("cli-model", "prod")
+    assert version.run_id == store["ids"]["R"]
+
+
+def test_export_by_run_id_says_when_the_file_scores_differently_from_the_log(store, tmp_path, capsys):
+    # trial A carries the real model but a made-up val_acc: the check must notice
+    out = tmp_path / "a.pt"
+    assert main(["export", "exp", "--run", store["ids"]["A"], "--format", "state", "-o", str(out),
+                 "--store", str(store["root"])]) == 0
+    text = capsys.readouterr().out
+    assert "chosen as asked for with --run" in text and "note: they differ by more than 1 point" in text
+    assert f"validation accuracy of the written file: {store['result']['val_acc']:.4f}" in text
