@@ -60,7 +60,7 @@ def draw(trials, path: pathlib.Path) -> None:
     failed = sum(row["status"] == "FAILED" for row in trials.rows)
     scope = trials.sweeps[0]["name"] if len(trials.sweeps) == 1 else f"{len(trials.sweeps)} sweeps"
     plot_pareto(trials.rows, path, x=x, y="val_acc",
-                title=f"{trials.experiment} ({scope}): {len(trials.finished)} finished trials"
+                title=f"{trials.experiment} ({scope})\n{len(trials.finished)} finished trials"
                       f"{f', {failed} failed' if failed else ''}")
 
 

@@ -76,7 +76,7 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y
                    label="dense baseline (sparsity 0)", zorder=5)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    ax.set_title(title or "Pareto front")
+    ax.set_title(title or "Pareto front", fontsize=10)
     ax.grid(alpha=0.3)
     if shown:
         ax.legend(fontsize=8, loc="lower right")

@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from ray.tune import Callback
 
 from chex_tune.tuning.runs import PARENT_TAG, SWEEP_TAG
+from chex_tune.tuning.trainable import FINAL_REPORT  # Ray adds bookkeeping keys to results: not logged
 
 EPOCH_KEYS = ("train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
+
 TRIAL_TAG = "chex.trial_id"
 
 
@@ -114,11 +116,12 @@ class MlflowSweepCallback(Callback):
 
     # ------------------------------------------------------------------ Ray's calls (driver loop)
     def on_trial_start(self, iteration, trials, trial, **info):
+        from chex_tune.config import RunConfig
         from chex_tune.tuning.trainable import trial_settings
 
         self._started += 1
-        self._submit(self._start, trial.trial_id, ",".join(trial.config["chex_searched"]),
-                     flat_params(trial_settings(trial.config)))
+        settings = RunConfig.from_dict(trial_settings(trial.config)).to_dict()  # every setting, defaults too
+        self._submit(self._start, trial.trial_id, ",".join(trial.config["chex_searched"]), flat_params(settings))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._submit(self._result, trial.trial_id, dict(result))
@@ -160,7 +163,7 @@ class MlflowSweepCallback(Callback):
         if run_id is None:
             return
         if result.get("final"):
-            log_metrics(self.client, run_id, {k: v for k, v in result.items() if k not in ("epoch", "final")},
+            log_metrics(self.client, run_id, {k: result[k] for k in FINAL_REPORT if k in result},
                         step=int(result["epoch"]))
             self.client.log_param(run_id, "stem_used", result.get("stem_used"))
         else:

@@ -26,6 +26,7 @@ from chex_tune.train.loop import train
 ARTIFACTS = ("compact.pt", "metrics.json", "widths.json", "config.yaml")
 FINAL_METRICS = ("val_acc", "val_acc_masked", "test_acc", "macs", "dense_macs", "params", "dense_params",
                  "latency_ms", "macs_ratio", "train_seconds", "epochs")
+FINAL_REPORT = (*FINAL_METRICS, "trial_seconds", "latency_batch_size", "latency_threads")  # numbers of the last report
 
 
 def trial_settings(config: dict) -> dict:

@@ -6,7 +6,9 @@ test_resnet for two epochs per trial, a few seconds each.
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -63,7 +65,8 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
     for run in runs:
         params, metrics = run.data.params, run.data.metrics
         assert params["model"] == "test_resnet" and 0.3 <= float(params["sparsity"]) <= 0.7
-        assert params["stem_used"] == "timm"
+        assert params["stem_used"] == "timm" and params["scorer"] == "css"  # defaults are logged too
+        assert "time_this_iter_s" not in metrics and "pid" not in metrics  # Ray's bookkeeping is not
         for key in ("val_acc", "test_acc", "macs", "params", "latency_ms", "dense_macs", "train_loss"):
             assert key in metrics
         assert metrics["macs"] < metrics["dense_macs"]
@@ -137,3 +140,20 @@ def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_pat
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     trials = study_trials(store, parent[0].data.tags["chex.sweep"])
     assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 4
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_trials_and_the_pareto_tag_in_a_real_browser(tmp_path):
+    """After a small sweep, scripts/browser_check.py renders the MLflow UI in headless Chromium."""
+    store = tmp_path / "store"
+    run_sweep(SearchSpace.from_dict(SPACE, source="synthetic"),
+              SweepOptions(trials=2, concurrent=2, store=str(store), experiment="ui", sampler="random"),
+              log=lambda _m: None)
+    script = pathlib.Path(__file__).parents[2] / "scripts" / "browser_check.py"
+    check = subprocess.run([sys.executable, str(script), "--experiment", "ui", "--store", str(store), "--out",
+                            str(tmp_path / "shots"), "--port", "5097"], capture_output=True, text=True, timeout=400)
+    assert check.returncode == 0, check.stdout + check.stderr
+    summary = json.loads(check.stdout)
+    assert summary["checks"] and all(summary["checks"].values())
+    for name in ("pareto_front.png", "mlflow_run_page.png"):
+        assert (tmp_path / "shots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

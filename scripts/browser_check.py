@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Real-browser check of the MLflow UI on a sweep's store, with headless Chromium (Debian's `chromium`).
+
+Runs `chex-tune pareto` (tags the front, draws the plot), starts `chex-tune ui`, renders the
+experiment's runs page and a front member's run page in headless Chromium, and checks that the
+sweep, all its trial runs and the `pareto` tag are shown. Writes the front plot and a screenshot of
+the run page to --out, and prints a JSON summary; exits 1 if a check fails.
+
+    python scripts/browser_check.py --experiment fashion_mnist_resnet18 [--store mlflow] [--out benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from chex_tune.tuning.runs import find_experiment, open_store, read_trials
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(url: str, *, screenshot: Path | None = None) -> str:
+    """The rendered DOM of ``url`` (JavaScript run for a virtual 20 s); optionally a PNG screenshot too."""
+    if CHROMIUM is None:
+        raise SystemExit("headless Chromium not found: sudo apt-get install chromium")
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1400,1500"]
+        if screenshot is not None:
+            subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
+        dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True)
+    return visible_text(dom.stdout)
+
+
+def visible_text(html: str) -> str:
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def wait_for(url: str, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"the MLflow UI did not answer at {url} within {seconds:.0f} s")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--store", default="mlflow")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--port", type=int, default=5055)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "chex_tune.cli"]
+    subprocess.run([*cli, "pareto", args.experiment, "--store", args.store, "--plot",
+                    str(args.out / "pareto_front.png")], check=True, capture_output=True)
+    client, _ = open_store(args.store)
+    experiment = find_experiment(client, args.experiment)
+    trials = read_trials(client, args.experiment)
+    ui = subprocess.Popen([*cli, "ui", "--store", args.store, "--port", str(args.port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        wait_for(base + "/", 90)
+        runs_page = chromium(f"{base}/#/experiments/{experiment.experiment_id}/runs")
+        front = trials.front[0]
+        run_page = chromium(f"{base}/#/experiments/{experiment.experiment_id}/runs/{front['run_id']}",
+                            screenshot=args.out / "mlflow_run_page.png")
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+    total_runs = len(trials.rows) + len(trials.sweeps)  # trials plus one parent run per sweep
+    checks = {
+        "sweeps shown on the runs page": all(s["name"] in runs_page for s in trials.sweeps),
+        f"{total_runs} runs counted on the runs page": f"{total_runs} matching runs" in runs_page,
+        "front member's run page shows its name": client.get_run(front["run_id"]).info.run_name in run_page,
+        "front member's run page shows pareto : true": "pareto : true" in run_page,
+        "front member's run page shows val_acc": "val_acc" in run_page,
+    }
+    print(json.dumps({"experiment": args.experiment, "checks": checks,
+                      "files": [str(args.out / "pareto_front.png"), str(args.out / "mlflow_run_page.png")]},
+                     indent=1))
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
