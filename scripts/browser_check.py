@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
     experiment = find_experiment(client, args.experiment)
     trials = read_trials(client, args.experiment)
     ui = subprocess.Popen([*cli, "ui", "--store", args.store, "--port", str(args.port)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+                          stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                          start_new_session=True)
     base = f"http://127.0.0.1:{args.port}"
     try:
         wait_for(base + "/", 90)
@@ -82,8 +84,8 @@ def main(argv=None) -> int:
         run_page = chromium(f"{base}/#/experiments/{experiment.experiment_id}/runs/{front['run_id']}",
                             screenshot=args.out / "mlflow_run_page.png")
     finally:
-        ui.terminate()
-        ui.wait(timeout=30)
+        os.killpg(ui.pid, signal.SIGTERM)  # chex-tune ui and the MLflow server processes it started
+        ui.wait(timeout=60)
     total_runs = len(trials.rows) + len(trials.sweeps)  # trials plus one parent run per sweep
     checks = {
         "sweeps shown on the runs page": all(s["name"] in runs_page for s in trials.sweeps),

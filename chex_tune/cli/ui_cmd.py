@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -28,7 +30,22 @@ def ui_command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     command = ui_command(args)
     print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    # MLflow's server is a family of processes (uvicorn, job runners): give it its own process group
+    # and stop the whole group, or a stopped UI leaves a server behind on the port.
+    server = subprocess.Popen(command, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: stop(server))
     try:
-        return subprocess.call(command)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
