@@ -7,6 +7,11 @@ COLUMNS = (("val_acc", "val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"),
 METRIC_TITLES = [title for _, title, _ in COLUMNS]
 
 
+def searched_names(rows: list[dict]) -> list[str]:
+    """The CHEX parameters any of these trials searched, for the table's columns."""
+    return sorted({name for row in rows for name in row["searched"]})
+
+
 def metric_cells(metrics: dict) -> list[str]:
     cells = []
     for key, _, style in COLUMNS:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 
-from chex_tune.cli._tables import COLUMNS, METRIC_TITLES, markdown, metric_cells, short
+from chex_tune.cli._tables import COLUMNS, METRIC_TITLES, markdown, metric_cells, searched_names, short
 
 HELP = "print an experiment's Pareto front (cheapest first), tag its runs pareto=true and plot it"
 
@@ -76,15 +76,11 @@ def log_plot(client, trials, plot: pathlib.Path) -> None:
 # ------------------------------------------------------------------------------------ output
 def front_records(trials) -> list[dict]:
     """One flat record per front member, cheapest first."""
-    searched = searched_names(trials)
+    searched = searched_names(trials.rows)
     names = {s["run_id"]: s["name"] for s in trials.sweeps}
     return [{"run_id": row["run_id"], "sweep": names.get(row["sweep"], row["sweep"]), "trial": row["number"],
              **{key: row["metrics"].get(key) for key, _, _ in COLUMNS},
              **{name: row["params"].get(name) for name in searched}} for row in trials.front]
-
-
-def searched_names(trials) -> list[str]:
-    return sorted({name for row in trials.rows for name in row["searched"]})
 
 
 def render(trials, style: str) -> str:
@@ -96,7 +92,7 @@ def render(trials, style: str) -> str:
     if style == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=["run_id", "sweep", "trial", *[k for k, _, _ in COLUMNS],
-                                                 *searched_names(trials)], lineterminator="\n")
+                                                 *searched_names(trials.rows)], lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
         return out.getvalue().rstrip("\n")
@@ -105,7 +101,7 @@ def render(trials, style: str) -> str:
 
 def table(trials, records: list[dict]) -> str:
     """The front as a Markdown table, cheapest first (the sweep command's style)."""
-    searched = searched_names(trials)
+    searched = searched_names(trials.rows)
     several = len(trials.sweeps) > 1
     header = [*(["sweep"] if several else []), "trial", *METRIC_TITLES, *searched, "run id"]
     body = [[*([record["sweep"]] if several else []), str(record["trial"]), *metric_cells(record),

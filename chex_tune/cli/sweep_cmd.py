@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chex_tune.cli._tables import METRIC_TITLES, markdown, metric_cells, short
+from chex_tune.cli._tables import METRIC_TITLES, markdown, metric_cells, searched_names, short
 
 HELP = "tune CHEX: Ray Tune trials proposed by Optuna (multi-objective), every trial an MLflow run"
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def trials_table(result) -> str:
     """All trials as a Markdown table, cheapest first, front members starred."""
-    searched = sorted({name for row in result.rows for name in row["searched"]})
+    searched = searched_names(result.rows)
     header = ["front", "trial", "status", *METRIC_TITLES, *searched, "run id"]
     order = sorted(result.rows, key=lambda r: (r["status"] != "FINISHED", r["metrics"].get("macs", float("inf"))))
     lines = markdown(header, [["*" if row["rank"] == 0 else "", str(row["number"]), row["status"],

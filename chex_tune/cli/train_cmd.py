@@ -16,9 +16,8 @@ from chex_tune.config import DATASETS, RunConfig
 HELP = "train one model with CHEX (or dense with --sparsity 0) and write the compact model and metrics.json"
 
 # flag -> RunConfig setting, for the flags that map one to one
-FLAGS = {"model": str, "dataset": str, "data_dir": str, "epochs": int, "batch_size": int, "train_subset": int,
-         "val_size": int, "lr": float, "sparsity": float, "regrow_ratio": float, "period": int,
-         "explore_until": float, "macs_target": float, "seed": int, "device": str, "stem": str}
+FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset", "val_size", "lr", "sparsity",
+         "regrow_ratio", "period", "explore_until", "macs_target", "seed", "device", "stem")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,10 +21,9 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
-    """Read a checkpoint (``weights_only``) and restore the global RNG states it holds."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    set_rng_states(state["rng"])
-    return state
+    """Read a checkpoint (``weights_only``). Its ``rng`` entry goes to ``set_rng_states`` once the run is
+    rebuilt: rebuilding draws random numbers itself."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def rng_states() -> dict:

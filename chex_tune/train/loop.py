@@ -35,7 +35,7 @@ from chex_tune.core.compact import make_recipe, rebuild_compact, save_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
-from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint
+from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
 from chex_tune.train.models import create_model, model_recipe, resolve_stem
 
@@ -178,7 +178,7 @@ class Trainer:
         }, self.checkpoint_path())
 
     def restore(self) -> None:
-        state = torch.load(self.checkpoint_path(), map_location="cpu", weights_only=True)
+        state = load_checkpoint(self.checkpoint_path())
         changed = config_differences(state["config"], self.config.to_dict())
         if changed:
             raise ValueError(f"{self.checkpoint_path()} was written with other settings ({'; '.join(changed)}); "
@@ -196,7 +196,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history, self.train_seconds = list(state["history"]), float(state["train_seconds"])
         self.widths, self.frozen_sparsity = list(state["widths"]), float(state["frozen_sparsity"])
-        load_checkpoint(self.checkpoint_path())  # global RNG states last: building the run above used them
+        set_rng_states(state["rng"])  # last: rebuilding the run above drew random numbers
 
     # -------------------------------------------------------------------------------- training
     def train_epoch(self) -> dict:

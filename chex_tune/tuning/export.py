@@ -30,6 +30,7 @@ import yaml
 from chex_tune.config import RunConfig
 from chex_tune.core.compact import load_compact
 from chex_tune.tuning.pareto import non_dominated_ranks
+from chex_tune.tuning.runs import format_metric
 
 FORMATS = ("state", "torchscript", "onnx")
 SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -103,21 +104,11 @@ class Constraint:
         return max(0.0, value - self.bound if self.upper else self.bound - value)
 
     def __str__(self) -> str:
-        return f"{self.metric} {'<=' if self.upper else '>='} {fmt(self.metric, self.bound)}"
-
-
-def fmt(metric: str, value) -> str:
-    if value is None:
-        return "-"
-    if metric in ("macs", "params"):
-        return f"{value / 1e6:.3g}M"
-    if metric == "latency_ms":
-        return f"{value:.3g} ms"
-    return f"{value:.4f}"
+        return f"{self.metric} {'<=' if self.upper else '>='} {format_metric(self.metric, self.bound)}"
 
 
 def describe(row: dict, metrics=("val_acc", "macs", "latency_ms")) -> str:
-    return ", ".join(f"{name} {fmt(name, row['metrics'].get(name))}" for name in metrics)
+    return ", ".join(f"{name} {format_metric(name, row['metrics'].get(name))}" for name in metrics)
 
 
 def choose(trials, constraint: Constraint) -> tuple[dict, str]:

@@ -47,6 +47,17 @@ class Trials:
         return sorted((row for row in self.rows if row["rank"] == 0), key=lambda row: cost_key(row, self.objectives))
 
 
+def format_metric(metric: str, value) -> str:
+    """A trial metric as people read it: MACs and params in millions, latency in ms, accuracy as a fraction."""
+    if value is None:
+        return "-"
+    if metric in ("macs", "params"):
+        return f"{value / 1e6:.3g}M"
+    if metric == "latency_ms":
+        return f"{value:.3g} ms"
+    return f"{value:.4f}"
+
+
 def cost_objective(objectives) -> Objective | None:
     """The objective a front is ordered by: the first minimised one (MACs, params or latency)."""
     return next((o for o in objectives if o.mode == "min"), None)

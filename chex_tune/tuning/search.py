@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ray.tune import Callback
 
-from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
+from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, format_metric, tag_front, trial_rows
 from chex_tune.tuning.space import Objective, SearchSpace, parse_objectives
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -222,7 +222,7 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         metrics = trial.last_result or {}
-        shown = ", ".join(f"{o.name} {_fmt(o.name, metrics.get(o.name))}" for o in self.objectives)
+        shown = ", ".join(f"{o.name} {format_metric(o.name, metrics.get(o.name))}" for o in self.objectives)
         self.log(f"trial {self.done}/{self.total} done: {shown} ({metrics.get('train_seconds', 0):.0f} s training)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -231,13 +231,3 @@ class ProgressCallback(Callback):
 
         self.log(f"trial {self.done}/{self.total} FAILED: {last_line(trial_error_text(trial))} "
                  "(traceback: error.txt of its MLflow run)")
-
-
-def _fmt(name: str, value) -> str:
-    if value is None:
-        return "-"
-    if name in ("macs", "params"):
-        return f"{value / 1e6:.1f}M"
-    if name == "latency_ms":
-        return f"{value:.2f} ms"
-    return f"{value:.4f}"

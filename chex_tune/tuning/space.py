@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from chex_tune.config import ChexConfig, RunConfig, TrainConfig
+from chex_tune.config import ChexConfig, RunConfig, TrainConfig, _is_int
 
 # What a trial reports that can be optimized. test_acc is reported too, but never selected on.
 OBJECTIVE_METRICS = ("val_acc", "macs", "params", "latency_ms")
@@ -52,10 +52,6 @@ SEARCH_SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _run_config_keys() -> set[str]:

@@ -86,7 +86,6 @@ class MlflowSweepCallback(Callback):
         self._client = None
         self._writer: ThreadPoolExecutor | None = None
         self._runs: dict[str, str] = {}  # trial id -> run id (touched by the writer thread only)
-        self._started = 0
 
     def __getstate__(self) -> dict:  # Ray saves the callback with the experiment; runs are found again by tag
         return {**self.__dict__, "_client": None, "_writer": None, "_runs": {}}
@@ -119,7 +118,6 @@ class MlflowSweepCallback(Callback):
         from chex_tune.config import RunConfig
         from chex_tune.tuning.trainable import trial_settings
 
-        self._started += 1
         settings = RunConfig.from_dict(trial_settings(trial.config)).to_dict()  # every setting, defaults too
         self._submit(self._start, trial.trial_id, ",".join(trial.config["chex_searched"]), flat_params(settings))
 
