@@ -12,14 +12,15 @@ import shutil
 import sys
 import tempfile
 
-from chex_tune.cli._tables import COLUMNS, METRIC_TITLES, markdown, metric_cells, searched_names, short
+from chex_tune.cli._tables import COLUMNS, markdown, metric_cells, searched_names, short
 
 HELP = "print an experiment's Pareto front (cheapest first), tag its runs pareto=true and plot it"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="MLflow experiment (a sweep's --experiment, default its space file name)")
-    parser.add_argument("--objectives", default="val_acc:max,macs:min", help="default: val_acc:max,macs:min")
+    parser.add_argument("--objectives", help="e.g. val_loss:min,macs:min (default: the sweep's own, else "
+                                             "val_acc:max,macs:min)")
     parser.add_argument("--sweep", metavar="RUN_ID", help="one sweep only: its parent run id or name (default: all)")
     parser.add_argument("--plot", metavar="PATH", help="PNG to draw (default: STORE/plots/EXPERIMENT-pareto.png)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how to print the front")
@@ -29,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chex_tune.tuning.runs import open_store, read_trials, tag_front
+    from chex_tune.cli._logging import configure
+    from chex_tune.tuning.runs import open_store, read_trials, sweep_objectives, tag_front
 
+    configure()
     client, _uri = open_store(args.store, args.tracking_uri)
-    trials = read_trials(client, args.experiment, args.sweep, args.objectives)
+    objectives = args.objectives or sweep_objectives(client, args.experiment, args.sweep)
+    trials = read_trials(client, args.experiment, args.sweep, objectives)
     plot = pathlib.Path(args.plot) if args.plot else default_plot(args.store, args.experiment)
     draw(trials, plot)
     tagged = tag_front(client, trials.rows)
@@ -51,15 +55,16 @@ def default_plot(store: str, experiment: str) -> pathlib.Path:
 
 
 def draw(trials, path: pathlib.Path) -> None:
+    from chex_tune.tuning.objectives import cost_objective, quality_objective
     from chex_tune.tuning.plots import plot_pareto
-    from chex_tune.tuning.runs import cost_objective
 
     cost = cost_objective(trials.objectives)
     x = cost.name if cost is not None else "macs"
+    y = quality_objective(trials.objectives).name if len(trials.objectives) > 1 or cost is None else "val_acc"
     path.parent.mkdir(parents=True, exist_ok=True)
     failed = sum(row["status"] == "FAILED" for row in trials.rows)
     scope = trials.sweeps[0]["name"] if len(trials.sweeps) == 1 else f"{len(trials.sweeps)} sweeps"
-    plot_pareto(trials.rows, path, x=x, y="val_acc",
+    plot_pareto(trials.rows, path, x=x, y=y,
                 title=f"{trials.experiment} ({scope})\n{len(trials.finished)} finished trials"
                       f"{f', {failed} failed' if failed else ''}")
 
@@ -74,12 +79,19 @@ def log_plot(client, trials, plot: pathlib.Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ output
+def metric_columns(trials) -> list[str]:
+    """The shared columns some finished trial has, then objectives of the user's own (e.g. val_loss)."""
+    logged = {name for row in trials.finished for name in row["metrics"]}
+    shown = [key for key, _, _ in COLUMNS if key in logged or key in {o.name for o in trials.objectives}]
+    return shown + [o.name for o in trials.objectives if o.name not in shown]
+
+
 def front_records(trials) -> list[dict]:
     """One flat record per front member, cheapest first."""
     searched = searched_names(trials.rows)
     names = {s["run_id"]: s["name"] for s in trials.sweeps}
     return [{"run_id": row["run_id"], "sweep": names.get(row["sweep"], row["sweep"]), "trial": row["number"],
-             **{key: row["metrics"].get(key) for key, _, _ in COLUMNS},
+             **{key: row["metrics"].get(key) for key in metric_columns(trials)},
              **{name: row["params"].get(name) for name in searched}} for row in trials.front]
 
 
@@ -91,7 +103,7 @@ def render(trials, style: str) -> str:
                            "hypervolume": hypervolume(trials), "front": records}, indent=1)
     if style == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["run_id", "sweep", "trial", *[k for k, _, _ in COLUMNS],
+        writer = csv.DictWriter(out, fieldnames=["run_id", "sweep", "trial", *metric_columns(trials),
                                                  *searched_names(trials.rows)], lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
@@ -103,8 +115,10 @@ def table(trials, records: list[dict]) -> str:
     """The front as a Markdown table, cheapest first (the sweep command's style)."""
     searched = searched_names(trials.rows)
     several = len(trials.sweeps) > 1
-    header = [*(["sweep"] if several else []), "trial", *METRIC_TITLES, *searched, "run id"]
-    body = [[*([record["sweep"]] if several else []), str(record["trial"]), *metric_cells(record),
+    columns = metric_columns(trials)
+    titles = {key: title for key, title, _ in COLUMNS}
+    header = [*(["sweep"] if several else []), "trial", *[titles.get(c, c) for c in columns], *searched, "run id"]
+    body = [[*([record["sweep"]] if several else []), str(record["trial"]), *cells(record, columns),
              *[short(record[name]) for name in searched], record["run_id"]] for record in records]
     lines = markdown(header, body)
     failed = sum(row["status"] == "FAILED" for row in trials.rows)
@@ -114,6 +128,14 @@ def table(trials, records: list[dict]) -> str:
     if volume is not None:
         lines.append(f"hypervolume {volume:.4g} (reference: the worst of each objective among the finished trials)")
     return "\n".join(lines)
+
+
+def cells(record: dict, columns: list[str]) -> list[str]:
+    """The shared columns in the sweep table's style; a user's own metrics to 4 significant digits."""
+    from chex_tune.tuning.objectives import format_metric
+
+    styled = dict(zip([key for key, _, _ in COLUMNS], metric_cells(record)))
+    return [styled[c] if c in styled else format_metric(c, record.get(c)) for c in columns]
 
 
 def hypervolume(trials) -> float | None:

@@ -27,11 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chex_tune.cli._logging import configure
     from chex_tune.tuning.space import SearchSpace
 
     space = SearchSpace.load(args.space)  # validated before anything heavy starts
     try:
-        from chex_tune.tuning.search import SweepOptions, run_sweep
+        configure(quiet_sweep=True)
+        from chex_tune.tuning.search import SweepOptions, run_space_sweep
     except ImportError as exc:
         raise ValueError(f"chex-tune sweep needs the [tune] extra (optuna, ray[tune], mlflow): "
                          f"pip install 'chex-tune[tune]' ({exc})") from exc
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                            sampler=args.sampler, objectives=args.objectives, ray_address=args.ray_address,
                            tracking_uri=args.tracking_uri, experiment=args.experiment, resume=args.resume,
                            seed=args.seed, store=args.store)
-    result = run_sweep(space, options)
+    result = run_space_sweep(space, options, log=print)
     print()
     print(trials_table(result))
     if result.interrupted:

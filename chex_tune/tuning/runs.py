@@ -17,8 +17,8 @@ import os
 import pathlib
 from dataclasses import dataclass
 
+from chex_tune.tuning.objectives import Objective, cost_objective, format_metric, parse_objectives  # noqa: F401
 from chex_tune.tuning.pareto import non_dominated_ranks
-from chex_tune.tuning.space import Objective, parse_objectives
 
 ROLE_TAG = "chex.role"  # "sweep" on a sweep's parent run
 SWEEP_TAG = "chex.sweep"  # the sweep's name, on the parent and on every trial
@@ -43,31 +43,16 @@ class Trials:
 
     @property
     def front(self) -> list[dict]:
-        """Rank-0 runs, cheapest first (the first minimised objective; the most accurate first if none)."""
+        """Rank-0 runs, cheapest first (the first cost objective, else the first minimised one)."""
         return sorted((row for row in self.rows if row["rank"] == 0), key=lambda row: cost_key(row, self.objectives))
 
 
-def format_metric(metric: str, value) -> str:
-    """A trial metric as people read it: MACs and params in millions, latency in ms, accuracy as a fraction."""
-    if value is None:
-        return "-"
-    if metric in ("macs", "params"):
-        return f"{value / 1e6:.3g}M"
-    if metric == "latency_ms":
-        return f"{value:.3g} ms"
-    return f"{value:.4f}"
-
-
-def cost_objective(objectives) -> Objective | None:
-    """The objective a front is ordered by: the first minimised one (MACs, params or latency)."""
-    return next((o for o in objectives if o.mode == "min"), None)
-
-
 def cost_key(row: dict, objectives) -> float:
+    """Order of a front: cheapest first (or the best first objective when no objective is a cost)."""
     cost = cost_objective(objectives)
-    if cost is None:
-        return -row["metrics"].get("val_acc", -math.inf)
-    return row["metrics"].get(cost.name, math.inf)
+    key = cost or tuple(objectives)[0]
+    value = row["metrics"].get(key.name, math.nan)
+    return (math.inf if math.isnan(value) else value) * (-1 if key.maximize else 1)
 
 
 # ------------------------------------------------------------------------------------ the store
@@ -189,3 +174,13 @@ def tag_front(client, rows) -> int:
                                               RunTag("pareto_rank", str(row["rank"]))])
         tagged += 1
     return tagged
+
+
+def sweep_objectives(client, experiment_name: str, sweep: str | None = None) -> str:
+    """The objectives the experiment's (newest, or the given) sweep ran with; the default when none are recorded."""
+    experiment = find_experiment(client, experiment_name)
+    for parent in select_sweeps(client, experiment, sweep):
+        recorded = client.get_run(parent["run_id"]).data.tags.get("chex.objectives")
+        if recorded:
+            return recorded
+    return DEFAULT_OBJECTIVES

@@ -1,25 +1,38 @@
-"""A sweep: Ray Tune runs CHEX trials, Optuna proposes them (multi-objective), MLflow records them.
+"""Sweeps: Ray Tune runs the trials of any trainable, Optuna proposes them (any objectives), MLflow records them.
 
-    result = run_sweep(SearchSpace.load("search_spaces/fashion_mnist_resnet18.yaml"), SweepOptions(trials=8))
+    result = run_sweep(train_fn, param_space={"lr": tune.loguniform(1e-3, 0.1)}, chex_space=ChexSpace(),
+                       objectives="val_acc:max,macs:min", options=SweepOptions(trials=8))
+    result = run_space_sweep(SearchSpace.load("search_spaces/fashion_mnist_resnet18.yaml"), SweepOptions())
 
-Where things live by default (``store``, ``./mlflow``): ``mlflow.db`` and ``artifacts/`` (the MLflow
-store), ``optuna.db`` (the studies, one per sweep) and ``ray/`` (Ray's experiment state, from which
-``resume`` continues the experiment's latest sweep without re-running finished trials). Only this
-process writes to MLflow and Optuna; trials report to it through Ray.
+``run_sweep`` takes any Ray Tune trainable (usually a function that trains with a ``ChexReporter``);
+``run_space_sweep`` is its client for the YAML spaces, with chex-tune's own training loop as the
+trainable. What every sweep gets: one MLflow parent run and a child run per trial (see tracking.py),
+Optuna's multi-objective proposals stored in ``optuna.db``, Ray's experiment state under ``ray/`` (from
+which ``resume`` continues the experiment's latest sweep without re-running finished trials), failures
+isolated to their trial, and the Pareto tags at the end. Ray is started only when it is not running
+already, and shut down only when this call started it. Only this process writes to MLflow and Optuna;
+trials report to it through Ray.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ray.tune import Callback
+from ray.tune.search import Searcher
 
-from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, format_metric, tag_front, trial_rows
-from chex_tune.tuning.space import Objective, SearchSpace, parse_objectives
+from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
+from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
+from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
+from chex_tune.tuning.space import SearchSpace
+from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
+
+logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -28,14 +41,14 @@ SAMPLERS = ("tpe", "nsga2", "random")
 class SweepOptions:
     trials: int = 8
     concurrent: int = 2
-    epochs: int | None = None  # overrides the space's epochs
+    epochs: int | None = None  # overrides the space's epochs (built-in trainable only)
     gpus_per_trial: float = 0.0  # fractions share one GPU between trials
     cpus_per_trial: float | None = None  # default: this machine's cores / concurrent
     sampler: str = "tpe"
-    objectives: str | None = None  # default: the space's
-    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance
+    objectives: str | None = None  # overrides the space's (built-in trainable only)
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance (unless Ray already runs)
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite under ``store``
-    experiment: str | None = None  # default: the space file's name
+    experiment: str | None = None  # default: the space file's (or the trainable's) name
     resume: bool = False
     seed: int = 0
     store: str = "mlflow"
@@ -88,115 +101,155 @@ def resolve_store(options: SweepOptions) -> tuple[pathlib.Path, str]:
     return store, uri
 
 
-def trial_constants(space: SearchSpace, options: SweepOptions, cpus: float) -> dict:
-    """What every trial gets besides Optuna's suggestions (see trainable.py)."""
-    fixed = dict(space.fixed)
-    if options.epochs is not None:
-        fixed["epochs"] = options.epochs
-    fixed["device"] = "cuda" if options.gpus_per_trial > 0 else "cpu"
-    if fixed.get("data_dir"):  # trials run in their own directories
-        fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
-    space.run_config({name: param.midpoint() for name, param in space.params.items()}, **fixed)  # fail early
-    return {"chex_fixed": fixed, "chex_searched": sorted(space.params), "chex_threads": max(1, int(cpus))}
+# ------------------------------------------------------------------------------------ the entry points
+def run_sweep(trainable, options: SweepOptions | None = None, *, param_space: Mapping | None = None,
+              chex_space: ChexSpace | None = None, objectives=DEFAULT_OBJECTIVES,
+              initial_points: list[dict] | None = None, log: Callable[[str], None] | None = None) -> SweepResult:
+    """A multi-objective sweep of ``trainable`` (any Ray Tune trainable) over ``param_space`` and ``chex_space``.
+
+    objectives: any metrics the trainable reports, each with a direction (``"val_map:max,macs:min"``);
+    initial_points: configurations Optuna tries first; log: where progress lines go (default: logging).
+    A ``SearchSpace`` in place of a trainable runs the built-in loop on it (``run_space_sweep``).
+    """
+    if isinstance(trainable, SearchSpace):
+        return run_space_sweep(trainable, options or SweepOptions(), log=log)
+    if not callable(trainable):
+        raise ValueError(f"trainable must be a Ray Tune trainable (a function taking the trial's config, or a "
+                         f"Trainable class), got {type(trainable).__name__}")
+    options = options or SweepOptions()
+    space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
+    name = getattr(trainable, "__name__", type(trainable).__name__)
+    return _sweep(trainable, options, param_space=space, objectives=parse_objectives(objectives),
+                  searched=domain_keys(space), experiment=options.experiment or name, optuna_space=None,
+                  initial_points=initial_points, description={"chex.trainable": _qualified(trainable)}, log=log)
 
 
-def run_sweep(space: SearchSpace, options: SweepOptions, *, log=print) -> SweepResult:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter honours verbose=0; we print our own
-    quiet_libraries()
+def run_space_sweep(space: SearchSpace, options: SweepOptions, *,
+                    log: Callable[[str], None] | None = None) -> SweepResult:
+    """The YAML/CLI sweep: chex-tune's own training loop on ``space``'s settings."""
+    from chex_tune.tuning.trainable import builtin_constants, run_trial
+
+    objectives = parse_objectives(options.objectives) if options.objectives else space.objectives
+    cpus = _cpus_per_trial(options)
+    constants = {} if options.resume else builtin_constants(
+        space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu", threads=int(cpus))
+    return _sweep(run_trial, options, param_space=constants, objectives=objectives, searched=sorted(space.params),
+                  experiment=options.experiment or pathlib.Path(space.source).stem,
+                  optuna_space=None if options.resume else space.optuna_distributions(),
+                  initial_points=None, description={"chex.space": str(space.source)}, log=log,
+                  space_file=space.to_dict())
+
+
+def _cpus_per_trial(options: SweepOptions) -> float:
+    address = options.ray_address or os.environ.get("RAY_ADDRESS")
+    return options.cpus_per_trial or (1.0 if address else max(1.0, (os.cpu_count() or 1) // options.concurrent))
+
+
+def _qualified(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
+    """Names of the sampled entries of a Ray ``param_space`` (nested dicts as ``a/b``, like Ray flattens them)."""
+    from ray.tune.search.sample import Domain
+
+    keys = []
+    for key, value in space.items():
+        if isinstance(value, Domain):
+            keys.append(f"{prefix}{key}")
+        elif isinstance(value, Mapping):
+            keys += domain_keys(value, f"{prefix}{key}/")
+    return sorted(keys)
+
+
+# ------------------------------------------------------------------------------------ one sweep
+def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, searched, experiment: str,
+           optuna_space, initial_points, description: dict, log, space_file: dict | None = None) -> SweepResult:
     import ray
     from ray import tune
 
-    from chex_tune.tuning.tracking import MlflowSweepCallback, client_for, ensure_experiment
-    from chex_tune.tuning.trainable import run_trial
+    from chex_tune.tuning.ray_callback import RayMlflowCallback
 
-    objectives = parse_objectives(options.objectives) if options.objectives else space.objectives
+    log = log or logger.info
     store, tracking_uri = resolve_store(options)
-    experiment = options.experiment or pathlib.Path(space.source).stem
-    client = client_for(tracking_uri)
-    local_store = tracking_uri.startswith("sqlite:")
-    experiment_id = ensure_experiment(client, experiment, (store / "artifacts").as_uri() if local_store else None)
+    recorder = SweepRecorder(tracking_uri, experiment, objectives=objectives,
+                             artifact_location=artifact_location_for(tracking_uri))
     ray_root = store / "ray"
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
-    cpus = options.cpus_per_trial or (1.0 if address else max(1.0, (os.cpu_count() or 1) // options.concurrent))
-
+    cpus = _cpus_per_trial(options)
     if options.resume:
-        sweep, parent_run_id = latest_sweep(client, experiment_id, experiment, ray_root)
+        recorder.experiment_id = _experiment_id(recorder)
+        recorder.sweep, recorder.parent_run_id = latest_sweep(recorder.client, recorder.experiment_id, experiment,
+                                                              ray_root)
     else:
-        sweep = f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        constants = trial_constants(space, options, cpus)
-    ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
-             log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        recorder.sweep = f"{experiment}-{time_stamp()}"
+    started_ray = not ray.is_initialized()
+    if started_ray:  # a user's own Ray (a notebook, a cluster connection) is used as it is
+        ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, configure_logging=True, logging_level="ERROR")
     try:
-        trainable = tune.with_resources(run_trial, {"cpu": cpus, "gpu": options.gpus_per_trial})
+        resources = tune.with_resources(trainable, {"cpu": cpus, "gpu": options.gpus_per_trial})
         if options.resume:
-            client.update_run(parent_run_id, status="RUNNING")
-            log(f"resuming sweep {sweep} (MLflow parent run {parent_run_id})")
-            tuner = tune.Tuner.restore(str(ray_root / sweep), trainable, resume_unfinished=True,
+            recorder.client.update_run(recorder.parent_run_id, status="RUNNING")
+            log(f"resuming sweep {recorder.sweep} (MLflow parent run {recorder.parent_run_id})")
+            tuner = tune.Tuner.restore(str(ray_root / recorder.sweep), resources, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
-            parent_run_id = start_parent_run(client, experiment_id, sweep, space, options, objectives)
-            tuner = new_tuner(space, options, objectives, constants, trainable, sweep=sweep, ray_root=ray_root,
-                              callback=MlflowSweepCallback(tracking_uri, experiment_id, parent_run_id, sweep),
-                              store=store, log=log)
-            log(f"sweep {sweep}: {options.trials} trials, {options.concurrent} at a time, {cpus:g} CPU "
+            settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri")}
+            recorder.open(params=settings, tags=description)
+            if space_file is not None:
+                recorder.client.log_dict(recorder.parent_run_id, space_file, "search_space.yaml")
+            callback = RayMlflowCallback(experiment, tracking_uri=tracking_uri, objectives=objectives,
+                                         searched=searched, sweep=recorder.sweep,
+                                         parent_run_id=recorder.parent_run_id)
+            tuner = new_tuner(resources, param_space, options, objectives, sweep=recorder.sweep, ray_root=ray_root,
+                              store=store, optuna_space=optuna_space, initial_points=initial_points,
+                              callbacks=[callback, ProgressCallback(options.trials, objectives, log)])
+            log(f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {cpus:g} CPU "
                 f"{f'+ {options.gpus_per_trial:g} GPU ' if options.gpus_per_trial else ''}each; "
                 f"objectives {', '.join(map(str, objectives))}; MLflow {tracking_uri}, experiment {experiment!r}")
         tuner.fit()
     finally:
-        ray.shutdown()
-    rows = trial_rows(client, experiment_id, [parent_run_id], objectives)
+        if started_ray:
+            ray.shutdown()
+    client = recorder.client
+    rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
     tag_front(client, rows)
-    expected = int(client.get_run(parent_run_id).data.params.get("trials", options.trials))
+    expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
     done = sum(row["status"] in ("FINISHED", "FAILED") for row in rows)
     interrupted = done < expected
-    client.set_terminated(parent_run_id, "KILLED" if interrupted else "FINISHED")
-    return SweepResult(experiment, sweep, parent_run_id, tracking_uri, objectives, rows, interrupted)
+    client.set_terminated(recorder.parent_run_id, "KILLED" if interrupted else "FINISHED")
+    return SweepResult(experiment, recorder.sweep, recorder.parent_run_id, tracking_uri, tuple(objectives), rows,
+                       interrupted)
 
 
-def quiet_libraries() -> None:
-    """One line per trial is ours to print; a failed trial's traceback goes to its MLflow run (error.txt)."""
-    import logging
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
-    logging.getLogger("torch._export").setLevel(logging.ERROR)  # MLflow's torch.export of each model
+def _experiment_id(recorder: SweepRecorder) -> str:
+    experiment = recorder.client.get_experiment_by_name(recorder.experiment)
+    if experiment is None:
+        raise ValueError(f"--resume: no experiment {recorder.experiment!r} in {recorder.tracking_uri}")
+    return experiment.experiment_id
 
 
-def new_tuner(space, options, objectives, constants, trainable, *, sweep, ray_root, callback, store, log):
+def new_tuner(trainable, param_space: dict, options: SweepOptions, objectives, *, sweep: str, ray_root, store,
+              optuna_space, initial_points, callbacks):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{store / 'optuna.db'}")
-    searcher = OptunaSearch(space=space.optuna_distributions(), metric=[o.name for o in objectives],
+    searcher = OptunaSearch(space=optuna_space, metric=[o.name for o in objectives],
                             mode=[o.mode for o in objectives], storage=storage, study_name=sweep,
+                            points_to_evaluate=initial_points,
                             sampler=make_sampler(options.sampler, seed=options.seed, trials=options.trials,
                                                  concurrent=options.concurrent))
     return tune.Tuner(
-        trainable, param_space=constants,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=options.trials,
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=ObjectiveGuard(searcher, objectives), num_samples=options.trials,
                                     max_concurrent_trials=options.concurrent,
                                     reuse_actors=True),  # a trial's worker keeps torch/timm imported
-        run_config=tune.RunConfig(name=sweep, storage_path=str(ray_root), verbose=0,
-                                  callbacks=[callback, ProgressCallback(options.trials, objectives, log)],
+        run_config=tune.RunConfig(name=sweep, storage_path=str(ray_root), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=0),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-
-
-def start_parent_run(client, experiment_id, sweep, space, options, objectives) -> str:
-    from chex_tune.tuning.tracking import log_params
-
-    run = client.create_run(experiment_id, run_name=sweep, tags={
-        SWEEP_TAG: sweep, ROLE_TAG: "sweep", "chex.space": str(space.source),
-        "chex.objectives": ",".join(map(str, objectives))})
-    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri")}
-    log_params(client, run.info.run_id, {k: str(v) for k, v in settings.items()})
-    client.log_dict(run.info.run_id, space.to_dict(), "search_space.yaml")
-    return run.info.run_id
 
 
 def latest_sweep(client, experiment_id: str, experiment: str, ray_root: pathlib.Path) -> tuple[str, str]:
@@ -213,17 +266,86 @@ def latest_sweep(client, experiment_id: str, experiment: str, ray_root: pathlib.
                      "(start one without --resume)")
 
 
+# ------------------------------------------------------------------------------------ Ray plumbing
+class ObjectiveGuard(Searcher):
+    """Wraps the Optuna searcher so a trial that never reports an objective fails alone.
+
+    Ray checks every intermediate result for all the searcher's metrics and stops the whole experiment
+    when one is missing; objectives often arrive only in the final report. This wrapper hides the
+    metrics from that check, passes intermediate results on only when they hold them, and tells Optuna
+    FAIL for a trial whose final report lacks one (the MLflow callback records why).
+    """
+
+    def __init__(self, searcher: Searcher, objectives):
+        self.searcher = searcher
+        self.objectives = tuple(o.name for o in objectives)
+        super().__init__(metric=None, mode=None)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str):
+        return self.searcher.suggest(trial_id)
+
+    def _complete(self, result) -> bool:
+        return bool(result) and all(isinstance(result.get(name), (int, float)) and not isinstance(
+            result.get(name), bool) for name in self.objectives)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._complete(result):
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        if not error and not self._complete(result):
+            missing = [n for n in self.objectives if n not in (result or {})]
+            logger.warning("trial %s ended without reporting objective(s) %s: recorded as failed", trial_id, missing)
+            result, error = None, True
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def add_evaluated_point(self, *args, **kwargs):
+        return self.searcher.add_evaluated_point(*args, **kwargs)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+    def get_state(self) -> dict:  # a wrapper's own state; Ray saves the wrapped searcher separately
+        return {"objectives": self.objectives}
+
+    def set_state(self, state: dict) -> None:
+        self.objectives = tuple(state["objectives"])
+
+
 class ProgressCallback(Callback):
     """One line per finished or failed trial (Ray's own tables are off: verbose=0)."""
 
     def __init__(self, total: int, objectives, log):
         self.total, self.objectives, self.log, self.done = total, objectives, log, 0
 
+    def __getstate__(self) -> dict:  # a bound logger method pickles; a user's lambda may not: fall back to logging
+        import pickle
+
+        try:
+            pickle.dumps(self.log)
+            return dict(self.__dict__)
+        except Exception:  # noqa: BLE001
+            return {**self.__dict__, "log": logger.info}
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         metrics = trial.last_result or {}
+        missing = [o.name for o in self.objectives if o.name not in metrics]
+        if missing:
+            self.log(f"trial {self.done}/{self.total} FAILED: objective(s) {missing} never reported")
+            return
         shown = ", ".join(f"{o.name} {format_metric(o.name, metrics.get(o.name))}" for o in self.objectives)
-        self.log(f"trial {self.done}/{self.total} done: {shown} ({metrics.get('train_seconds', 0):.0f} s training)")
+        seconds = metrics.get("train_seconds", metrics.get("time_total_s", 0))
+        self.log(f"trial {self.done}/{self.total} done: {shown} ({seconds:.0f} s)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1

@@ -29,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chex_tune.config import ChexConfig, RunConfig, TrainConfig, _is_int
+from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives  # noqa: F401 (re-exported)
 
-# What a trial reports that can be optimized. test_acc is reported too, but never selected on.
+# What the built-in trainable reports that can be optimized (test_acc is reported too, never selected on).
 OBJECTIVE_METRICS = ("val_acc", "macs", "params", "latency_ms")
-# Each metric has one sensible direction; the other is a typo that would silently invert a sweep.
-_MODES = {"val_acc": "max", "macs": "min", "params": "min", "latency_ms": "min"}
-DEFAULT_OBJECTIVES = ("val_acc:max", "macs:min")
 
 # Numeric settings a space may search with a range (or with numeric choices), and their type.
 _NUMERIC = {"sparsity": float, "regrow_ratio": float, "period": int, "explore_until": float, "lr": float,
@@ -65,65 +63,6 @@ def _check_known_settings(names, where: str) -> None:
             RunConfig.from_dict(dict.fromkeys(unknown))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-
-
-# ------------------------------------------------------------------------------------ objectives
-@dataclass(frozen=True)
-class Objective:
-    name: str  # one of OBJECTIVE_METRICS
-    mode: str  # "max" or "min"
-
-    def __post_init__(self) -> None:
-        if self.name == "test_acc":
-            raise ValueError("test_acc cannot be an objective: the test set is evaluated once at the end of each "
-                             "trial and never used for selection (selecting on it would overfit the test set); "
-                             "use val_acc")
-        if self.name not in OBJECTIVE_METRICS:
-            raise ValueError(f"unknown objective metric {self.name!r}; choose from: {', '.join(OBJECTIVE_METRICS)}")
-        if self.mode not in ("max", "min"):
-            raise ValueError(f"objective {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
-        if self.mode != _MODES[self.name]:
-            raise ValueError(f"objective {self.name}:{self.mode} points the wrong way; "
-                             f"use {self.name}:{_MODES[self.name]}")
-
-    @property
-    def direction(self) -> str:
-        """Optuna's spelling of the mode."""
-        return "maximize" if self.mode == "max" else "minimize"
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.mode}"
-
-
-def parse_objectives(spec) -> tuple[Objective, ...]:
-    """``"val_acc:max,macs:min"`` or ``["val_acc:max", "macs:min"]`` (Objective items pass through)."""
-    if spec is None:
-        items = []
-    elif isinstance(spec, str):
-        items = [part for part in spec.split(",") if part.strip()]
-    elif isinstance(spec, (list, tuple)):
-        items = list(spec)
-    else:
-        raise ValueError(f"objectives must be a list like [val_acc:max, macs:min] or a string "
-                         f"'val_acc:max,macs:min', got {spec!r}")
-    objectives = []
-    for item in items:
-        if isinstance(item, Objective):
-            objectives.append(item)
-            continue
-        if not isinstance(item, str):
-            raise ValueError(f"objective {item!r} must be a string like 'val_acc:max'")
-        name, sep, mode = (part.strip() for part in item.strip().partition(":"))
-        if not sep and name in OBJECTIVE_METRICS:
-            raise ValueError(f"objective {name!r} needs a mode: write {name}:{_MODES[name]}")
-        objectives.append(Objective(name, mode))
-    if not objectives:
-        raise ValueError("at least one objective is needed, e.g. val_acc:max")
-    names = [objective.name for objective in objectives]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ValueError(f"objective(s) listed more than once: {', '.join(twice)}")
-    return tuple(objectives)
 
 
 # ------------------------------------------------------------------------------------ parameters
@@ -301,7 +240,7 @@ class SearchSpace:
             if not isinstance(search, dict) or not search:
                 raise ValueError("search: needs at least one parameter, e.g. sparsity: {low: 0.3, high: 0.8}")
             params = {name: _param_from_spec(name, spec) for name, spec in search.items()}
-            objectives = parse_objectives(data.get("objectives", DEFAULT_OBJECTIVES))
+            objectives = parse_objectives(data.get("objectives", DEFAULT_OBJECTIVES), allowed=OBJECTIVE_METRICS)
             description = data.get("description") or ""
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
@@ -356,7 +295,8 @@ class SearchSpace:
         # Frozen: normalized copies go in through object.__setattr__ (a caller's dict is never kept).
         object.__setattr__(self, "fixed", dict(self.fixed))
         object.__setattr__(self, "params", params)
-        object.__setattr__(self, "objectives", parse_objectives(self.objectives or DEFAULT_OBJECTIVES))
+        object.__setattr__(self, "objectives", parse_objectives(self.objectives or DEFAULT_OBJECTIVES,
+                                                                 allowed=OBJECTIVE_METRICS))
         self._check_corners()
 
     def _corner_values(self, param: Param) -> tuple:

@@ -1,34 +1,35 @@
-"""MLflow tracking of a sweep, from the Ray driver only: one writer, so SQLite never sees two.
+"""MLflow tracking of a sweep: one parent run per sweep, one child run per trial, from one writer process.
 
-One parent run per sweep, one child run per trial (nested under the parent through the
-``mlflow.parentRunId`` tag). A child run holds every setting as a parameter, per-epoch metrics (step =
-epoch), the final metrics of the compact model, and as artifacts the compact model
-(``compact.pt``, loadable with ``chex_tune.load_compact``; also logged as an ``mlflow.pytorch`` model),
-``metrics.json``, ``config.yaml``, ``widths.json`` and ``widths.png``. A trial that fails ends as a
-FAILED run with its error in the ``error`` tag and ``error.txt``.
+A child run (nested under the parent through the ``mlflow.parentRunId`` tag) holds the trial's settings
+as flat parameters, per-epoch metrics (step = epoch), the final metrics, and as artifacts the trial's
+files (``compact.pt``, loadable with ``chex_tune.load_compact``, also logged as an ``mlflow.pytorch``
+model in the pt2 format; ``metrics.json``, ``widths.json``, a ``widths.png`` plot and the settings
+file). A trial that fails, never reports, or never reports an objective ends as a FAILED run with the
+reason in the ``error`` tag and ``error.txt``.
 
-The callback is pickled into Ray's experiment state and comes back on ``--resume``: it keeps only
-plain values and finds runs again by the ``chex.trial_id`` tag.
+``SweepRecorder`` does the writing; the Ray Tune callback (``ray_callback``) and the Optuna callback
+(``optuna_callback``) feed it. It keeps only plain values (Ray pickles its callbacks into the
+experiment state) and finds runs again by the ``chex.trial_id`` tag. No Ray here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import pathlib
-import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
-from ray.tune import Callback
+from chex_tune.tuning.objectives import parse_objectives
+from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, tag_front, trial_rows
 
-from chex_tune.tuning.runs import PARENT_TAG, SWEEP_TAG
-from chex_tune.tuning.trainable import FINAL_REPORT  # Ray adds bookkeeping keys to results: not logged
-
-EPOCH_KEYS = ("train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
+logger = logging.getLogger(__name__)
 
 TRIAL_TAG = "chex.trial_id"
+SEARCHED_TAG = "chex.searched"
+NOT_LOGGED = ("epoch",)  # the step, not a metric
 
 
 def client_for(tracking_uri: str):
@@ -65,126 +66,9 @@ def log_metrics(client, run_id: str, values: dict, *, step: int) -> None:
 
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for k, v in values.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_LOGGED]
     if metrics:
         client.log_batch(run_id, metrics=metrics)
-
-
-class MlflowSweepCallback(Callback):
-    """Ray Tune callback that mirrors every trial of one sweep into MLflow.
-
-    Ray calls it on the driver's scheduling loop, so every MLflow write goes to one background thread
-    (FIFO, one connection): logging a compact model never holds up the start of the next trial, and
-    the store still has a single writer. ``on_experiment_end`` waits for the queue to drain.
-    """
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep: str):
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.sweep = sweep
-        self._client = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._runs: dict[str, str] = {}  # trial id -> run id (touched by the writer thread only)
-
-    def __getstate__(self) -> dict:  # Ray saves the callback with the experiment; runs are found again by tag
-        return {**self.__dict__, "_client": None, "_writer": None, "_runs": {}}
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = client_for(self.tracking_uri)
-        return self._client
-
-    def _submit(self, job, *args) -> None:
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
-        self._writer.submit(self._guarded, job, *args)
-
-    def _guarded(self, job, *args) -> None:
-        try:
-            job(*args)
-        except Exception as exc:  # MLflow trouble must not stop the sweep; say so and go on
-            print(f"[chex-tune] MLflow logging failed ({job.__name__}): {type(exc).__name__}: {exc}",
-                  file=sys.stderr, flush=True)
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-
-    # ------------------------------------------------------------------ Ray's calls (driver loop)
-    def on_trial_start(self, iteration, trials, trial, **info):
-        from chex_tune.config import RunConfig
-        from chex_tune.tuning.trainable import trial_settings
-
-        settings = RunConfig.from_dict(trial_settings(trial.config)).to_dict()  # every setting, defaults too
-        self._submit(self._start, trial.trial_id, ",".join(trial.config["chex_searched"]), flat_params(settings))
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._submit(self._result, trial.trial_id, dict(result))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        checkpoint = trial.checkpoint
-        self._submit(self._complete, trial.trial_id, checkpoint.path if checkpoint is not None else None)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._submit(self._fail, trial.trial_id, trial_error_text(trial))
-
-    def on_experiment_end(self, trials, **info):
-        self.flush()
-
-    # -------------------------------------------------------------------- the writer thread's jobs
-    def _run_id(self, trial_id: str) -> str | None:
-        if trial_id not in self._runs:
-            found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
-            if found:
-                self._runs[trial_id] = found[0].info.run_id
-        return self._runs.get(trial_id)
-
-    def _start(self, trial_id: str, searched: str, params: dict) -> None:
-        previous = self._run_id(trial_id)
-        if previous is not None:  # restarted after an interruption: it trains again from scratch
-            self.client.delete_run(previous)
-        number = len(self.client.search_runs([self.experiment_id],
-                                             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")) + 1
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{trial_id}", tags={
-            PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id, SWEEP_TAG: self.sweep,
-            "chex.searched": searched, "chex.trial_number": str(number)})
-        self._runs[trial_id] = run.info.run_id
-        log_params(self.client, run.info.run_id, params)
-
-    def _result(self, trial_id: str, result: dict) -> None:
-        run_id = self._run_id(trial_id)
-        if run_id is None:
-            return
-        if result.get("final"):
-            log_metrics(self.client, run_id, {k: result[k] for k in FINAL_REPORT if k in result},
-                        step=int(result["epoch"]))
-            self.client.log_param(run_id, "stem_used", result.get("stem_used"))
-        else:
-            log_metrics(self.client, run_id, {k: result[k] for k in EPOCH_KEYS if k in result},
-                        step=int(result["epoch"]))
-
-    def _complete(self, trial_id: str, checkpoint_path: str | None) -> None:
-        run_id = self._run_id(trial_id)
-        if run_id is None:
-            return
-        if checkpoint_path is None:
-            self._fail(trial_id, "the trial ended without its final report (no compact model)")
-            return
-        log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(checkpoint_path))
-        self.client.set_terminated(run_id, "FINISHED")
-
-    def _fail(self, trial_id: str, message: str) -> None:
-        run_id = self._run_id(trial_id)
-        if run_id is None:
-            return
-        self.client.set_tag(run_id, "error", last_line(message)[:4000])
-        self.client.log_text(run_id, message, "error.txt")
-        self.client.set_terminated(run_id, "FAILED")
 
 
 def trial_error_text(trial) -> str:
@@ -204,35 +88,55 @@ def last_line(text: str) -> str:
 
 
 def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathlib.Path) -> None:
-    """The trial's files, a width plot and an ``mlflow.pytorch`` copy of the compact model."""
+    """The trial's files, a width plot and an ``mlflow.pytorch`` copy of the compact model.
+
+    The plot and the MLflow model are extras: when one fails (e.g. the builder of a user's model is not
+    importable in this process) the run says so in a ``chex.warning`` tag and keeps its files.
+    """
     from chex_tune.tuning.plots import plot_widths
 
     client.log_artifacts(run_id, str(directory))
-    widths = json.loads((directory / "widths.json").read_text())
+    problems = []
+    widths_file = directory / "widths.json"
+    widths = json.loads(widths_file.read_text()) if widths_file.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         if widths:
             plot = pathlib.Path(tmp) / "widths.png"
             plot_widths(widths, plot, title=f"kept channels per group (run {run_id[:8]})")
             client.log_artifact(run_id, str(plot))
         client.log_dict(run_id, {w["group"]: w["width"] for w in widths}, "widths_by_group.json")
-    log_pytorch_model(tracking_uri, run_id, directory / "compact.pt")
+    try:
+        log_pytorch_model(tracking_uri, run_id, directory / "compact.pt")
+    except Exception as exc:  # noqa: BLE001 - the run keeps compact.pt; say why the MLflow model is missing
+        problems.append(f"no mlflow.pytorch model: {type(exc).__name__}: {exc}")
+    if problems:
+        logger.warning("run %s: %s", run_id, "; ".join(problems))
+        client.set_tag(run_id, "chex.warning", "; ".join(problems)[:4000])
 
 
 @contextlib.contextmanager
 def using_tracking_uri(uri: str):
-    """MLflow's fluent API for a moment, without leaving MLFLOW_TRACKING_URI set for later sweeps."""
+    """MLflow's fluent API on ``uri`` for a moment; the process's own tracking URI (and its
+    MLFLOW_TRACKING_URI) are exactly as they were afterwards."""
+    from mlflow.tracking._tracking_service import utils
+
     import mlflow
 
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # also exports MLFLOW_TRACKING_URI, which later sweeps would pick up
+    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # also exports MLFLOW_TRACKING_URI
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)  # None unsets it again
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path) -> None:
-    """The compact model as an ``mlflow.pytorch`` model, so ``mlflow.pytorch.load_model`` serves it too."""
+    """The compact model as an ``mlflow.pytorch`` model in the pt2 (``torch.export``) format: MLflow loads it
+    without pickle and without the model's class."""
     import mlflow.pytorch
     import torch
 
@@ -242,8 +146,156 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
     model = load_compact(compact_path)
     shape = model.chex_recipe["input_shape"]
     example = torch.zeros([2, *shape[1:]]).numpy()  # batch 2: an exported batch of 1 would be fixed to 1
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
-        mlflow.pytorch.log_model(model, name="model", input_example=example,
+        mlflow.pytorch.log_model(model, name="model", input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                                    f"chex-tune=={__version__}"])
+
+
+# ------------------------------------------------------------------------------------ the recorder
+class SweepRecorder:
+    """Writes one sweep to MLflow: its parent run, a child run per trial, the Pareto tags at the end.
+
+    ``key`` names a trial (Ray's trial id, Optuna's trial number); ``objectives`` (optional) are checked
+    in every final report and rank the front on ``close``. Give ``parent_run_id`` to record into an
+    existing sweep run (``run_sweep`` creates its own); otherwise ``open`` creates one.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, *, sweep: str | None = None,
+                 parent_run_id: str | None = None, objectives=None, artifact_location: str | None = None):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.sweep = sweep or f"{experiment}-{time_stamp()}"
+        self.parent_run_id = parent_run_id
+        self.objectives = tuple(str(o) for o in parse_objectives(objectives)) if objectives else ()
+        self.artifact_location = artifact_location
+        self.experiment_id: str | None = None
+        self._client = None
+        self._runs: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:  # plain values only: Ray pickles callbacks; runs are found again by tag
+        return {**self.__dict__, "_client": None, "_runs": {}}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.tracking_uri)
+        return self._client
+
+    # ------------------------------------------------------------------------------ the sweep
+    def open(self, *, params: dict | None = None, tags: dict | None = None) -> str:
+        """The sweep's parent run (created unless given); returns its id."""
+        if self.experiment_id is None:
+            self.experiment_id = ensure_experiment(self.client, self.experiment,
+                                                   self.artifact_location or artifact_location_for(self.tracking_uri))
+        if self.parent_run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags={
+                SWEEP_TAG: self.sweep, ROLE_TAG: "sweep", **({"chex.objectives": ",".join(self.objectives)}
+                                                             if self.objectives else {}), **(tags or {})})
+            self.parent_run_id = run.info.run_id
+            if params:
+                log_params(self.client, self.parent_run_id, flat_params(params))
+        return self.parent_run_id
+
+    def close(self, status: str = "FINISHED") -> list[dict]:
+        """Rank the trials (when objectives are known), tag the front, end the parent run; returns the rows."""
+        rows = []
+        if self.objectives and self.parent_run_id is not None:
+            rows = trial_rows(self.client, self.experiment_id, [self.parent_run_id], self.objectives)
+            tag_front(self.client, rows)
+        if self.parent_run_id is not None:
+            self.client.set_terminated(self.parent_run_id, status)
+        return rows
+
+    # ------------------------------------------------------------------------------ one trial
+    def run_id(self, key: str) -> str | None:
+        if key not in self._runs:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{key}' and "
+                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+            if found:
+                self._runs[key] = found[0].info.run_id
+        return self._runs.get(key)
+
+    def start_trial(self, key: str, params: dict, searched=()) -> str:
+        """A new child run with ``params`` (a trial restarted after an interruption replaces its old run)."""
+        self.open()
+        previous = self.run_id(key)
+        if previous is not None:
+            self.client.delete_run(previous)
+        number = len(self.client.search_runs([self.experiment_id],
+                                             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")) + 1
+        run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{key}", tags={
+            PARENT_TAG: self.parent_run_id, TRIAL_TAG: key, SWEEP_TAG: self.sweep,
+            SEARCHED_TAG: ",".join(searched), "chex.trial_number": str(number)})
+        self._runs[key] = run.info.run_id
+        log_params(self.client, run.info.run_id, flat_params(params))
+        return run.info.run_id
+
+    def log_epoch(self, key: str, metrics: dict, *, step: int) -> None:
+        run_id = self.run_id(key)
+        if run_id is not None:
+            log_metrics(self.client, run_id, metrics, step=step)
+
+    def complete_trial(self, key: str, final: dict | None, directory: pathlib.Path | None, *,
+                       params: dict | None = None, history=()) -> str:
+        """Log the final report and the trial's files and end the run FINISHED, or FAILED when the report is
+        missing, lacks an objective, or came without the trial's files. Returns the status."""
+        run_id = self.run_id(key)
+        if run_id is None:
+            return "UNKNOWN"
+        problem = self.check_final(final, directory)
+        for entry in history:
+            log_metrics(self.client, run_id, entry, step=int(entry.get("epoch", 0)))
+        if final:
+            log_metrics(self.client, run_id, final, step=int(final.get("epoch", 0) or 0))
+        if params:
+            log_params(self.client, run_id, flat_params(params))
+        if problem is not None:
+            self.fail_trial(key, problem)
+            return "FAILED"
+        log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(directory))
+        self.client.set_terminated(run_id, "FINISHED")
+        return "FINISHED"
+
+    def check_final(self, final: dict | None, directory) -> str | None:
+        """Why a trial's final report cannot make a finished run (None when it can)."""
+        if not final:
+            return ("the trainable returned without reporting any result; report metrics with "
+                    "ChexReporter.report()/finish() (or tune.report)")
+        missing = [o.split(":")[0] for o in self.objectives if not _is_number(final.get(o.split(":")[0]))]
+        if missing:
+            reported = sorted(k for k, v in final.items() if _is_number(v))
+            return (f"objective(s) {missing} never reported by the trainable; its final report has: "
+                    f"{', '.join(reported) or '(no metrics)'}")
+        if directory is None or not (pathlib.Path(directory) / "compact.pt").exists():
+            return ("the trial ended without its compact model: finish it with ChexReporter.finish(), which "
+                    "reports the compact model and its files as the trial's result")
+        return None
+
+    def fail_trial(self, key: str, message: str) -> None:
+        run_id = self.run_id(key)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, "error", last_line(message)[:4000])
+        self.client.log_text(run_id, message, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+def time_stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def artifact_location_for(tracking_uri: str) -> str | None:
+    """Artifacts beside a local SQLite database (``DIR/mlflow.db`` -> ``DIR/artifacts``); servers choose their own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = pathlib.Path(tracking_uri[len("sqlite:///"):])
+    return (database.parent / "artifacts").resolve().as_uri()

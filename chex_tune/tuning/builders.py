@@ -1,0 +1,127 @@
+"""Compact models of users' own module classes, rebuilt from an importable builder: never unpickled.
+
+A compact model file holds a recipe (builder, name, keyword arguments, removed channels) and weights.
+For a model chex-tune does not know, the builder is the registered name ``"import"`` and the name is a
+reference ``"package.module:function"`` (any callable that returns the dense model, a class too), so
+
+    ChexReporter(model, x, builder="my_models:make_net", builder_kwargs={"width": 32}, ...)
+
+saves a ``compact.pt`` that ``chex_tune.load_compact`` rebuilds in any process where ``my_models`` is
+importable (an installed package, or a directory on ``PYTHONPATH``). Importing ``chex_tune.tuning``
+registers the builder. Keyword arguments must be plain data (they are stored with the weights and read
+back with ``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from chex_tune.core.compact import BUILDERS, register_builder
+
+IMPORT_BUILDER = "import"
+PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+class BuilderImportError(ValueError):
+    """A builder reference that cannot be imported or called here."""
+
+
+def builder_reference(builder: str | Callable[..., nn.Module]) -> str:
+    """``"package.module:function"`` for a callable (or a reference, checked for form), as other processes import it.
+
+    A function defined in a script run as ``python path/script.py`` lives in ``__main__``, which other
+    processes cannot import; its reference uses the script's module name (``script:function``), which
+    works wherever the script's directory is importable (Ray workers get the driver's script directory).
+    """
+    if isinstance(builder, str):
+        module, sep, attribute = builder.partition(":")
+        if not (sep and module and attribute) or not all(part.isidentifier() for part in module.split(".")):
+            raise BuilderImportError(f"builder {builder!r} must look like 'package.module:function' (an importable "
+                                     "module, a colon, then a function or class in it)")
+        return builder
+    if not callable(builder):
+        raise BuilderImportError(f"builder must be a 'package.module:function' reference or a function, "
+                                 f"got {builder!r}")
+    module = getattr(builder, "__module__", None)
+    qualname = getattr(builder, "__qualname__", "")
+    if not module or "<" in qualname:
+        raise BuilderImportError(f"builder {builder!r} is not importable by name (a lambda or a nested function); "
+                                 "define it at the top level of a module")
+    if module == "__main__":
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        if main_file is None:
+            raise BuilderImportError(f"builder {qualname} is defined interactively (__main__ has no file), so no other "
+                                     "process can import it; move it into a module and pass 'module:function'")
+        module = Path(main_file).stem
+    return f"{module}:{qualname}"
+
+
+def resolve_builder(reference: str) -> Callable[..., nn.Module]:
+    """The callable a reference names; a clear error naming the reference when it cannot be imported."""
+    reference = builder_reference(reference)
+    module_name, _, attribute = reference.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BuilderImportError(
+            f"cannot import model builder {reference!r}: {type(exc).__name__}: {exc}. Make module {module_name!r} "
+            "importable here (pip install the package that holds it, or add its directory to PYTHONPATH)") from exc
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise BuilderImportError(f"cannot import model builder {reference!r}: module {module_name!r} has no "
+                                     f"attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise BuilderImportError(f"model builder {reference!r} is not callable (got {type(target).__name__})")
+    return target
+
+
+def build_from_reference(reference: str, **kwargs) -> nn.Module:
+    """The registered ``"import"`` builder: import ``reference`` and call it with ``kwargs``."""
+    model = resolve_builder(reference)(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise BuilderImportError(f"model builder {reference!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def check_plain(value, where: str) -> None:
+    """Builder arguments are stored as plain data: text, numbers, booleans, None, lists and dicts of them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be text, got {key!r}")
+            check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for n, item in enumerate(value):
+            check_plain(item, f"{where}[{n}]")
+    elif not isinstance(value, PLAIN_TYPES):
+        raise ValueError(f"{where} must be plain data (text, numbers, booleans, None, lists, dicts) so the compact "
+                         f"model loads without pickle; got {type(value).__name__} {value!r}")
+
+
+def check_rebuilds(model: nn.Module, reference: str, kwargs: dict) -> None:
+    """Build the model from its reference now and compare parameter shapes, so a wrong builder fails before training."""
+    check_plain(kwargs, "builder_kwargs")
+    try:
+        rebuilt = build_from_reference(reference, **kwargs)
+    except BuilderImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's builder is reported as such
+        raise ValueError(f"builder {reference!r} failed with builder_kwargs {kwargs}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    if expected != got:
+        differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+        shown = ", ".join(f"{k}: {expected.get(k, 'missing')} vs {got.get(k, 'missing')}" for k in differ[:3])
+        raise ValueError(f"builder {reference!r} with builder_kwargs {kwargs} builds a different model than the one "
+                         f"given ({len(differ)} tensors differ: {shown}); pass the arguments that rebuild it")
+
+
+if IMPORT_BUILDER not in BUILDERS:
+    register_builder(IMPORT_BUILDER, build_from_reference)

@@ -1,0 +1,138 @@
+"""A Ray Tune callback that records every trial of a Tuner in MLflow (see tracking.py for what a run holds).
+
+    callback = RayMlflowCallback("my-sweep", objectives="val_acc:max,macs:min")
+    tuner = tune.Tuner(train_fn, param_space=..., tune_config=..., run_config=tune.RunConfig(callbacks=[callback]))
+
+Ray calls it on the driver's scheduling loop, so every MLflow write goes to one background thread (FIFO,
+one connection): logging a compact model never holds up the next trial, and the store has a single
+writer. Used on its own it creates the sweep's parent run when the experiment starts and, when it ends,
+ranks the trials on ``objectives``, tags the front and finishes the parent run; ``run_sweep`` passes its
+own parent run instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from concurrent.futures import ThreadPoolExecutor
+
+from ray.tune import Callback
+from ray.tune import result as ray_result
+
+from chex_tune.tuning.chex_space import searched_names, trial_params
+from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY
+from chex_tune.tuning.runs import default_tracking_uri
+from chex_tune.tuning.tracking import SweepRecorder, trial_error_text
+
+logger = logging.getLogger(__name__)
+
+# What Ray adds to every result: not the trainable's metrics, never logged.
+RAY_KEYS = frozenset((*ray_result.AUTO_RESULT_KEYS, *ray_result.DEBUG_METRICS, ray_result.DONE, ray_result.TRIAL_ID,
+                      ray_result.EXPERIMENT_TAG, ray_result.TIMESTEPS_THIS_ITER, ray_result.EPISODES_THIS_ITER,
+                      ray_result.RESULT_DUPLICATE, ray_result.SHOULD_CHECKPOINT, ray_result.TRIAL_INFO,
+                      ray_result.STDOUT_FILE, ray_result.STDERR_FILE, FINAL_KEY, PARAMS_KEY))
+
+
+def trainable_metrics(result: dict | None) -> dict:
+    """The numbers a trainable reported (Ray's bookkeeping taken out)."""
+    return {k: v for k, v in (result or {}).items() if k not in RAY_KEYS and not k.startswith(f"{PARAMS_KEY}/")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def reported_params(result: dict | None) -> dict:
+    """Text settings a final report adds to the run's params (ChexReporter: the builder)."""
+    result = result or {}
+    params = dict(result.get(PARAMS_KEY) or {})
+    params.update({k.split("/", 1)[1]: v for k, v in result.items() if k.startswith(f"{PARAMS_KEY}/")})
+    return params
+
+
+class RayMlflowCallback(Callback):
+    """Mirror a Tuner's trials into MLflow experiment ``experiment`` (one parent run, a child per trial).
+
+    tracking_uri: default MLFLOW_TRACKING_URI, else ``./mlflow/mlflow.db`` (where ``chex-tune pareto`` looks);
+    objectives: checked in every final report (a trial that misses one is a FAILED run naming it) and
+    ranked into the Pareto front at the end; searched: the names of your own sampled parameters (shown in
+    tables; the CHEX ones are known from the config).
+    """
+
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None, objectives=None, searched=(),
+                 sweep: str | None = None, parent_run_id: str | None = None, artifact_location: str | None = None):
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri is None:
+            pathlib.Path("mlflow").mkdir(exist_ok=True)
+            uri = default_tracking_uri("mlflow")
+        self.recorder = SweepRecorder(uri, experiment, sweep=sweep, parent_run_id=parent_run_id,
+                                      objectives=objectives, artifact_location=artifact_location)
+        self.owns_parent = parent_run_id is None
+        self.searched = tuple(searched)
+        self._writer: ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict:  # Ray saves the callback with the experiment (resume)
+        return {**self.__dict__, "_writer": None}
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.recorder.tracking_uri
+
+    def _submit(self, job, *args, **kwargs) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self._writer.submit(self._guarded, job, *args, **kwargs)
+
+    @staticmethod
+    def _guarded(job, *args, **kwargs) -> None:
+        try:
+            job(*args, **kwargs)
+        except Exception:  # MLflow trouble must not stop the sweep; say so and go on
+            logger.exception("MLflow logging failed (%s)", job.__name__)
+
+    def flush(self) -> None:
+        """Wait for every queued MLflow write."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    # ------------------------------------------------------------------ Ray's calls (driver loop)
+    def setup(self, **info):
+        self._submit(self.recorder.open)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        searched = sorted({*self.searched, *searched_names(trial.config)})
+        self._submit(self._start, trial.trial_id, dict(trial.config), searched)
+
+    def _start(self, key: str, config: dict, searched: list[str]) -> None:
+        try:
+            params = trial_params(config)
+        except ValueError as exc:  # the trial reports the same error itself; log what there is
+            params = {k: v for k, v in config.items() if not isinstance(v, dict)}
+            logger.warning("trial %s: settings not resolved (%s)", key, exc)
+        self.recorder.start_trial(key, params, searched)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(FINAL_KEY):
+            return  # logged with the trial's files on completion
+        step = result.get("epoch", result.get(ray_result.TRAINING_ITERATION, 0))
+        self._submit(self.recorder.log_epoch, trial.trial_id, trainable_metrics(result), step=int(step))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        checkpoint = trial.checkpoint
+        last = trial.last_result or {}
+        self._submit(self.recorder.complete_trial, trial.trial_id, trainable_metrics(last) or None,
+                     pathlib.Path(checkpoint.path) if checkpoint is not None else None,
+                     params=reported_params(last))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._submit(self.recorder.fail_trial, trial.trial_id, trial_error_text(trial))
+
+    def on_experiment_end(self, trials, **info):
+        if self.owns_parent:
+            self._submit(self._close)
+        self.flush()
+
+    def _close(self) -> None:
+        rows = self.recorder.close()
+        if rows:
+            logger.info("MLflow experiment %r: %d of %d trials on the Pareto front", self.recorder.experiment,
+                        sum(row["rank"] == 0 for row in rows), len(rows))

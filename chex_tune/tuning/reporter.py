@@ -1,0 +1,283 @@
+"""CHEX inside a user's own training loop: one object that prunes, regrows, reports and compacts.
+
+    def train_fn(config):                              # a Ray Tune trainable, an Optuna objective, a script
+        model, optimizer = MyNet(width=32), torch.optim.SGD(...)
+        chex = ChexReporter(model, example_batch, config, total=epochs * len(loader), optimizer=optimizer,
+                            builder="my_models:MyNet", builder_kwargs={"width": 32})
+        for epoch in range(epochs):
+            for x, y in loader:
+                ...; optimizer.step()
+                chex.step()                            # masks re-applied; prune-regrow when the schedule says so
+            chex.report(val_loss=..., val_acc=...)     # + macs, params, sparsity; to Ray / Optuna / nowhere
+        result = chex.finish()                         # compact model, compact.pt, widths.json: the trial's result
+
+Where reports go: to Ray Tune when called inside a Ray trial (``tune.report``; the final one carries
+the trial's files as its checkpoint), to the Optuna trial given as ``trial=`` (the final metrics and
+the files' directory as user attributes; with ``monitor=`` a single-objective study can stop the
+trial early), or nowhere. The files: ``compact.pt`` (``chex_tune.load_compact``; rebuilt from the
+builder reference, never unpickled), ``widths.json``, ``metrics.json`` (final metrics and per-epoch
+history) and ``chex.yaml`` (the CHEX settings and the builder).
+
+The model trains masked to the end (masked channels are zero after every optimizer step, so it
+computes exactly what the compact model computes); ``finish`` builds the physically smaller copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import pathlib
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+from torch import nn
+
+from chex_tune.config import ChexConfig
+from chex_tune.core._atomic import atomic_write_text
+from chex_tune.core.compact import make_recipe, save_compact
+from chex_tune.core.explorer import ChannelExplorer
+from chex_tune.core.flops import count_macs, count_params
+from chex_tune.tuning.builders import IMPORT_BUILDER, builder_reference, check_rebuilds
+from chex_tune.tuning.chex_space import chex_values, resolve_chex_settings, searched_names
+from chex_tune.tuning.objectives import parse_objectives
+
+logger = logging.getLogger(__name__)
+
+FINAL_KEY = "chex_final"  # True in a trial's last report, the one that carries its files
+PARAMS_KEY = "chex_params"  # text settings a final report adds to the trial's MLflow params
+SETTINGS_FILE = "chex.yaml"
+ARTIFACT_FILES = ("compact.pt", "widths.json", "metrics.json", SETTINGS_FILE)
+OPTUNA_ATTR = "chex"  # user attribute of an Optuna trial: {"metrics", "artifacts", "temporary", ...}
+
+
+@dataclass
+class ChexResult:
+    """What ``ChexReporter.finish`` produces: final metrics, the compact model and the directory of its files."""
+
+    metrics: dict
+    model: nn.Module
+    path: pathlib.Path
+    settings: dict
+    history: list[dict] = field(default_factory=list)
+
+    def values(self, objectives) -> tuple[float, ...]:
+        """The objectives' values in order (what an Optuna objective returns); a missing one is an error naming it."""
+        objectives = parse_objectives(objectives)
+        missing = [o.name for o in objectives if o.name not in self.metrics]
+        if missing:
+            raise ValueError(f"objective(s) {missing} were never reported; reported metrics: "
+                             f"{', '.join(sorted(self.metrics))}")
+        return tuple(float(self.metrics[o.name]) for o in objectives)
+
+
+def in_ray_trial() -> bool:
+    """True inside a Ray Tune trial (Ray is only looked at when this process has imported it)."""
+    if "ray" not in sys.modules:
+        return False
+    try:
+        from ray import tune
+    except ImportError:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # outside a trial Ray warns that there is no session
+        return tune.get_context().get_trial_id() is not None
+
+
+def _numbers(metrics: Mapping) -> dict:
+    """Numeric values only (tensors become floats); other values are dropped."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[str(key)] = value
+    return out
+
+
+class ChexReporter:
+    """CHEX bookkeeping for one trial of a user's own loop. See the module docstring for the call pattern.
+
+    Arguments: ``model`` (any nn.Module the engine can trace) and ``example_inputs`` (a batch or a tuple of
+    inputs); ``config``: the trial's config (CHEX settings read as ``ChexSpace`` wrote them), a dict of
+    CHEX settings or a ``ChexConfig`` (None: the defaults); ``total``: schedule length in the config's
+    unit (optimizer steps, or epochs with ``unit="epoch"``); ``optimizer``: masks are re-applied after
+    each of its steps; ``builder``/``builder_kwargs``: how the dense model is rebuilt to load the compact
+    one (``"package.module:function"`` or the function itself; timm models need none); ``trial``: an
+    Optuna trial to report to; ``monitor``: the metric a single-objective Optuna study may stop on;
+    ``out_dir``: where the files go (default: the Ray trial's directory, else a new temporary directory);
+    ``ignore``: layers whose output channels stay.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs, config: Mapping | ChexConfig | None = None, *,
+                 total: int, optimizer: torch.optim.Optimizer | None = None, builder=None,
+                 builder_kwargs: Mapping | None = None, trial=None, monitor: str | None = None,
+                 out_dir: str | pathlib.Path | None = None, ignore: Sequence[str] = ()):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"ChexReporter needs an nn.Module, got {type(model).__name__}")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            raise ValueError(f"total must be a positive integer (optimizer steps, or epochs with unit='epoch'), "
+                             f"got {total!r}")
+        self.settings = resolve_chex_settings(config if config is not None else ChexConfig())
+        self.values = chex_values(config) if config is not None else {}
+        self.searched = searched_names(config) if isinstance(config, Mapping) else []
+        self.model = model
+        self.example_inputs = example_inputs
+        self.trial = trial
+        self.monitor = monitor
+        self.ray = in_ray_trial()
+        self.history: list[dict] = []
+        self.last: dict = {}
+        self.result: ChexResult | None = None
+        self._out_dir = pathlib.Path(out_dir) if out_dir is not None else None
+        self._check_monitor()
+
+        self.recipe_args: dict = {}
+        if builder is not None:
+            reference = builder_reference(builder)
+            kwargs = dict(builder_kwargs or {})
+            check_rebuilds(model, reference, kwargs)
+            self.recipe_args = {"builder": IMPORT_BUILDER, "model_name": reference, "model_kwargs": kwargs}
+        elif builder_kwargs:
+            raise ValueError("builder_kwargs given without builder=")
+        elif not (getattr(model, "pretrained_cfg", None) or {}).get("architecture"):
+            raise ValueError(f"ChexReporter needs builder= for a {type(model).__name__} (a 'package.module:function' "
+                             "that builds this model, plus builder_kwargs) so the compact model can be saved and "
+                             "loaded without pickle; timm models need none")
+        self.explorer: ChannelExplorer | None = None
+        if not self.settings.dense:
+            self.explorer = ChannelExplorer.from_config(model, example_inputs, self.settings, total=total,
+                                                        optimizer=optimizer, ignore=tuple(ignore), **self.recipe_args)
+            self.dense_macs, self.dense_params = self.explorer.dense_macs(), self.explorer.dense_params()
+        else:
+            self.dense_macs, self.dense_params = count_macs(model, example_inputs), count_params(model)
+
+    def _check_monitor(self) -> None:
+        if self.monitor is None:
+            return
+        if self.trial is None:
+            raise ValueError("monitor= stops an Optuna trial early: pass trial= too")
+        if len(self.trial.study.directions) > 1:
+            raise ValueError(f"monitor={self.monitor!r}: Optuna cannot stop trials of a multi-objective study early "
+                             "(trial.report is single-objective only); drop monitor=")
+
+    # ------------------------------------------------------------------------------ in the loop
+    def step(self) -> bool:
+        """Call after every optimizer step (or once per epoch with unit="epoch"); True when it explored."""
+        if self.result is not None:
+            raise RuntimeError("ChexReporter.step() after finish()")
+        return self.explorer.step() if self.explorer is not None else False
+
+    def cost(self) -> dict:
+        """MACs (per sample), params and channel sparsity of the current masked model."""
+        if self.explorer is None:
+            return {"macs": self.dense_macs, "params": self.dense_params, "sparsity": 0.0}
+        return {"macs": self.explorer.macs(), "params": self.explorer.params(), "sparsity": self.explorer.sparsity()}
+
+    def report(self, metrics: Mapping | None = None, /, *, epoch: int | None = None, **more) -> dict:
+        """Report the user's metrics with ``macs``, ``params``, ``sparsity`` and ``epoch``; returns what was sent."""
+        if self.result is not None:
+            raise RuntimeError("ChexReporter.report() after finish(): the final report has been sent")
+        values = _numbers({**(metrics or {}), **more})
+        self.last.update(values)
+        epoch = len(self.history) + 1 if epoch is None else int(epoch)
+        report = {**values, **self.cost(), "epoch": epoch}
+        self.history.append(report)
+        if self.ray:
+            from ray import tune
+
+            tune.report(dict(report))
+        if self.trial is not None and self.monitor is not None:
+            self._optuna_step(report, epoch)
+        return report
+
+    def _optuna_step(self, report: dict, epoch: int) -> None:
+        import optuna
+
+        if self.monitor not in report:
+            raise ValueError(f"monitor {self.monitor!r} is not among the reported metrics "
+                             f"({', '.join(sorted(report))})")
+        self.trial.report(float(report[self.monitor]), step=epoch)
+        if self.trial.should_prune():  # Optuna's word; this trial is stopped early
+            raise optuna.TrialPruned(f"stopped at epoch {epoch}: {self.monitor} {report[self.monitor]:.4g}")
+
+    # ------------------------------------------------------------------------------------ the end
+    def compact(self) -> nn.Module:
+        """The physically smaller model (a new module, in eval mode); the trained one is left as it is."""
+        if self.result is not None:
+            return self.result.model
+        if self.explorer is not None:
+            small = self.explorer.compact()
+        else:
+            small = copy.deepcopy(self.model)
+            shape = tuple(_first(self.example_inputs).shape)
+            small.chex_recipe = make_recipe(self.model, {}, shape, **({"builder": None, "model_name": None,
+                                                                      "model_kwargs": None} | self.recipe_args))
+        return small.eval()
+
+    def finish(self, metrics: Mapping | None = None, /, **more) -> ChexResult:
+        """Compact, write the files and send the final report (the user's last metrics, updated by these)."""
+        if self.result is not None:
+            raise RuntimeError("ChexReporter.finish() was already called")
+        small = self.compact()
+        widths = self.explorer.groups_summary if self.explorer is not None else []
+        sparsity = self.explorer.sparsity() if self.explorer is not None else 0.0
+        if self.explorer is not None:
+            self.explorer.remove_hooks()
+        example = _first(self.example_inputs)
+        device = next((p.device for p in small.parameters()), torch.device("cpu"))
+        inputs = tuple(t.to(device) for t in _as_tuple(self.example_inputs))
+        final = {**self.last, **_numbers({**(metrics or {}), **more})}
+        final.update(macs=count_macs(small, inputs), params=count_params(small), sparsity=sparsity,
+                     dense_macs=self.dense_macs, dense_params=self.dense_params,
+                     epoch=self.history[-1]["epoch"] if self.history else 0)
+        final["macs_ratio"] = final["macs"] / final["dense_macs"] if final["dense_macs"] else math.nan
+        bad = sorted(k for k, v in final.items() if isinstance(v, float) and not math.isfinite(v) and k != "macs_ratio")
+        if bad:
+            raise FloatingPointError(f"non-finite final metric(s) {bad}: {final}")
+        out, temporary = self._directory()
+        out.mkdir(parents=True, exist_ok=True)
+        save_compact(small, out / "compact.pt")
+        atomic_write_text(json.dumps(widths, indent=1), out / "widths.json")
+        atomic_write_text(json.dumps({**final, "history": self.history}, indent=1), out / "metrics.json")
+        settings = {**self.settings.to_dict(), **({k: v for k, v in self.values.items() if k == "regrow_fraction"})}
+        described = {"chex": settings, "searched": self.searched, "input_shape": list(example.shape),
+                     **({"builder": self.recipe_args["model_name"], "builder_kwargs": self.recipe_args["model_kwargs"]}
+                        if self.recipe_args else {"builder": small.chex_recipe["model_name"]})}
+        atomic_write_text(yaml.safe_dump(described, sort_keys=False), out / SETTINGS_FILE)
+        self.result = ChexResult(final, small, out, settings, self.history)
+        params = {"builder": described["builder"]}
+        if self.ray:
+            from ray import tune
+
+            tune.report({**final, FINAL_KEY: True, PARAMS_KEY: params},
+                        checkpoint=tune.Checkpoint.from_directory(str(out)))
+        if self.trial is not None:
+            self.trial.set_user_attr(OPTUNA_ATTR, {"metrics": final, "artifacts": str(out), "temporary": temporary,
+                                                   "settings": settings, "params": params})
+        logger.info("compact model: %s (%.3g M MACs of %.3g M dense)", out / "compact.pt", final["macs"] / 1e6,
+                    final["dense_macs"] / 1e6)
+        return self.result
+
+    def _directory(self) -> tuple[pathlib.Path, bool]:
+        if self._out_dir is not None:
+            return self._out_dir, False
+        if self.ray:
+            from ray import tune
+
+            return pathlib.Path(tune.get_context().get_trial_dir()) / "chex", False
+        return pathlib.Path(tempfile.mkdtemp(prefix="chex-trial-")), True
+
+
+def _as_tuple(example_inputs) -> tuple:
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def _first(example_inputs):
+    return _as_tuple(example_inputs)[0]
