@@ -45,7 +45,7 @@ def train_digits(config: dict) -> None:
             loss.backward()
             optimizer.step()
             chex.step()                                                                           # CHEX
-        chex.report(**evaluate(model, val_x, val_y), train_loss=float(loss))                    # CHEX
+        chex.report(**evaluate(model, val_x, val_y), train_loss=loss.item())                    # CHEX
     chex.finish()  # compact model + files become the trial's result
 
 

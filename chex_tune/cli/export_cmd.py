@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state: chex_tune's compact.pt (load_compact); torchscript: torch.jit.load; "
                              "onnx: onnxruntime")
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
+    parser.add_argument("--evaluate", metavar="MODULE:FUNCTION",
+                        help="score the written file with your function (it gets the loaded model and returns the "
+                             "validation accuracy or a dict of metrics); needed for sweeps of your own trainable")
     parser.add_argument("--register", metavar="NAME", help="also register the run's model under NAME ...")
     parser.add_argument("--alias", help="... and point this alias at the new version (e.g. champion)")
     parser.add_argument("--sweep", metavar="RUN_ID", help="choose within one sweep: its parent run id or name")
@@ -30,9 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chex_tune.cli._logging import configure
     from chex_tune.tuning.export import Constraint, check_alias, choose, describe, export_run, find_run, register
     from chex_tune.tuning.runs import DEFAULT_OBJECTIVES, open_store, read_trials
 
+    configure()
     if bool(args.register) != bool(args.alias):
         raise ValueError("--register NAME and --alias ALIAS go together (MLflow stages are deprecated: "
                          "the alias names the version)")
@@ -48,17 +53,28 @@ def run(args: argparse.Namespace) -> int:
         trials = read_trials(client, args.experiment, args.sweep, constraint.objectives)
         row, why = choose(trials, constraint)
     searched = ", ".join(f"{name}={row['params'].get(name)}" for name in row["searched"])
-    print(f"run {row['run_id']} (trial {row['number']}): {describe(row, ('val_acc', 'test_acc', 'macs', 'params'))}"
-          f", latency {row['metrics'].get('latency_ms', float('nan')):.3f} ms"
+    shown = [m for m in ("val_acc", "test_acc", "macs", "params", "latency_ms") if m in row["metrics"]]
+    print(f"run {row['run_id']} (trial {row['number']}): {describe(row, shown)}"
           f"{f'; {searched}' if searched else ''}\n  chosen as {why}")
-    result = export_run(client, row, args.format, args.output)
+    result = export_run(client, row, args.format, args.output, evaluate=args.evaluate)
     size = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({args.format}, {size:.2f} MB)")
-    print(f"validation accuracy of the written file: {result.exported_val_acc:.4f} "
-          f"(logged val_acc {result.logged_val_acc:.4f}; {result.config.train.dataset}, on the CPU)")
-    if abs(result.exported_val_acc - result.logged_val_acc) > 0.01:
-        print(f"  note: they differ by more than 1 point; the run trained on {result.config.train.device} "
-              "(bf16 autocast on CUDA scores slightly differently from float32 on the CPU)")
+    if result.exported_metrics and set(result.exported_metrics) != {"val_acc"}:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                          for k, v in result.exported_metrics.items())
+        print(f"metrics of the written file: {shown} ({result.note})")
+    if result.exported_val_acc is None:
+        if not result.exported_metrics:
+            print(result.note)
+        elif "val_acc" not in result.exported_metrics:
+            print(f"  (no val_acc among them: the logged val_acc {result.logged_val_acc:.4f} is not compared)")
+    else:
+        print(f"validation accuracy of the written file: {result.exported_val_acc:.4f} "
+              f"(logged val_acc {result.logged_val_acc:.4f}; {result.note})")
+        if abs(result.exported_val_acc - result.logged_val_acc) > 0.01:
+            device = result.config.train.device if result.config is not None else "its own device"
+            print(f"  note: they differ by more than 1 point; the run trained on {device} "
+                  "(bf16 autocast on CUDA scores slightly differently from float32 on the CPU)")
     if args.register:
         version = register(client, row, trials.experiment_id, args.register, args.alias, why=why)
         print(f"registered version {version.version} of {args.register}: models:/{args.register}@{args.alias}")

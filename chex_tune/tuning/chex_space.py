@@ -302,7 +302,8 @@ def searched_names(config: Mapping) -> list[str]:
 
 def trial_params(config: Mapping) -> dict:
     """A trial's settings as flat MLflow params: the user's own keys (nested dicts as ``a/b``) and every CHEX
-    setting resolved (defaults too; the built-in trainable's config gives every RunConfig setting)."""
+    setting resolved (defaults too; the built-in trainable's config gives every RunConfig setting). A CHEX
+    setting whose name the user's config also has is logged as ``chex.<name>``."""
     from chex_tune.config import RunConfig
 
     own = _flatten({k: v for k, v in config.items() if k not in RESERVED_KEYS and k not in searched_names(config)})
@@ -313,7 +314,8 @@ def trial_params(config: Mapping) -> dict:
     settings = resolve_chex_settings(values).to_dict() if chex_only else RunConfig.from_dict(values).to_dict()
     if REGROW_FRACTION in values:
         settings[REGROW_FRACTION] = values[REGROW_FRACTION]
-    return {**own, **settings}
+    # A user's own key of the same name (their data seed, say) keeps the plain name; the CHEX one is prefixed.
+    return {**own, **{f"chex.{k}" if k in own else k: v for k, v in settings.items()}}
 
 
 def _flatten(values: Mapping, prefix: str = "") -> dict:

@@ -9,8 +9,10 @@ Formats: ``state`` is the run's ``compact.pt`` as it is (recipe + weights, loade
 ``chex_tune.load_compact``, no pickle); ``torchscript`` is a ``torch.jit.trace`` of the compact model
 in eval mode; ``onnx`` comes from torch's ``torch.export``-based exporter (``dynamo=True``, the default
 since torch 2.9; the older TorchScript-based exporter is deprecated), with a dynamic batch dimension.
-Every written file is loaded back the way a user would load it and scored on the validation split
-of the run's own config, so a broken export cannot pass silently.
+Every written file is loaded back the way a user would load it and scored: by the user's own evaluate
+function when given one, else on the validation split of the built-in trainable's config. A run of a
+user's own trainable without an evaluate function is written but not scored, and the result says so.
+Compact models of users' own module classes load through their importable builder (builders.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -233,29 +236,69 @@ class ExportResult:
     format: str
     path: pathlib.Path
     logged_val_acc: float
-    exported_val_acc: float
-    config: RunConfig
+    exported_val_acc: float | None  # None: not evaluated (``note`` says why)
+    config: RunConfig | None  # the built-in trainable's settings; None for a user's own trainable
+    note: str = ""  # how the file was evaluated, or why it was not
+    exported_metrics: dict | None = None  # what a user's evaluate function returned
 
 
-def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike) -> ExportResult:
-    """Download the run's compact model and config, write ``out`` in ``fmt_name``, score it on validation."""
+def resolve_evaluator(evaluate) -> Callable:
+    """A function ``model -> accuracy (or a dict of metrics)``, given as itself or as ``"package.module:function"``."""
+    from chex_tune.tuning.builders import BuilderImportError, resolve_builder
+
+    if callable(evaluate):
+        return evaluate
+    try:
+        return resolve_builder(str(evaluate))
+    except BuilderImportError as exc:
+        raise ValueError(f"--evaluate: {str(exc).replace('model builder', 'evaluate function')}") from None
+
+
+def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike, *, evaluate=None) -> ExportResult:
+    """Download the run's compact model, write ``out`` in ``fmt_name`` and score the written file.
+
+    Scoring: ``evaluate`` (a function of the loaded model, or its ``"package.module:function"``), else the
+    validation split of the built-in trainable's dataset; a run of a user's own trainable without
+    ``evaluate`` is not scored, and ``note`` says so.
+    """
     out = pathlib.Path(out).expanduser().resolve()
     run_id = row["run_id"]
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # two small files: no bars on stderr
+    evaluator = resolve_evaluator(evaluate) if evaluate is not None else None  # a bad reference fails first
     with tempfile.TemporaryDirectory() as tmp:
-        compact = pathlib.Path(_download(client, run_id, "compact.pt", tmp))
-        config_text = pathlib.Path(_download(client, run_id, "config.yaml", tmp)).read_text()
+        names = _artifact_names(client, run_id)
+        compact = pathlib.Path(_download(client, run_id, "compact.pt", tmp, names))
+        config_text = pathlib.Path(_download(client, run_id, "config.yaml", tmp, names)).read_text() \
+            if "config.yaml" in names else None
         write_export(compact, fmt_name, out)
-    config = RunConfig.from_dict(yaml.safe_load(config_text))
+    config = RunConfig.from_dict(yaml.safe_load(config_text)) if config_text is not None else None
+    logged = row["metrics"].get("val_acc", math.nan)
+    if evaluator is not None:
+        name = evaluate if isinstance(evaluate, str) else getattr(evaluate, "__qualname__", repr(evaluate))
+        value = evaluator(load_exported(out, fmt_name))
+        metrics = dict(value) if isinstance(value, dict) else {"val_acc": float(value)}
+        accuracy = metrics.get("val_acc")
+        return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
+                            f"evaluated with {name}", metrics)
+    if config is None:
+        return ExportResult(row, fmt_name, out, logged, None, None,
+                            f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
+                            "dataset to score the written file on; pass --evaluate package.module:function (a "
+                            "function that takes the loaded model and returns its validation accuracy or a dict "
+                            "of metrics)")
     try:
         accuracy = validation_accuracy(load_exported(out, fmt_name), config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
-    return ExportResult(row, fmt_name, out, row["metrics"].get("val_acc", math.nan), accuracy, config)
+    return ExportResult(row, fmt_name, out, logged, accuracy, config,
+                        f"{config.train.dataset} validation split, on the CPU")
 
 
-def _download(client, run_id: str, artifact: str, directory: str) -> str:
-    names = {item.path for item in client.list_artifacts(run_id)}
+def _artifact_names(client, run_id: str) -> set[str]:
+    return {item.path for item in client.list_artifacts(run_id)}
+
+
+def _download(client, run_id: str, artifact: str, directory: str, names: set[str] | None = None) -> str:
+    names = _artifact_names(client, run_id) if names is None else names
     if artifact not in names:
         raise ValueError(f"run {run_id} has no {artifact} artifact (it holds: {', '.join(sorted(names)) or 'nothing'})")
     return client.download_artifacts(run_id, artifact, directory)

@@ -7,13 +7,8 @@ import os
 
 def plot_widths(widths: list[dict], path: str | os.PathLike, *, title: str = "") -> None:
     """Kept channels against original channels for every group, in network order."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and Ray workers
-    import matplotlib.pyplot as plt
-
     names = [w["group"] for w in widths]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2), 4.0), layout="constrained")
+    fig, ax = _figure((max(6.0, 0.28 * len(names) + 2), 4.0))
     positions = range(len(names))
     ax.bar(positions, [w["channels"] for w in widths], color="#d0d7e1", label="original channels")
     ax.bar(positions, [w["width"] for w in widths], color="#2f6db5", label="kept (compact model)")
@@ -26,7 +21,14 @@ def plot_widths(widths: list[dict], path: str | os.PathLike, *, title: str = "")
     ax.set_title(title or "channel widths per group")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def _figure(size):
+    """A figure drawn straight to a file: no pyplot, so the user's matplotlib backend and figures stay as they are."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots()
 
 
 # Metric -> (axis label with its unit, factor from the logged value to that unit).
@@ -51,11 +53,6 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y
     ``rows`` are ``runs.trial_rows`` rows. The staircase steps right then up (cost minimised, accuracy
     maximised): everything below and to the right of it is dominated. Dense baselines get a star.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     (x_label, x_scale), (y_label, y_scale) = AXES.get(x, (x, 1.0)), AXES.get(y, (y, 1.0))
     shown = [r for r in rows if r["status"] == "FINISHED" and x in r["metrics"] and y in r["metrics"]]
 
@@ -65,7 +62,7 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y
     front = sorted((r for r in shown if r["rank"] == 0), key=lambda r: r["metrics"][x])
     others = [r for r in shown if r["rank"] != 0]
     dense = [r for r in shown if is_dense_baseline(r["params"])]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    fig, ax = _figure((6.4, 4.4))
     ax.scatter(*coords(others), s=22, color="#9aa5b1", label=f"other trials ({len(others)})", zorder=2)
     if front:
         ax.step(*coords(front), where="post", color="#2f6db5", linewidth=1.2, zorder=3)
@@ -83,4 +80,3 @@ def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y
     else:
         ax.text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -172,9 +172,10 @@ class SweepRecorder:
         self.experiment_id: str | None = None
         self._client = None
         self._runs: dict[str, str] = {}
+        self._last_epoch: dict[str, tuple] = {}  # key -> (step, metrics) last logged
 
     def __getstate__(self) -> dict:  # plain values only: Ray pickles callbacks; runs are found again by tag
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_last_epoch": {}}
 
     @property
     def client(self):
@@ -236,6 +237,7 @@ class SweepRecorder:
         run_id = self.run_id(key)
         if run_id is not None:
             log_metrics(self.client, run_id, metrics, step=step)
+            self._last_epoch[key] = (step, dict(metrics))
 
     def complete_trial(self, key: str, final: dict | None, directory: pathlib.Path | None, *,
                        params: dict | None = None, history=()) -> str:
@@ -246,9 +248,12 @@ class SweepRecorder:
             return "UNKNOWN"
         problem = self.check_final(final, directory)
         for entry in history:
-            log_metrics(self.client, run_id, entry, step=int(entry.get("epoch", 0)))
-        if final:
-            log_metrics(self.client, run_id, final, step=int(final.get("epoch", 0) or 0))
+            self.log_epoch(key, entry, step=int(entry.get("epoch", 0)))
+        if final:  # what the last epoch already logged at the same step is not logged twice
+            step = int(final.get("epoch", 0) or 0)
+            last_step, last = self._last_epoch.get(key, (None, {}))
+            log_metrics(self.client, run_id, {k: v for k, v in final.items()
+                                              if not (last_step == step and last.get(k) == v)}, step=step)
         if params:
             log_params(self.client, run_id, flat_params(params))
         if problem is not None:

@@ -1,0 +1,57 @@
+"""A user's own model code for the tests: not a timm model, importable as ``user_models`` (never a test file).
+
+The tests' processes import it from this directory (pytest puts it on the path; fresh processes and Ray
+workers get it through PYTHONPATH), the way a user's package is importable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width: int = 8, classes: int = 4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+                                   nn.ReLU(), nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(width))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.block(x)).mean((2, 3)))
+
+
+def build(width: int = 8, classes: int = 4) -> TinyNet:
+    return TinyNet(width=width, classes=classes)
+
+
+def data(n: int = 64, seed: int = 0):
+    """Four classes told apart by where a bright square sits: learnable in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=generator)
+    x = torch.randn(n, 1, 8, 8, generator=generator) * 0.3
+    for i, label in enumerate(y.tolist()):
+        row, col = divmod(label, 2)
+        x[i, 0, row * 4:row * 4 + 4, col * 4:col * 4 + 4] += 1.0
+    return x, y
+
+
+def train(model, optimizer, reporter, x, y, *, epochs: int, steps: int, report: bool = True) -> None:
+    """The user's loop: full-batch steps, the reporter stepped after each, val_loss/val_acc each epoch."""
+    for _ in range(epochs):
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            reporter.step()
+        if report:
+            with torch.no_grad():
+                model.eval()
+                logits = model(x)
+                model.train()
+            reporter.report(val_loss=float(nn.functional.cross_entropy(logits, y)),
+                            val_acc=float((logits.argmax(1) == y).float().mean()))
