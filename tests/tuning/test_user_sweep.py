@@ -1,0 +1,125 @@
+"""run_sweep with a user's own trainable: user objectives, a Ray the user started, and bad input.
+
+Ray is started once here by the "user" (``ray.init`` with this directory on the workers' PYTHONPATH, as a
+user's package would be installed); every sweep must run on it and leave it running.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import user_models
+
+from chex_tune.tuning import ChexReporter, ChexSpace, SweepOptions, run_sweep
+from chex_tune.tuning.pareto import non_dominated_ranks
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+HERE = pathlib.Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def users_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+def tiny_trainable(config: dict) -> None:
+    """The user's trainable; ``mode`` misbehaves on purpose for the bad-input test."""
+    mode = config.get("mode", "ok")
+    if mode == "silent":
+        return  # never reports
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x, y = user_models.data()
+    model = user_models.build(width=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    chex = ChexReporter(model, x[:2], config, total=6, optimizer=optimizer, builder="user_models:build",
+                        builder_kwargs={"width": 8})
+    user_models.train(model, optimizer, chex, x, y, epochs=2, steps=3)
+    if mode == "no_objective":
+        chex.finish()  # reports val_loss, val_acc, macs... but never val_map
+    else:
+        chex.finish(val_map=float(chex.last["val_acc"]) / 2)
+
+
+def client_of(result):
+    from mlflow import MlflowClient
+
+    return MlflowClient(result.tracking_uri)
+
+
+def options(tmp_path, name: str, trials: int) -> SweepOptions:
+    return SweepOptions(trials=trials, concurrent=2, cpus_per_trial=1, store=str(tmp_path / "store"), experiment=name,
+                        sampler="random", seed=3)
+
+
+def test_a_user_metric_to_minimise_ranks_the_front_and_the_users_ray_stays_up(users_ray, tmp_path):
+    from ray import tune
+
+    result = run_sweep(tiny_trainable, options(tmp_path, "loss", 3), param_space={"lr": tune.uniform(0.01, 0.3)},
+                       chex_space=ChexSpace(sparsity=(0.2, 0.8), period=(1, 3)), objectives="val_loss:min,macs:min")
+    assert users_ray.is_initialized() and users_ray.cluster_resources()["CPU"] == 2  # the user's Ray, still up
+    assert [row["status"] for row in result.rows] == ["FINISHED"] * 3
+    values = [[row["metrics"]["val_loss"], row["metrics"]["macs"]] for row in result.rows]
+    assert [row["rank"] for row in result.rows] == non_dominated_ranks(values, [False, False]).tolist()
+    best_loss = min(result.rows, key=lambda row: row["metrics"]["val_loss"])
+    cheapest = min(result.rows, key=lambda row: row["metrics"]["macs"])
+    assert best_loss["rank"] == 0 and cheapest["rank"] == 0  # the extremes of a min/min front are on it
+    worse = [r for r in result.rows if any(np.all(np.array(v) <= [r["metrics"]["val_loss"], r["metrics"]["macs"]])
+                                           and v != [r["metrics"]["val_loss"], r["metrics"]["macs"]] for v in values)]
+    assert all(row["rank"] > 0 for row in worse)
+    client = client_of(result)
+    for row in result.rows:
+        run = client.get_run(row["run_id"])
+        assert run.data.tags["pareto"] == ("true" if row["rank"] == 0 else "false")
+        assert run.data.tags["chex.searched"] == "lr,period,regrow_fraction,sparsity"
+        assert float(run.data.params["regrow_ratio"]) == pytest.approx(
+            float(run.data.params["regrow_fraction"]) * float(run.data.params["sparsity"]))
+        assert run.data.params["builder"] == "user_models:build"
+        assert [m.step for m in client.get_metric_history(row["run_id"], "val_loss")] == [1, 2]
+        assert "training_iteration" not in run.data.metrics and "time_total_s" not in run.data.metrics
+    from chex_tune import load_compact
+
+    model = load_compact(client.download_artifacts(result.rows[0]["run_id"], "compact.pt", str(tmp_path)))
+    assert type(model).__name__ == "TinyNet"
+    assert sum(p.numel() for p in model.parameters()) == result.rows[0]["metrics"]["params"]
+
+
+def test_trainables_that_never_report_or_miss_an_objective_fail_alone_with_the_reason(users_ray, tmp_path):
+    import optuna
+    from ray import tune
+
+    points = [{"mode": "silent"}, {"mode": "no_objective"}, {"mode": "ok"}]
+    result = run_sweep(tiny_trainable, options(tmp_path, "bad", 3),
+                       param_space={"lr": 0.1, "mode": tune.choice(["silent", "no_objective", "ok"])},
+                       chex_space=ChexSpace(sparsity=0.5, regrow_fraction=0.5, period=2),
+                       objectives="val_map:max,macs:min",
+                       initial_points=points)
+    assert users_ray.is_initialized()
+    by_mode = {row["params"]["mode"]: row for row in result.rows}
+    assert sorted(by_mode) == ["no_objective", "ok", "silent"]
+    assert by_mode["ok"]["status"] == "FINISHED" and by_mode["ok"]["rank"] == 0
+    assert by_mode["silent"]["status"] == "FAILED"
+    assert "without reporting any result" in by_mode["silent"]["error"]
+    assert by_mode["no_objective"]["status"] == "FAILED"
+    assert "objective(s) ['val_map'] never reported" in by_mode["no_objective"]["error"]
+    assert "val_acc" in by_mode["no_objective"]["error"]  # what it did report
+    study = optuna.load_study(study_name=result.sweep, storage=f"sqlite:///{tmp_path / 'store' / 'optuna.db'}")
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+
+
+def test_a_space_that_collides_with_a_users_key_is_refused_before_anything_runs(tmp_path):
+    from ray import tune
+
+    with pytest.raises(ValueError, match=r"search space key\(s\) \['sparsity'\] are in two of the merged spaces"):
+        run_sweep(tiny_trainable, options(tmp_path, "clash", 1), param_space={"sparsity": tune.uniform(0, 1)},
+                  chex_space=ChexSpace())
+    assert not (tmp_path / "store").exists()
