@@ -66,7 +66,6 @@ def open_store(store: str | os.PathLike = "mlflow", tracking_uri: str | None = N
 
     A missing local database is an error: opening it would create an empty store and hide the mistake.
     """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
