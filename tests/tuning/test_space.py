@@ -127,7 +127,8 @@ def test_objectives_default_to_accuracy_and_macs():
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ("accuracy:max", r"unknown objective metric 'accuracy'; choose from: val_acc, macs, params, latency_ms"),
+    ("val_map", r"objective 'val_map' needs a mode: write val_map:max or val_map:min"),
+    ("val map:max", r"objective metric 'val map' is not a metric name"),
     ("test_acc:max", r"test_acc cannot be an objective: the test set is evaluated once .* never used for selection"),
     ("val_acc:up", r"objective val_acc: mode must be 'max' or 'min', got 'up'"),
     ("val_acc:min", r"val_acc:min points the wrong way; use val_acc:max"),
@@ -141,6 +142,18 @@ def test_objectives_default_to_accuracy_and_macs():
 def test_bad_objectives_are_rejected(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_objectives(spec)
+
+
+def test_user_metrics_are_objectives_with_either_direction():
+    assert parse_objectives("val_loss:min,val_map:max,macs:min") == (
+        Objective("val_loss", "min"), Objective("val_map", "max"), Objective("macs", "min"))
+    with pytest.raises(ValueError, match=r"unknown objective metric 'accuracy'; choose from: val_acc, macs"):
+        parse_objectives("accuracy:max", allowed=OBJECTIVE_METRICS)
+
+
+def test_a_yaml_space_allows_only_what_the_built_in_trainable_reports():
+    with pytest.raises(ValueError, match=r"^s\.yaml: unknown objective metric 'val_loss'; choose from: val_acc"):
+        SearchSpace.from_dict(minimal(objectives=["val_loss:min"]), source="s.yaml")
 
 
 def test_bad_objectives_in_a_space_name_the_source():
