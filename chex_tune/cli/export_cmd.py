@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                          "the alias names the version)")
     if args.alias:
         check_alias(args.alias)  # before any work: a bad alias should not cost an export
-    client, _uri = open_store(args.store, args.tracking_uri)
+    client, uri = open_store(args.store, args.tracking_uri)
     if args.run:
         trials = read_trials(client, args.experiment, args.sweep, DEFAULT_OBJECTIVES)
         row, why = find_run(trials, args.run)
@@ -56,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     shown = [m for m in ("val_acc", "test_acc", "macs", "params", "latency_ms") if m in row["metrics"]]
     print(f"run {row['run_id']} (trial {row['number']}): {describe(row, shown)}"
           f"{f'; {searched}' if searched else ''}\n  chosen as {why}")
-    result = export_run(client, row, args.format, args.output, evaluate=args.evaluate)
+    result = export_run(client, row, args.format, args.output, evaluate=args.evaluate, tracking_uri=uri)
     size = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({args.format}, {size:.2f} MB)")
+    if result.fallback:
+        print(f"  note: {result.fallback}")
     if result.exported_metrics and set(result.exported_metrics) != {"val_acc"}:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
                           for k, v in result.exported_metrics.items())

@@ -32,6 +32,7 @@ import yaml
 
 from chex_tune.config import RunConfig
 from chex_tune.core.compact import load_compact
+from chex_tune.tuning.builders import BuilderImportError
 from chex_tune.tuning.pareto import non_dominated_ranks
 from chex_tune.tuning.runs import format_metric
 
@@ -171,11 +172,18 @@ def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -
         shutil.copyfile(compact_path, out)
         return
     model = load_compact(compact_path).eval()
+    write_module(model, model.chex_recipe["input_shape"], fmt_name, out)
+
+
+def write_module(model: torch.nn.Module, input_shape, fmt_name: str, out: pathlib.Path) -> None:
+    """A module traced (TorchScript) or exported (ONNX, dynamic batch) to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     # Batch 2, not 1: a trace or export at batch 1 may bake the batch size into reshapes.
-    example = torch.zeros([2, *model.chex_recipe["input_shape"][1:]])
+    example = torch.zeros([2, *list(input_shape)[1:]])
     with warnings.catch_warnings(), torch.no_grad():
         # torch 2.13 deprecates TorchScript, and its exporter warns about its own internals: nothing to act on
         warnings.filterwarnings("ignore", message=r".*(deprecated|LeafSpec).*")
+        warnings.filterwarnings("ignore", message=r".*in training mode.*")  # a pt2 graph is fixed in eval form
         if fmt_name == "torchscript":
             torch.jit.save(torch.jit.trace(model, example), str(out))
         else:
@@ -183,6 +191,19 @@ def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -
             torch.onnx.export(model, (example,), str(out), dynamo=True, verbose=False, external_data=False,
                               input_names=["images"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+
+
+def write_from_mlflow_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path, fmt_name: str,
+                            out: pathlib.Path) -> None:
+    """The run's ``mlflow.pytorch`` copy (pt2: a graph, no class needed) written to ``out`` in ``fmt_name``."""
+    import mlflow.pytorch
+
+    from chex_tune.tuning.tracking import using_tracking_uri
+
+    input_shape = torch.load(compact_path, map_location="cpu", weights_only=True)["input_shape"]
+    with using_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
+    write_module(model, input_shape, fmt_name, out)
 
 
 def _require(*modules: str) -> None:
@@ -240,6 +261,7 @@ class ExportResult:
     config: RunConfig | None  # the built-in trainable's settings; None for a user's own trainable
     note: str = ""  # how the file was evaluated, or why it was not
     exported_metrics: dict | None = None  # what a user's evaluate function returned
+    fallback: str = ""  # set when the file was written from the run's MLflow model (builder not importable)
 
 
 def resolve_evaluator(evaluate) -> Callable:
@@ -254,12 +276,15 @@ def resolve_evaluator(evaluate) -> Callable:
         raise ValueError(f"--evaluate: {str(exc).replace('model builder', 'evaluate function')}") from None
 
 
-def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike, *, evaluate=None) -> ExportResult:
+def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike, *, evaluate=None,
+               tracking_uri: str | None = None) -> ExportResult:
     """Download the run's compact model, write ``out`` in ``fmt_name`` and score the written file.
 
     Scoring: ``evaluate`` (a function of the loaded model, or its ``"package.module:function"``), else the
     validation split of the built-in trainable's dataset; a run of a user's own trainable without
-    ``evaluate`` is not scored, and ``note`` says so.
+    ``evaluate`` is not scored, and ``note`` says so. When the compact model's builder cannot be imported
+    here, TorchScript and ONNX files are written from the run's MLflow model instead (given
+    ``tracking_uri``), and ``fallback`` says so.
     """
     out = pathlib.Path(out).expanduser().resolve()
     run_id = row["run_id"]
@@ -269,7 +294,19 @@ def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike, *, eval
         compact = pathlib.Path(_download(client, run_id, "compact.pt", tmp, names))
         config_text = pathlib.Path(_download(client, run_id, "config.yaml", tmp, names)).read_text() \
             if "config.yaml" in names else None
-        write_export(compact, fmt_name, out)
+        fallback = ""
+        try:
+            write_export(compact, fmt_name, out)
+        except BuilderImportError as exc:
+            if tracking_uri is None:
+                raise
+            try:  # the graph MLflow keeps needs no importable class
+                write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out)
+            except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
+                raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
+                                 f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
+            fallback = (f"exported from the run's MLflow model (pt2), since its builder is not importable here "
+                        f"({exc})")
     config = RunConfig.from_dict(yaml.safe_load(config_text)) if config_text is not None else None
     logged = row["metrics"].get("val_acc", math.nan)
     if evaluator is not None:
@@ -278,19 +315,19 @@ def export_run(client, row: dict, fmt_name: str, out: str | os.PathLike, *, eval
         metrics = dict(value) if isinstance(value, dict) else {"val_acc": float(value)}
         accuracy = metrics.get("val_acc")
         return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
-                            f"evaluated with {name}", metrics)
+                            f"evaluated with {name}", metrics, fallback)
     if config is None:
         return ExportResult(row, fmt_name, out, logged, None, None,
                             f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
                             "dataset to score the written file on; pass --evaluate package.module:function (a "
                             "function that takes the loaded model and returns its validation accuracy or a dict "
-                            "of metrics)")
+                            "of metrics)", fallback=fallback)
     try:
         accuracy = validation_accuracy(load_exported(out, fmt_name), config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
     return ExportResult(row, fmt_name, out, logged, accuracy, config,
-                        f"{config.train.dataset} validation split, on the CPU")
+                        f"{config.train.dataset} validation split, on the CPU", fallback=fallback)
 
 
 def _artifact_names(client, run_id: str) -> set[str]:

@@ -79,7 +79,7 @@ with torch.no_grad():
 
 
 @pytest.mark.ray
-def test_custom_model_sweep(tmp_path):
+def test_custom_model_sweep(tmp_path, capsys):
     uri, out = run_example(tmp_path, "custom_model_sweep.py", "--trials", "2", "--epochs", "1")
     client, runs = finished_trials(uri, "custom_model_sweep", 2)
     assert "Pareto front of 'custom_model_sweep'" in out and all(r.info.run_id in out for r in runs
@@ -88,6 +88,29 @@ def test_custom_model_sweep(tmp_path):
     assert run.data.params["builder"] == "digits:build_model" and "lr" in run.data.tags["chex.searched"]
     torch.testing.assert_close(compact_output_in_a_fresh_process(client, run.info.run_id, tmp_path),
                                served_output(uri, run.info.run_id), rtol=1e-4, atol=1e-5)
+    check_pareto_and_export(uri, runs, tmp_path, capsys)
+
+
+def check_pareto_and_export(uri, runs, tmp_path, capsys):
+    """The CLI on the example's sweep: the sweep's own objectives; ONNX written from the run's MLflow model
+    (the example's module is not importable in this process) and a plain note that it was not scored."""
+    from chex_tune.cli import main
+    from chex_tune.tuning.export import load_exported
+
+    assert main(["pareto", "custom_model_sweep", "--tracking-uri", uri, "--plot", str(tmp_path / "f.png")]) == 0
+    text = capsys.readouterr().out
+    assert "(val_acc:max, macs:min)" in text
+    assert all(r.info.run_id in text for r in runs if r.data.tags["pareto"] == "true")
+    run_id = runs[0].info.run_id
+    assert main(["export", "custom_model_sweep", "--run", run_id, "--format", "onnx", "-o",
+                 str(tmp_path / "m.onnx"), "--tracking-uri", uri]) == 0
+    text = capsys.readouterr().out
+    assert "note: exported from the run's MLflow model (pt2), since its builder is not importable here " \
+           "(cannot import model builder 'digits:build_model'" in text
+    assert f"not evaluated: run {run_id} was trained by your own trainable" in text and "--evaluate" in text
+    x = torch.linspace(0, 1, 2 * 64).reshape(2, 1, 8, 8)
+    torch.testing.assert_close(load_exported(tmp_path / "m.onnx", "onnx")(torch.cat([x, x, x])),
+                               torch.cat([served_output(uri, run_id)] * 3), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.ray

@@ -198,3 +198,20 @@ def test_export_by_run_id_says_when_the_file_scores_differently_from_the_log(sto
     text = capsys.readouterr().out
     assert "chosen as asked for with --run" in text and "note: they differ by more than 1 point" in text
     assert f"validation accuracy of the written file: {store['result']['val_acc']:.4f}" in text
+
+
+def test_export_scores_the_file_with_a_users_function(store, tmp_path):
+    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    seen = []
+
+    def my_metrics(model):
+        seen.append(model)
+        return {"val_acc": 0.25, "val_map": 0.5}
+
+    result = export_run(store["client"], row, "state", tmp_path / "m.pt", evaluate=my_metrics)
+    assert (result.exported_val_acc, result.exported_metrics) == (0.25, {"val_acc": 0.25, "val_map": 0.5})
+    assert result.note == "evaluated with test_export_scores_the_file_with_a_users_function.<locals>.my_metrics"
+    assert type(seen[0]) is type(load_compact(store["run_dir"] / "compact.pt"))
+    with pytest.raises(ValueError, match=r"--evaluate: cannot import evaluate function 'no_such_module:score'"):
+        export_run(store["client"], row, "state", tmp_path / "n.pt", evaluate="no_such_module:score")
+    assert not (tmp_path / "n.pt").exists()  # a bad function fails before anything is written
