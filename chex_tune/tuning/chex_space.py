@@ -247,6 +247,12 @@ def chex_values(config: Mapping) -> dict:
         raise ValueError(f"CHEX settings must be a dict (a trial's config) or a ChexConfig, "
                          f"got {type(config).__name__}")
     if FIXED_KEY not in config and SEARCHED_KEY not in config:
+        others = sorted(set(config) - set(chex_fields()) - {REGROW_FRACTION})
+        if others:
+            raise ValueError(f"the config has no {FIXED_KEY}/{SEARCHED_KEY} entries (ChexSpace.ray() and .suggest() "
+                             f"add them), so all of it is read as CHEX settings, and {others} are not CHEX settings "
+                             f"(allowed: {', '.join(chex_fields())}); build the space with ChexSpace or pass only "
+                             "CHEX settings")
         return dict(config)
     searched = list(config.get(SEARCHED_KEY) or ())
     missing = [name for name in searched if name not in config]

@@ -103,11 +103,12 @@ def resolve_store(options: SweepOptions) -> tuple[pathlib.Path, str]:
 
 # ------------------------------------------------------------------------------------ the entry points
 def run_sweep(trainable, options: SweepOptions | None = None, *, param_space: Mapping | None = None,
-              chex_space: ChexSpace | None = None, objectives=DEFAULT_OBJECTIVES,
+              chex_space: ChexSpace | None = None, objectives=None,
               initial_points: list[dict] | None = None, log: Callable[[str], None] | None = None) -> SweepResult:
     """A multi-objective sweep of ``trainable`` (any Ray Tune trainable) over ``param_space`` and ``chex_space``.
 
-    objectives: any metrics the trainable reports, each with a direction (``"val_map:max,macs:min"``);
+    objectives: any metrics the trainable reports, each with a direction (``"val_map:max,macs:min"``; default
+    ``options.objectives``, else ``val_acc:max,macs:min``); ``options.epochs`` is the built-in trainable's only;
     initial_points: configurations Optuna tries first; log: where progress lines go (default: logging).
     A ``SearchSpace`` in place of a trainable runs the built-in loop on it (``run_space_sweep``).
     """
@@ -119,7 +120,8 @@ def run_sweep(trainable, options: SweepOptions | None = None, *, param_space: Ma
     options = options or SweepOptions()
     space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
     name = getattr(trainable, "__name__", type(trainable).__name__)
-    return _sweep(trainable, options, param_space=space, objectives=parse_objectives(objectives),
+    objectives = parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES)
+    return _sweep(trainable, options, param_space=space, objectives=objectives,
                   searched=domain_keys(space), experiment=options.experiment or name, optuna_space=None,
                   initial_points=initial_points, description={"chex.trainable": _qualified(trainable)}, log=log)
 
