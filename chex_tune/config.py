@@ -13,22 +13,29 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 
-from chex_tune.core.allocation import ALLOCATORS
+from chex_tune.core.allocation import ALLOCATOR_ALIASES, ALLOCATORS
 from chex_tune.core.regrow import SAMPLERS
 from chex_tune.core.scoring import SCORERS
 
 
 @dataclass(frozen=True)
 class ChexConfig:
-    sparsity: float = 0.5  # fraction of prunable channels removed at the end, [0, 1)
+    """CHEX settings and their defaults: the one source of both (``ChannelExplorer`` takes these names).
+
+    The budget is what the final sub-model must meet: a MACs budget when ``macs_target`` is set (a
+    fraction of the dense MACs), otherwise a channel budget (``sparsity``). The allocator decides how
+    that budget is shared between layers, whatever it counts.
+    """
+
+    sparsity: float = 0.5  # channel budget: fraction of prunable channels removed at the end, [0, 1)
     regrow_ratio: float = 0.3  # delta0: initial regrow fraction of all prunable channels, <= sparsity
     period: int = 50  # optimizer steps (or epochs, with unit "epoch") between prune-regrow steps
     explore_until: float = 0.72  # fraction of training after which masks are frozen
     unit: str = "step"  # what period/total count: "step" or "epoch"
     scorer: str = "css"
     sampler: str = "projection"
-    allocator: str = "gamma-channels"
-    macs_target: float | None = None  # fraction of dense MACs to keep (allocator "gamma-macs"/"uniform")
+    allocator: str = "gamma"  # "gamma": global |gamma| ranking (the paper); "uniform": same fraction everywhere
+    macs_target: float | None = None  # MACs budget: fraction of dense MACs to keep (replaces the channel budget)
     reallocate: bool = True  # rank inactive channels by their most-recently-used |gamma|
     min_width: float = 0.05  # fraction of each group always kept (at least one unit)
     width_multiple: int = 1  # round kept widths to this many channels
@@ -47,14 +54,15 @@ class ChexConfig:
         _one_of("unit", self.unit, ("step", "epoch"))
         _one_of("scorer", self.scorer, tuple(SCORERS))
         _one_of("sampler", self.sampler, tuple(SAMPLERS))
+        if self.allocator in ALLOCATOR_ALIASES:
+            if self.allocator == "gamma-macs" and self.macs_target is None:
+                raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, "
+                                 "in (0, 1]); the allocator is now just 'gamma' and macs_target alone sets a MACs "
+                                 "budget")
+            object.__setattr__(self, "allocator", ALLOCATOR_ALIASES[self.allocator])
         _one_of("allocator", self.allocator, ALLOCATORS)
         if self.macs_target is not None:
             _in_range("macs_target", self.macs_target, 0.0, 1.0, closed_high=True, open_low=True)
-            if self.allocator == "gamma-channels":
-                raise ValueError("macs_target is set but allocator is 'gamma-channels'; "
-                                 "use allocator 'gamma-macs' (or 'uniform') for a MACs budget")
-        elif self.allocator == "gamma-macs":
-            raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, in (0, 1])")
         elif self.sparsity > 0 and self.regrow_ratio > self.sparsity:
             raise ValueError(f"regrow_ratio must be <= sparsity ({self.sparsity}), got {self.regrow_ratio}")
 
@@ -69,6 +77,11 @@ class ChexConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def budget(self) -> str:
+        """What the final sub-model's budget counts: "macs" (``macs_target``) or "channels" (``sparsity``)."""
+        return "channels" if self.macs_target is None else "macs"
 
     @property
     def dense(self) -> bool:

@@ -1,198 +1,457 @@
 #!/usr/bin/env python
-"""Training benchmark: CHEX against the dense model and its ablations on Fashion-MNIST, equal epochs.
+"""Training benchmark: CHEX against what a user would do instead, at equal epochs and equal MACs.
 
-Rows: dense; CHEX at S = 0.5 and 0.7; at S = 0.7 the ablations no regrowth (prune only, same
-schedule), uniform widths, L1 instead of CSS, uniform instead of projection regrowth; CHEX with a
-MACs budget of 0.3. Each row is trained with every seed; test accuracy is the mean over seeds.
-Writes ``train.json`` (every run's metrics) and ``train.md`` (table, targets) under ``--out``.
+Every row trains resnet18 on Fashion-MNIST with chex-tune's own recipe (``chex_tune.train``) for the
+same epochs; the pruning rows end at the same fraction of dense MACs (a MACs budget, or matched to it
+by bisection). Rows at each MACs level:
 
-    python scripts/bench_train.py                       # reduced CPU version (default without a GPU)
-    python scripts/bench_train.py --full --device cuda  # the full version: 30 epochs, all images
+- ``CHEX``: the shipped defaults with ``macs_target`` = the level;
+- CHEX ablations (at the middle level): no regrowth, uniform widths, L1 instead of CSS, uniform
+  instead of projection regrowth, no re-allocation;
+- ``uniform widths from scratch``: the same network with every layer narrowed alike, trained
+  compact from the first step (what a user gets by just shrinking the model);
+- ``CHEX widths from scratch``: the architecture CHEX found (same seed), re-initialised and trained
+  compact from the first step: what the allocation alone is worth;
+- ``torch-pruning``: dense training, then group-magnitude (L2) pruning with torch-pruning to the MACs
+  target, then the rest of the same schedule on the pruned model; per-layer (the same ratio in every
+  layer) or global, pruned once at 30% or 70% of training, and gradual (per-layer, in equal steps at
+  the start of every epoch from 10% to 50% of training).
+
+Each row runs with every seed (seed-major, so a cut-short run has whole seeds); rows report the mean
+test accuracy with its 95% t-interval and CHEX's paired difference to each row (same seeds). Writes
+``train.json``, ``train.md`` and ``train_front.png`` under ``--out``.
+
+    python scripts/bench_train.py                       # the CPU protocol (about 60 min on 2 cores)
+    python scripts/bench_train.py --full --device cuda  # the GPU protocol: 30 epochs, all 55k images
+    python scripts/bench_train.py --levels 0.25 --rows CHEX "uniform widths from scratch" --chex explore_until=0.3
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import chex_tune  # noqa: F401  (before timm)
 
 # isort: split
 import torch
+import torch_pruning as tp
+import yaml
 
-from chex_tune.config import RunConfig
-from chex_tune.train.loop import train
+from chex_tune.config import ChexConfig, RunConfig
+from chex_tune.core.compact import make_recipe, prune_copy, removed_channels
+from chex_tune.core.explorer import ChannelExplorer
+from chex_tune.core.flops import count_macs
+from chex_tune.core.groups import classifier_modules
+from chex_tune.train.loop import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import log, machine_info, verdict  # noqa: E402
 
-CHEX = {"regrow_ratio": 0.3, "explore_until": 0.72}
-ROWS = {  # name -> settings on top of the mode's base
-    "dense": {"sparsity": 0.0},
-    "CHEX S=0.5": {**CHEX, "sparsity": 0.5},
-    "CHEX S=0.7": {**CHEX, "sparsity": 0.7},
-    "S=0.7 no regrowth": {**CHEX, "sparsity": 0.7, "regrow_ratio": 0.0},
-    "S=0.7 uniform widths": {**CHEX, "sparsity": 0.7, "allocator": "uniform"},
-    "S=0.7 L1 pruning": {**CHEX, "sparsity": 0.7, "scorer": "l1"},
-    "S=0.7 uniform regrowth": {**CHEX, "sparsity": 0.7, "sampler": "uniform"},
-    "CHEX MACs 0.3": {**CHEX, "sparsity": 0.7, "allocator": "gamma-macs", "macs_target": 0.3},
+LEVELS = (0.5, 0.25, 0.12)
+ABLATION_LEVEL = 0.25
+ABLATIONS = {  # row name -> CHEX settings that differ from the defaults
+    "CHEX no regrowth": {"regrow_ratio": 0.0},
+    "CHEX uniform widths": {"allocator": "uniform"},
+    "CHEX L1 pruning": {"scorer": "l1"},
+    "CHEX uniform regrowth": {"sampler": "uniform"},
+    "CHEX no re-allocation": {"reallocate": False},
 }
-ABLATIONS = ["S=0.7 no regrowth", "S=0.7 uniform widths", "S=0.7 L1 pruning", "S=0.7 uniform regrowth"]
+BASELINES = ("uniform widths from scratch", "CHEX widths from scratch",
+             "torch-pruning per-layer @30%", "torch-pruning per-layer @70%",
+             "torch-pruning global @30%", "torch-pruning global @70%", "torch-pruning gradual")
+ROW_NAMES = ("dense", "CHEX", *ABLATIONS, *BASELINES)
 MODES = {
-    # A GPU run at published settings: the small-input stem, all 55k training images, 30 epochs.
+    # The GPU protocol: the small-input stem (456M MACs), all 55k training images, 30 epochs.
     "full": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "small", "epochs": 30, "batch_size": 128,
-             "lr": 0.1, "period": 50, "val_size": 5000},
-    # What 2 CPU cores manage in ~15 minutes: timm's stem (33M instead of 456M MACs), a subset, 5 epochs.
-    "reduced": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 5, "batch_size": 128,
-                "lr": 0.1, "period": 32, "train_subset": 12000, "val_size": 1200},
+             "val_size": 5000},
+    # The CPU protocol (see write_markdown for why these settings).
+    "cpu": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 8, "batch_size": 128,
+            "train_subset": 8000, "val_size": 1000},
 }
-TARGETS = {"dense_acc": 0.945, "drop_at_50": 0.003, "drop_at_70": 0.010, "epoch_ratio": 1.05,
-           "gpu_epoch_s": 3.0, "gpu_run_s": 90.0}
+MACS_TOLERANCE = 0.02  # every pruning row within 2% of its MACs target
+TARGETS = {"near_dense_25": 0.010, "near_dense_50": 0.003, "time_ratio_25": 0.6}
 
 
-def run_row(name: str, base: dict, seed: int, device: str, workdir: Path) -> dict:
-    config = RunConfig.from_dict({**base, **ROWS[name], "seed": seed, "device": device})
-    out = workdir / f"{name.replace(' ', '_').replace('=', '')}-{seed}"
+# ---------------------------------------------------------------------------------- pruning rows
+class PrunedTrainer(Trainer):
+    """``Trainer`` on a dense config whose model is pruned physically at the start of chosen epochs.
+
+    ``prune(trainer, step_index)`` removes channels from ``trainer.model`` in place and returns them as
+    {root layer name: channel indices of the current model}; the trainer then restarts the optimizer
+    (as CHEX does at compaction) and keeps the removed channels in dense coordinates, so the result is
+    a compact model like CHEX's (saved, reloadable, counted the same way).
+    """
+
+    def __init__(self, config: RunConfig, out: Path, *, prune_epochs: list[int],
+                 prune: Callable[[Trainer, int], dict[str, list[int]]]):
+        super().__init__(config, out)
+        self.prune_epochs, self.prune = prune_epochs, prune
+        self.dense_channels = {name: layer.out_channels for name, layer in self.model.named_modules()
+                               if hasattr(layer, "out_channels")}
+        self.kept = {name: list(range(count)) for name, count in self.dense_channels.items()}
+        self.prune_seconds = 0.0
+
+    def train_epoch(self) -> dict:
+        if self.epoch in self.prune_epochs:
+            start = time.perf_counter()
+            removed = self.prune(self, self.prune_epochs.index(self.epoch))
+            for name, idxs in removed.items():
+                drop = set(idxs)
+                self.kept[name] = [k for i, k in enumerate(self.kept[name]) if i not in drop]
+            dense_removed = {name: sorted(set(range(self.dense_channels[name])) - set(kept))
+                             for name, kept in self.kept.items() if len(kept) < self.dense_channels[name]}
+            self.model.chex_recipe = make_recipe(self.model, dense_removed, tuple(self.example.shape), **self.recipe)
+            self._set_model(self.model)  # new parameters: a fresh optimizer
+            self.compacted = True
+            self.prune_seconds += time.perf_counter() - start  # choosing the ratio is not training
+        return super().train_epoch()
+
+
+def tp_prune(model, example, ratio: float, *, global_pruning: bool, in_place: bool = True,
+             pruner: tp.pruner.MetaPruner | None = None) -> dict[str, list[int]]:
+    """One torch-pruning step (group L2 magnitude); returns what it removed per root layer."""
+    names = {m: n for n, m in model.named_modules()}
+    if pruner is None:
+        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, global_pruning=global_pruning,
+                                      ignored_layers=classifier_modules(model))
+    removed = {}
+    for group in pruner.step(interactive=True):
+        removed[names[group[0].dep.target.module]] = list(group[0].idxs)
+        if in_place:
+            group.prune()
+    return removed
+
+
+def ratio_for_macs(model, example, target_macs: float, *, global_pruning: bool) -> float:
+    """The torch-pruning ratio whose one-shot result lands nearest ``target_macs`` (bisection on copies)."""
+    def macs_at(ratio: float) -> float:
+        trial = copy.deepcopy(model).eval()
+        tp_prune(trial, example, ratio, global_pruning=global_pruning)
+        return count_macs(trial, example)
+
+    low, high = 0.0, 0.99
+    for _ in range(12):
+        mid = (low + high) / 2
+        if macs_at(mid) > target_macs:
+            low = mid
+        else:
+            high = mid
+    return min((low, high), key=lambda r: abs(macs_at(r) - target_macs))
+
+
+def one_shot_tp(level: float, *, global_pruning: bool):
+    def prune(trainer: Trainer, _index: int) -> dict[str, list[int]]:
+        example = trainer.example[:1]
+        ratio = ratio_for_macs(trainer.model, example, level * trainer.dense_macs, global_pruning=global_pruning)
+        return tp_prune(trainer.model, example, ratio, global_pruning=global_pruning)
+    return prune
+
+
+def gradual_tp(level: float, steps: int):
+    """Per-layer torch-pruning in ``steps`` equal ratio steps (torch-pruning's iterative schedule)."""
+    state = {}
+
+    def prune(trainer: Trainer, index: int) -> dict[str, list[int]]:
+        example = trainer.example[:1]
+        if index == 0:
+            ratio = ratio_for_macs(trainer.model, example, level * trainer.dense_macs, global_pruning=False)
+            state["pruner"] = tp.pruner.MetaPruner(
+                trainer.model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                pruning_ratio=ratio, iterative_steps=steps, ignored_layers=classifier_modules(trainer.model))
+        return tp_prune(trainer.model, example, 0.0, global_pruning=False, pruner=state["pruner"])
+    return prune
+
+
+def from_scratch(masks_of: Callable[[ChannelExplorer], list[torch.Tensor]], level: float):
+    """Prune the freshly initialised model before the first step: a narrow network trained from scratch."""
+    def prune(trainer: Trainer, _index: int) -> dict[str, list[int]]:
+        example = trainer.example[:1]
+        explorer = ChannelExplorer(copy.deepcopy(trainer.model), example, total=1, macs_target=level,
+                                   allocator="uniform", regrow_ratio=0.0, verify=False)
+        removed = removed_channels(explorer.state.groups, masks_of(explorer))
+        trainer.model = prune_copy(trainer.model, removed, example)
+        return removed
+    return prune
+
+
+def uniform_masks(explorer: ChannelExplorer) -> list[torch.Tensor]:
+    return explorer.state.masks  # step 0 of a uniform-allocator explorer: uniform widths at the budget
+
+
+def widths_masks(widths: list[dict]) -> Callable[[ChannelExplorer], list[torch.Tensor]]:
+    by_group = {w["group"]: w["width"] for w in widths}
+
+    def masks(explorer: ChannelExplorer) -> list[torch.Tensor]:
+        out = []
+        for group in explorer.state.groups:
+            mask = torch.zeros(group.units, dtype=torch.bool)
+            mask[: by_group[group.name] // group.tile] = True
+            out.append(mask)
+        return out
+    return masks
+
+
+# ------------------------------------------------------------------------------------ one run
+def row_config(name: str, level: float | None, base: dict, chex: dict, seed: int, device: str) -> RunConfig:
+    common = {**base, "seed": seed, "device": device}
+    if name == "CHEX" or name in ABLATIONS:
+        return RunConfig.from_dict({**common, **chex, **ABLATIONS.get(name, {}), "macs_target": level})
+    return RunConfig.from_dict({**common, "sparsity": 0.0})  # dense, and the dense start of every baseline
+
+
+def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, device: str, workdir: Path,
+            chex_widths: list[dict] | None) -> dict:
+    config = row_config(name, level, base, chex, seed, device)
+    epochs = config.train.epochs
+    out = workdir / f"{name.replace(' ', '_').replace('%', '').replace('@', '')}-{level}-{seed}"
+    if name in ("dense", "CHEX") or name in ABLATIONS:
+        trainer = Trainer(config, out)
+    elif name == "uniform widths from scratch":
+        trainer = PrunedTrainer(config, out, prune_epochs=[0], prune=from_scratch(uniform_masks, level))
+    elif name == "CHEX widths from scratch":
+        trainer = PrunedTrainer(config, out, prune_epochs=[0], prune=from_scratch(widths_masks(chex_widths), level))
+    elif name == "torch-pruning gradual":
+        prune_epochs = sorted({max(1, round(f * epochs)) for f in (0.1, 0.2, 0.3, 0.4, 0.5)})
+        trainer = PrunedTrainer(config, out, prune_epochs=prune_epochs, prune=gradual_tp(level, len(prune_epochs)))
+    else:
+        at = 0.3 if name.endswith("@30%") else 0.7
+        trainer = PrunedTrainer(config, out, prune_epochs=[max(1, round(at * epochs))],
+                                prune=one_shot_tp(level, global_pruning="global" in name))
     start = time.perf_counter()
-    result = train(config, out)
+    result = trainer.run()
     result["wall_seconds"] = time.perf_counter() - start
+    result["prune_seconds"] = getattr(trainer, "prune_seconds", 0.0)
+    result["widths"] = json.loads((out / "widths.json").read_text())
     return result
 
 
-def exploration_epochs(result: dict, explore_until: float) -> list[int]:
-    """Indices of epochs that lie entirely in the exploration phase (masked, not yet compacted)."""
-    epochs = result["epochs"]
-    return [e for e in range(epochs) if (e + 1) / epochs <= explore_until]
+# ------------------------------------------------------------------------------------ statistics
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def interval(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None with one value)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
+    """Per row (``name @ level``): mean test accuracy with its interval, costs, and CHEX's paired difference."""
     rows = {}
-    for name, results in runs.items():
+    for key, results in runs.items():
         accs = [r["test_acc"] for r in results]
-        rows[name] = {
-            "test_acc": statistics.mean(accs), "test_acc_each": accs,
-            "test_acc_sd": statistics.stdev(accs) if len(accs) > 1 else None,
+        mean, half = interval(accs)
+        rows[key] = {
+            "name": results[0]["row"], "level": results[0]["level"], "seeds": [r["seed"] for r in results],
+            "test_acc": mean, "test_acc_ci95": half, "test_acc_each": accs,
             "val_acc": statistics.mean(r["val_acc"] for r in results),
             "macs": statistics.mean(r["macs"] for r in results), "dense_macs": results[0]["dense_macs"],
+            "macs_ratio": statistics.mean(r["macs"] for r in results) / results[0]["dense_macs"],
             "params": statistics.mean(r["params"] for r in results),
             "latency_ms": statistics.median(r["latency_ms"] for r in results),
             "train_seconds": statistics.mean(r["train_seconds"] for r in results),
-            "device": results[0]["device"], "epochs": results[0]["epochs"], "seeds": len(results),
+            "device": results[0]["device"], "epochs": results[0]["epochs"],
         }
-    # A CHEX epoch while exploring against the dense epoch at the same position (same seed), median over pairs.
-    ratios = []
-    for dense, chex in zip(runs.get("dense", []), runs.get("CHEX S=0.5", [])):
-        for e in exploration_epochs(chex, CHEX["explore_until"]):
-            ratios.append(chex["history"][e]["epoch_seconds"] / dense["history"][e]["epoch_seconds"])
-    return {"rows": rows, "explore_epoch_ratio": statistics.median(ratios) if ratios else None,
-            "explore_epoch_ratios": ratios}
+    for key, row in rows.items():
+        chex_key = f"CHEX @ {row['level']}"
+        if row["level"] is None or key == chex_key or chex_key not in runs:
+            continue
+        chex_by_seed = {r["seed"]: r["test_acc"] for r in runs[chex_key]}
+        diffs = [chex_by_seed[r["seed"]] - r["test_acc"] for r in runs[key] if r["seed"] in chex_by_seed]
+        if diffs:
+            mean, half = interval(diffs)
+            row["chex_minus_row"] = mean
+            row["chex_minus_row_ci95"] = half
+            row["chex_minus_row_each"] = diffs
+    return rows
 
 
-def targets(summary: dict, mode: str) -> list[tuple[str, str, str]]:
-    """(target, measured, verdict) lines."""
-    rows, lines = summary["rows"], []
-    dense = rows.get("dense")
-    if dense:
-        note = "" if mode == "full" else " (target is for the full 30-epoch run; this is the reduced one)"
-        lines.append(("dense test accuracy >= 94.5%", f"{dense['test_acc']:.2%}",
-                      verdict(dense["test_acc"] >= TARGETS["dense_acc"],
-                              f"{(TARGETS['dense_acc'] - dense['test_acc']) * 100:.2f} pt") + note))
-    for name, fewer, drop in (("CHEX S=0.5", 0.5, "drop_at_50"), ("CHEX S=0.7", 0.7, "drop_at_70")):
-        if dense and name in rows:
-            row = rows[name]
-            reduction = 1 - row["macs"] / row["dense_macs"]
-            loss = dense["test_acc"] - row["test_acc"]
-            ok = reduction >= fewer and loss <= TARGETS[drop]
-            lines.append((f"{name}: >= {fewer:.0%} fewer MACs, loses <= {TARGETS[drop] * 100:.1f} pt",
-                          f"{reduction:.1%} fewer MACs, {loss * 100:+.2f} pt lost",
-                          verdict(ok, f"{(loss - TARGETS[drop]) * 100:.2f} pt" if reduction >= fewer
-                                  else f"{(fewer - reduction) * 100:.1f} pt of MACs reduction")))
-    chex = rows.get("CHEX S=0.7")
-    for name in ABLATIONS:
-        if chex and name in rows:
-            gap = chex["test_acc"] - rows[name]["test_acc"]
-            lines.append((f"CHEX S=0.7 beats {name}", f"{gap * 100:+.2f} pt",
-                          verdict(gap > 0, f"{-gap * 100:.2f} pt")))
-    ratio = summary["explore_epoch_ratio"]
-    if ratio is not None:
-        lines.append(("CHEX epoch while exploring <= 1.05x dense", f"{ratio:.3f}x",
-                      verdict(ratio <= TARGETS["epoch_ratio"], f"{ratio - TARGETS['epoch_ratio']:.3f}x")))
-    if dense and dense["device"].startswith("cuda"):
-        epoch = statistics.median(e["epoch_seconds"] for e in summary["dense_history"])
-        lines.append(("GPU: dense epoch <= 3 s", f"{epoch:.2f} s", verdict(epoch <= TARGETS["gpu_epoch_s"])))
-        run = rows["CHEX S=0.5"]["train_seconds"]
-        lines.append(("GPU: 30-epoch CHEX run <= 90 s", f"{run:.0f} s", verdict(run <= TARGETS["gpu_run_s"])))
-    else:
-        lines.append(("GPU epoch <= 3 s, 30-epoch run <= 90 s", "not measured (no GPU in this run)", "NOT RUN"))
+def targets(rows: dict) -> list[tuple[str, str, str]]:
+    lines = []
+    dense = rows.get("dense @ None")
+    for level in LEVELS:
+        chex = rows.get(f"CHEX @ {level}")
+        if chex is None:
+            continue
+        others = [r for k, r in rows.items() if r["level"] == level and k != f"CHEX @ {level}"]
+        for row in others:
+            gap = row["chex_minus_row"]
+            lines.append((f"{level:.0%} MACs: CHEX >= {row['name']} (mean)", f"{gap * 100:+.2f} pt",
+                          verdict(gap >= 0, f"{-gap * 100:.2f} pt")))
+        if level in (0.25, 0.12):
+            for row in others:
+                if row["name"].startswith("torch-pruning") or row["name"] == "uniform widths from scratch":
+                    gap, half = row["chex_minus_row"], row.get("chex_minus_row_ci95")
+                    resolved = half is not None and gap - half > 0
+                    lines.append((f"{level:.0%} MACs: CHEX beats {row['name']} beyond the 95% interval",
+                                  f"{gap * 100:+.2f} pt ± {_pt(half)}",
+                                  verdict(resolved, f"{(half or 0) * 100 - gap * 100:.2f} pt")))
+        if dense and level in (0.25, 0.5):
+            limit = TARGETS["near_dense_25" if level == 0.25 else "near_dense_50"]
+            loss = dense["test_acc"] - chex["test_acc"]
+            lines.append((f"{level:.0%} MACs: CHEX within {limit * 100:.1f} pt of dense", f"{loss * 100:+.2f} pt lost",
+                          verdict(loss <= limit, f"{(loss - limit) * 100:.2f} pt")))
+        if dense and level == 0.25:
+            ratio = chex["train_seconds"] / dense["train_seconds"]
+            lines.append(("25% MACs: CHEX training time <= 0.6x dense", f"{ratio:.2f}x",
+                          verdict(ratio <= TARGETS["time_ratio_25"], f"{ratio - TARGETS['time_ratio_25']:.2f}x")))
     return lines
 
 
+def _pt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f} pt"
+
+
+# ------------------------------------------------------------------------------------ reports
+def plot_front(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
+    names = list(dict.fromkeys(r["name"] for r in rows.values()))
+    markers = "o^sDv<>phX*P8dH"
+    for n, name in enumerate(names):
+        points = sorted((r for r in rows.values() if r["name"] == name), key=lambda r: r["macs"])
+        xs = [r["macs"] / 1e6 for r in points]
+        ys = [r["test_acc"] * 100 for r in points]
+        errs = [(r["test_acc_ci95"] or 0) * 100 for r in points]
+        style = {"lw": 2.5, "color": "black", "zorder": 5} if name == "CHEX" else {"lw": 1, "alpha": 0.85}
+        ax.errorbar(xs, ys, yerr=errs, marker=markers[n % len(markers)], capsize=3, label=name, **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (millions, log scale)")
+    ax.set_ylabel("test accuracy (%), mean over seeds, 95% interval")
+    ax.set_title("Fashion-MNIST, resnet18: accuracy against MACs at equal epochs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_markdown(path: Path, data: dict) -> None:
-    summary, mode = data["summary"], data["mode"]
-    base = data["base"]
-    out = ["# Training benchmark: CHEX on Fashion-MNIST", "",
-           f"Mode **{mode}** on {data['machine']['gpu'] or data['machine']['cpu_model']} "
-           f"({data['machine']['torch_threads']} torch threads), {data['minutes']:.0f} min in all. "
-           f"`python scripts/bench_train.py {' '.join(data['argv'])}`", "",
-           f"Settings of every row: {', '.join(f'{k}={v}' for k, v in base.items())}; "
-           f"CHEX rows: regrow_ratio {CHEX['regrow_ratio']}, explore_until {CHEX['explore_until']}, "
-           f"seeds {data['seeds']}. Test accuracy is the mean over seeds (the test set is evaluated once per run, "
-           "after training; nothing is selected on it). Latency: the compact model on the CPU, batch 1, median.",
-           "", "| row | test acc | (per seed) | val acc | MACs | params | CPU latency | train time | device | epochs |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, row in summary["rows"].items():
-        each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"])
-        out.append(f"| {name} | {row['test_acc']:.2%} | {each} | {row['val_acc']:.2%} | "
-                   f"{row['macs'] / 1e6:.1f}M ({row['macs'] / row['dense_macs']:.0%}) | {row['params'] / 1e6:.2f}M | "
-                   f"{row['latency_ms']:.2f} ms | {row['train_seconds']:.0f} s | {row['device']} | {row['epochs']} |")
-    out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+    rows, base, machine = data["rows"], data["base"], data["machine"]
+    out = ["# Training benchmark: CHEX against the simpler things a user could do", "",
+           f"Protocol **{data['mode']}** on {machine['gpu'] or machine['cpu_model']} "
+           f"({machine['torch_threads']} torch threads), {data['minutes']:.0f} min in all; dense throughput "
+           f"{data['throughput']:.0f} training images/s. `python scripts/bench_train.py {' '.join(data['argv'])}`", "",
+           f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}, chex-tune's "
+           f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
+           f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
+           "t-interval's half-width; the test set (10,000 images) is evaluated once per run, after training. "
+           "*CHEX − row*: the paired difference over the same seeds, mean ± 95% interval.", ""]
+    for level in (None, *LEVELS):
+        members = {k: r for k, r in rows.items() if r["level"] == level}
+        if not members:
+            continue
+        out += [f"## {'Dense' if level is None else f'{level:.0%} of dense MACs'}", "",
+                "| row | test acc | per seed | CHEX − row | MACs | params | train time |",
+                "|---|---|---|---|---|---|---|"]
+        for row in sorted(members.values(), key=lambda r: -r["test_acc"]):
+            each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"])
+            diff = (f"{row['chex_minus_row'] * 100:+.2f} ± {_pt(row.get('chex_minus_row_ci95'))}"
+                    if "chex_minus_row" in row else "")
+            out.append(f"| {row['name']} | {row['test_acc']:.2%} ± {_pt(row['test_acc_ci95'])} | {each} | {diff} | "
+                       f"{row['macs'] / 1e6:.2f}M ({row['macs_ratio']:.1%}) | {row['params'] / 1e6:.2f}M | "
+                       f"{row['train_seconds']:.0f} s |")
+        out.append("")
+    out += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     out += [f"| {t} | {m} | {v} |" for t, m, v in data["targets"]]
-    if mode != "full":
-        out += ["", "This is the **reduced CPU version** (no GPU was lent for this run): timm's ImageNet stem "
-                "(the 28 px image leaves the stem at 7 px), a class-balanced subset and few epochs. Accuracy "
-                "targets are set for the full 30-epoch run; the full version runs with "
-                "`python scripts/bench_train.py --full --device cuda` on a GPU."]
+    out += ["", "![accuracy against MACs](train_front.png)", ""]
+    notes = Path(__file__).with_name("bench_train_notes.md")
+    if notes.exists():
+        out += [notes.read_text()]
     path.write_text("\n".join(out) + "\n")
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_settings(items: list[str]) -> dict:
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--chex {item!r} must look like KEY=VALUE")
+        values[key] = yaml.safe_load(text)
+    ChexConfig.from_dict({k: v for k, v in values.items()})  # validate names and values now
+    return values
+
+
+def plan(row_names: list[str], levels: list[float]) -> list[tuple[str, float | None]]:
+    """(row, level) pairs in run order; CHEX first at each level (its widths feed a baseline)."""
+    pairs = [("dense", None)] if "dense" in row_names else []
+    for level in levels:
+        for name in row_names:
+            if name == "dense" or (name in ABLATIONS and level != ABLATION_LEVEL and len(levels) > 1):
+                continue
+            pairs.append((name, level))
+    return pairs
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="30 epochs, all images, small stem (GPU)")
+    parser.add_argument("--full", action="store_true", help="the GPU protocol: 30 epochs, all images, small stem")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW")
-    parser.add_argument("--epochs", type=int, help="override the mode's epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ROW_NAMES, metavar="ROW")
+    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
+    parser.add_argument("--chex", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="CHEX settings for the CHEX rows (a candidate method change)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override protocol settings")
     parser.add_argument("--data-dir")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args(argv)
-    mode = "full" if args.full else "reduced"
-    base = dict(MODES[mode])
-    if args.epochs:
-        base["epochs"] = args.epochs
+    mode = "full" if args.full else "cpu"
+    base = dict(MODES[mode]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     if args.data_dir:
         base["data_dir"] = args.data_dir
+    chex = parse_settings(args.chex)
+    rows_to_run = list(args.rows)
+    if "CHEX widths from scratch" in rows_to_run and "CHEX" not in rows_to_run:
+        raise SystemExit("the row 'CHEX widths from scratch' needs the row 'CHEX' (its widths)")
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {}
+    pairs = plan(rows_to_run, args.levels)
     with tempfile.TemporaryDirectory() as workdir:
-        for seed in args.seeds:  # seed-major: a cut-short run still has every row for the first seed
-            for name in args.rows:
-                result = run_row(name, base, seed, args.device, Path(workdir))
-                runs.setdefault(name, []).append(result)
-                log(f"{name} seed {seed}: test {result['test_acc']:.4f} val {result['val_acc']:.4f} "
-                    f"MACs {result['macs'] / 1e6:.1f}M ({result['train_seconds']:.0f} s)")
-    summary = summarise(runs)
-    summary["dense_history"] = [e for r in runs.get("dense", []) for e in r["history"]]
-    data = {"mode": mode, "base": base, "seeds": args.seeds, "argv": sys.argv[1:] if argv is None else argv,
-            "machine": machine_info(), "torch": torch.__version__, "minutes": (time.perf_counter() - started) / 60,
-            "summary": summary, "runs": runs}
-    data["targets"] = targets(summary, mode)
+        for seed in args.seeds:
+            widths: dict[float, list[dict]] = {}
+            for n, (name, level) in enumerate(pairs, 1):
+                result = run_row(name, level, base, chex, seed, args.device, Path(workdir), widths.get(level))
+                if name == "CHEX":
+                    widths[level] = result["widths"]
+                result.update(row=name, level=level, seed=seed)
+                if level is not None and abs(result["macs_ratio"] - level) > MACS_TOLERANCE * level:
+                    log(f"WARNING {name} @ {level}: MACs ratio {result['macs_ratio']:.4f} is not within "
+                        f"{MACS_TOLERANCE:.0%} of the target")
+                runs.setdefault(f"{name} @ {level}", []).append(result)
+                log(f"seed {seed} [{n}/{len(pairs)}] {name} @ {level}: test {result['test_acc']:.4f} "
+                    f"MACs {result['macs_ratio']:.3f} train {result['train_seconds']:.0f} s "
+                    f"({(time.perf_counter() - started) / 60:.1f} min so far)")
+    rows = summarise(runs)
+    dense_runs = runs.get("dense @ None", [])
+    throughput = (statistics.mean(r["train_size"] * r["epochs"] / r["train_seconds"] for r in dense_runs)
+                  if dense_runs else float("nan"))
+    data = {"mode": mode, "base": base, "chex": {**ChexConfig().to_dict(), **chex}, "seeds": args.seeds,
+            "argv": sys.argv[1:] if argv is None else argv, "machine": machine_info(), "torch": torch.__version__,
+            "minutes": (time.perf_counter() - started) / 60, "throughput": throughput, "rows": rows,
+            "targets": targets(rows),
+            "runs": {k: [{key: value for key, value in r.items() if key != "widths"} | {"widths": r["widths"]}
+                         for r in v] for k, v in runs.items()}}
+    data["chex"] = {k: v for k, v in data["chex"].items() if k not in ("seed", "macs_target", "sparsity")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train.json").write_text(json.dumps(data, indent=1) + "\n")
+    plot_front(rows, args.out / "train_front.png")
     write_markdown(args.out / "train.md", data)
     print((args.out / "train.md").read_text())
     return 0

@@ -50,7 +50,7 @@ def test_train_with_a_macs_budget_uses_the_macs_allocator(tmp_path):
 
     args = build_parser().parse_args([*TRAIN, "--budget", "macs", "--macs-target", "0.3", "--out", str(tmp_path)])
     config = resolve_config(args)
-    assert (config.chex.allocator, config.chex.macs_target) == ("gamma-macs", 0.3)
+    assert (config.chex.allocator, config.chex.macs_target) == ("gamma", 0.3)
     args = build_parser().parse_args([*TRAIN, "--budget", "macs", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--budget macs needs --macs-target"):
         resolve_config(args)

@@ -8,8 +8,14 @@ from chex_tune import ChexConfig
 
 
 def test_round_trip_through_a_dict():
-    config = ChexConfig(sparsity=0.7, regrow_ratio=0.2, period=3, allocator="gamma-macs", macs_target=0.3)
+    config = ChexConfig(sparsity=0.7, regrow_ratio=0.2, period=3, allocator="uniform", macs_target=0.3)
     assert ChexConfig.from_dict(config.to_dict()) == config
+    assert config.budget == "macs" and ChexConfig().budget == "channels"
+
+
+def test_old_allocator_names_mean_gamma():
+    assert ChexConfig(allocator="gamma-channels").allocator == "gamma"
+    assert ChexConfig(allocator="gamma-macs", macs_target=0.3).allocator == "gamma"
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -17,7 +23,8 @@ def test_round_trip_through_a_dict():
     ({"explore_until": 0.0}, "explore_until must be in (0.0, 1.0]"),
     ({"width_multiple": 0}, "width_multiple must be a positive integer"),
     ({"unit": "batch"}, "unknown unit 'batch'; choose one of: step, epoch"),
-    ({"allocator": "gamma-channels", "macs_target": 0.5}, "use allocator 'gamma-macs'"),
+    ({"allocator": "gamma-macs"}, "allocator 'gamma-macs' needs macs_target"),
+    ({"allocator": "magic"}, "unknown allocator 'magic'; choose one of: gamma, uniform"),
     ({"period": 1.5}, "period must be a positive integer"),
 ])
 def test_bad_values_are_rejected_by_name(values, message):

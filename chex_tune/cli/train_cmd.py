@@ -60,16 +60,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"--set {item!r} must look like KEY=VALUE")
         values[key.strip()] = yaml.safe_load(text)
     values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
-    if args.budget == "macs" or (args.macs_target is not None and args.budget is None):
-        if values.get("macs_target") is None:
-            raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
-        values.setdefault("allocator", "gamma-macs")
-        if values["allocator"] == "gamma-channels":
-            values["allocator"] = "gamma-macs"
-    elif args.budget == "channels":
+    if args.budget == "macs" and values.get("macs_target") is None:
+        raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
+    if args.budget == "channels":  # the channel budget (--sparsity) even where the YAML set a MACs target
         values["macs_target"] = None
-        if values.get("allocator") == "gamma-macs":
-            values["allocator"] = "gamma-channels"
     if "data_dir" in values and values["data_dir"] is not None:
         values["data_dir"] = str(pathlib.Path(values["data_dir"]).expanduser())
     return RunConfig.from_dict(values)

@@ -7,6 +7,10 @@ grow with ``K``, so a bisection finds it.
 
 - ``gamma``: rank every unit of every group by its norm scale |gamma| (the paper). Groups without a
   norm layer (squeeze-excite reductions, norm-free nets) keep the same fraction as the ranked units.
+- ``gamma-per-cost``: the same ranking with each unit's |gamma| divided by what it costs in the
+  budget's currency (its MACs for a MACs budget, its channels for a channel budget), so a channel of
+  an early, high-resolution layer must matter more to stay than one of a late, cheap layer. The
+  explorer divides the scores; here it ranks like ``gamma``.
 - ``uniform``: every group keeps the same fraction (the "no re-allocation" ablation).
 
 Every group keeps at least ``min_units`` (never zero) and widths can be rounded to a multiple.
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-ALLOCATORS = ("gamma-channels", "gamma-macs", "uniform")
+ALLOCATORS = ("gamma", "gamma-per-cost", "uniform")
+# Names from before the budget became its own setting (``macs_target``): both meant "gamma".
+ALLOCATOR_ALIASES = {"gamma-channels": "gamma", "gamma-macs": "gamma"}
 
 
 def check_allocator(name: str) -> None:

@@ -35,18 +35,21 @@ from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
 class ChannelExplorer:
     """CHEX on ``model`` in place. See the module docstring for the call pattern.
 
-    Keyword arguments (all but ``model``/``example_inputs``):
-      sparsity: global fraction of prunable channels removed at the end, in [0, 1).
-      regrow_ratio: initial regrow fraction (delta0), relative to all prunable channels; <= sparsity.
-      period, total, explore_until, unit: the schedule (``unit`` is "step" or "epoch").
+    CHEX settings are ``ChexConfig``'s fields, with its defaults (one source for both): pass them as
+    keywords (``sparsity=0.5, period=2``) or as ``config=`` (keywords then override it):
+      sparsity / macs_target: the budget, a fraction of prunable channels removed or of dense MACs kept.
+      regrow_ratio: initial regrow fraction (delta0), relative to all prunable channels.
+      period, explore_until, unit: the schedule (``unit`` is "step" or "epoch").
       scorer: "css" (column subset selection, the paper) or "l1".
       sampler: "projection" (the paper) or "uniform" regrowth.
-      allocator: "gamma-channels" (paper), "gamma-macs" (hit ``macs_target``) or "uniform".
-      macs_target: fraction of dense MACs to keep with the MACs budget.
+      allocator: "gamma" (global |gamma| ranking, the paper), "gamma-per-cost" (|gamma| per unit of the
+        budget: per MAC for a MACs budget) or "uniform" (same fraction everywhere).
       reallocate: rank inactive channels by their most-recently-used |gamma| (widths move both ways);
         False ranks them at 0 like the authors' code (widths can only shrink).
-      min_width: fraction of each group's channels always kept (at least one unit).
-      width_multiple: round kept widths to this many channels (hardware-friendly widths).
+      min_width, width_multiple: floor per group (fraction, at least one unit); rounding of widths.
+      seed: the regrowth draws.
+    Other keyword arguments:
+      total: the schedule's length, in ``unit``s (required).
       ignore: qualified names of layers whose output channels stay (the classifier always does).
       optimizer: if given, masks are re-applied after each of its steps and restored entries get
         their optimizer state reset.
@@ -56,20 +59,16 @@ class ChannelExplorer:
         are recognised without them).
     """
 
-    def __init__(self, model: nn.Module, example_inputs, *, sparsity: float = 0.5, regrow_ratio: float = 0.3,
-                 period: int = 1, total: int, explore_until: float = 0.72, unit: str = "step",
-                 scorer: str = "css", sampler: str = "projection", allocator: str = "gamma-channels",
-                 macs_target: float | None = None, reallocate: bool = True, min_width: float = 0.05,
-                 width_multiple: int = 1, ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None,
-                 seed: int = 0, verify: bool = True, graph_timeout_s: float | None = 120.0,
-                 model_name: str | None = None, model_kwargs: dict | None = None, builder: str | None = None):
-        self.config = ChexConfig(sparsity=sparsity, regrow_ratio=regrow_ratio, period=period,
-                                 explore_until=explore_until, unit=unit, scorer=scorer, sampler=sampler,
-                                 allocator=allocator, macs_target=macs_target, reallocate=reallocate,
-                                 min_width=min_width, width_multiple=width_multiple, seed=seed)
-        self.schedule = ExploreSchedule(period=period, total=total, explore_until=explore_until)
-        self.score = get_scorer(scorer)
-        self.sample = get_sampler(sampler)
+    def __init__(self, model: nn.Module, example_inputs, *, total: int, config: ChexConfig | None = None,
+                 ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None, verify: bool = True,
+                 graph_timeout_s: float | None = 120.0, model_name: str | None = None,
+                 model_kwargs: dict | None = None, builder: str | None = None, **settings):
+        config = ChexConfig.from_dict({**(config or ChexConfig()).to_dict(), **settings})
+        self.config = config
+        period, unit, seed = config.period, config.unit, config.seed
+        self.schedule = ExploreSchedule(period=period, total=total, explore_until=config.explore_until)
+        self.score = get_scorer(config.scorer)
+        self.sample = get_sampler(config.sampler)
         self.model = model
         self.example_inputs = example_inputs
         self.optimizer = optimizer
@@ -80,7 +79,8 @@ class ChannelExplorer:
         self.groups = self._discover(model, example_inputs, ignore, verify, graph_timeout_s, seed)
         self.state = MaskState(model, self.groups)
         self.cost = SubmodelCost(model, self.groups, example_inputs)
-        self.problem = self._allocation_problem(min_width, width_multiple)
+        self.problem = self._allocation_problem(config.min_width, config.width_multiple)
+        self._unit_macs: list[float] | None = None
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         if unit == "epoch" and optimizer is None:
             warnings.warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so "
@@ -92,7 +92,7 @@ class ChannelExplorer:
     def from_config(cls, model: nn.Module, example_inputs, config: ChexConfig, *, total: int,
                     **options) -> ChannelExplorer:
         """Build from a ``ChexConfig`` (what YAML files, the CLI and sweeps produce)."""
-        return cls(model, example_inputs, total=total, **config.to_dict(), **options)
+        return cls(model, example_inputs, total=total, config=config, **options)
 
     # ------------------------------------------------------------------------------ construction
     @staticmethod
@@ -158,6 +158,17 @@ class ChannelExplorer:
             masks.append(mask)
         return self.cost.macs(masks)
 
+    def _unit_costs(self) -> list[float]:
+        """What one unit of each group costs in the budget's currency, relative to the mean unit."""
+        if self.config.budget == "macs":
+            if self._unit_macs is None:  # a property of the dense model: once
+                self._unit_macs = [float(c) for c in self.cost.unit_macs()]
+            costs = self._unit_macs
+        else:
+            costs = [float(g.tile) for g in self.state.groups]
+        mean = sum(costs) / len(costs)
+        return [max(c, 1e-12) / mean for c in costs]
+
     def _widths(self, *, allocator: str, scores) -> list[int]:
         """Keep widths k_g at the final budget."""
         budget = self._macs_budget
@@ -174,8 +185,7 @@ class ChannelExplorer:
             return list(keep)
         total = sum(g.channels for g in self.state.groups)
         target = self.problem.channels(keep) + delta * total
-        grown = allocate(self.problem, allocator="uniform" if allocator == "uniform" else "gamma-channels",
-                         scores=scores or [None] * len(keep), keep_channels=target)
+        grown = allocate(self.problem, allocator=allocator, scores=scores or [None] * len(keep), keep_channels=target)
         return [max(k, m) for k, m in zip(keep, grown)]
 
     # ----------------------------------------------------------------------------- public API
@@ -210,6 +220,8 @@ class ChannelExplorer:
                 continue
             inactive_value = mru if self.config.reallocate else torch.zeros_like(now)
             scores.append(torch.where(mask, now, inactive_value))
+        if self.config.allocator == "gamma-per-cost":
+            scores = [s if s is None else s / cost for s, cost in zip(scores, self._unit_costs())]
         allocator = self.config.allocator
         keep = self._widths(allocator=allocator, scores=scores)
         grown = self._grown_widths(keep, delta, allocator=allocator, scores=scores)

@@ -91,5 +91,14 @@ class SubmodelCost:
     def macs(self, masks: list[torch.Tensor] | None) -> int:
         return sum(pos * self._alive_elements(self.weight_keys[name], masks) for name, pos in self.positions.items())
 
+    def unit_macs(self) -> list[int]:
+        """Per group: the MACs one of its units costs in the dense model (dense MACs minus those without it)."""
+        costs = []
+        for number in range(len(self.groups)):
+            masks = [torch.ones(g.units, dtype=torch.bool) for g in self.groups]
+            masks[number][0] = False
+            costs.append(self.dense_macs - self.macs(masks))
+        return costs
+
     def params(self, masks: list[torch.Tensor] | None) -> int:
         return sum(self._alive_elements(key, masks) for key in self.shapes)

@@ -16,7 +16,7 @@ def _problem(units, *, min_units=None, step=1):
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.7, 0.9])
-@pytest.mark.parametrize("allocator", ["gamma-channels", "uniform"])
+@pytest.mark.parametrize("allocator", ["gamma", "uniform"])
 def test_channel_budget_within_one_channel_per_group(sparsity, allocator):
     generator = torch.Generator().manual_seed(0)
     units = [16, 32, 64, 64, 128, 256]
@@ -29,23 +29,23 @@ def test_channel_budget_within_one_channel_per_group(sparsity, allocator):
 
 def test_gamma_ranking_keeps_the_largest_scales():
     scores = [torch.tensor([5.0, 4.0, 0.1, 0.2]), torch.tensor([0.3, 3.0, 0.05, 2.0])]
-    widths = allocate(_problem([4, 4]), allocator="gamma-channels", scores=scores, keep_channels=4)
+    widths = allocate(_problem([4, 4]), allocator="gamma", scores=scores, keep_channels=4)
     assert widths == [2, 2]  # 5, 4 | 3, 2
-    widths = allocate(_problem([4, 4]), allocator="gamma-channels", scores=scores, keep_channels=3)
+    widths = allocate(_problem([4, 4]), allocator="gamma", scores=scores, keep_channels=3)
     assert widths == [2, 1]
 
 
 def test_minimum_width_and_rounding():
     scores = [torch.full((64,), 0.01), torch.ones(64)]  # the first group would lose everything
     problem = _problem([64, 64], min_units=[8, 8], step=8)
-    widths = allocate(problem, allocator="gamma-channels", scores=scores, keep_channels=64)
+    widths = allocate(problem, allocator="gamma", scores=scores, keep_channels=64)
     assert widths[0] == 8 and widths[1] == 56
     assert all(w % 8 == 0 for w in widths)
 
 
 def test_unscored_groups_follow_the_global_fraction():
     scores = [torch.rand(100), None]  # e.g. a squeeze-excite reduction without a norm layer
-    widths = allocate(_problem([100, 40]), allocator="gamma-channels", scores=scores, keep_channels=70)
+    widths = allocate(_problem([100, 40]), allocator="gamma", scores=scores, keep_channels=70)
     assert widths[1] == 20 and abs(sum(widths) - 70) <= 2
 
 
@@ -57,7 +57,8 @@ def _randomise_gammas(model, seed):
                 layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2)
 
 
-@pytest.mark.parametrize(("allocator", "target"), [("gamma-macs", 0.3), ("gamma-macs", 0.6), ("uniform", 0.5)])
+@pytest.mark.parametrize(("allocator", "target"), [("gamma", 0.3), ("gamma", 0.6), ("gamma-per-cost", 0.3),
+                                                        ("uniform", 0.5)])
 def test_macs_budget_lands_within_two_percent(allocator, target):
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10)
@@ -69,7 +70,7 @@ def test_macs_budget_lands_within_two_percent(allocator, target):
     ex.apply_masks()
     ex.step(), ex.step()  # t = 2 = stop: the final, regrowth-free step
     assert abs(ex.macs() / ex.dense_macs() - target) <= 0.02 * target
-    if allocator == "gamma-macs":  # re-allocation really moved widths away from uniform
+    if allocator != "uniform":  # re-allocation really moved widths away from uniform
         fractions = {round(int(m.sum()) / g.units, 2) for g, m in zip(ex.state.groups, ex.state.masks)}
         assert len(fractions) > 2
 
@@ -101,3 +102,26 @@ def test_true_reallocation_lets_a_group_grow_back(tiny_resnet, image_batch, real
     # with most-recently-used scales the group grows back to full width; ranked at 0 (the authors'
     # code) its inactive channels can never return, so it stays at its active count
     assert _width(ex, group) == (32 if reallocate else 16)
+
+
+def test_cost_aware_ranking_keeps_more_of_the_cheap_layers():
+    """Equal |gamma| everywhere: per MAC, a late (1x1 px here) channel is cheaper than an early one."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    fractions = {}
+    for allocator in ("gamma", "gamma-per-cost"):
+        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+        ex = ChannelExplorer(model, x, allocator=allocator, macs_target=0.3, regrow_ratio=0.0, period=1, total=2,
+                             explore_until=0.5, verify=False)
+        with torch.no_grad():
+            for layer in model.modules():
+                if isinstance(layer, torch.nn.BatchNorm2d):
+                    layer.weight.fill_(1.0)
+        ex.apply_masks()
+        ex.step()
+        assert abs(ex.macs() / ex.dense_macs() - 0.3) <= 0.02 * 0.3
+        fractions[allocator] = {s["group"]: s["width"] / s["channels"] for s in ex.groups_summary}
+    costs = dict(zip([g.name for g in ex.state.groups], ex.cost.unit_macs()))
+    assert costs["conv1"] > costs["layer4.0.conv1"] > 0
+    assert fractions["gamma-per-cost"]["layer4.0.conv1"] > fractions["gamma"]["layer4.0.conv1"]
+    assert fractions["gamma-per-cost"]["conv1"] < fractions["gamma"]["conv1"]

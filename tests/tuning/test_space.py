@@ -77,7 +77,7 @@ def test_mobilenetv2_space_searches_the_exploration_length():
 
 def test_imagefolder_template_searches_a_macs_budget_with_three_objectives():
     space = SearchSpace.load(SEARCH_SPACES_DIR / "imagefolder_resnet50.yaml")
-    assert space.fixed["allocator"] == "gamma-macs" and space.fixed["image_size"] == 224
+    assert "allocator" not in space.fixed and space.fixed["image_size"] == 224
     assert "sparsity" not in space.params and "sparsity" not in space.fixed
     assert space.params["macs_target"] == Param("macs_target", 0.2, 0.6)
     assert space.params["lr"] == Param("lr", 0.05, 0.4, log=True)
@@ -228,27 +228,25 @@ def test_sparsity_from_zero_still_checks_the_values_just_above_it():
 
 
 def test_the_corner_check_catches_invalid_combinations_with_fixed_settings():
-    # a MACs budget needs allocator gamma-macs (or uniform) fixed beside it
-    with pytest.raises(ValueError, match=r"sampled configuration would be invalid \(.*macs_target=0\.2.*\): "
-                                         r"macs_target is set but allocator is 'gamma-channels'"):
-        SearchSpace.from_dict(with_search(macs_target={"low": 0.2, "high": 0.6}))
+    # a searched MACs budget with a regrow ratio the channel budget could not hold is fine (no coupling)
+    assert SearchSpace.from_dict(with_search(macs_target={"low": 0.2, "high": 0.6})).params["macs_target"].low == 0.2
     # ranges beyond what the setting allows fail at the offending end
     with pytest.raises(ValueError, match=r"\(.*sparsity=1\.2.*\): sparsity must be in \[0\.0, 1\.0\)"):
         SearchSpace.from_dict(with_search(sparsity={"low": 0.3, "high": 1.2}))
     with pytest.raises(ValueError, match=r"explore_until must be in \(0\.0, 1\.0\]"):
         SearchSpace.from_dict(with_search(explore_until={"low": 0.5, "high": 1.5}))
     # a fixed value that is only invalid together with the searched ones is reported too
-    with pytest.raises(ValueError, match=r"macs_target is set but allocator is 'gamma-channels'"):
-        SearchSpace.from_dict(minimal(fixed={"allocator": "gamma-channels", "macs_target": 0.5}))
+    with pytest.raises(ValueError, match=r"\(.*sparsity=0\.1.*\): regrow_ratio must be <= sparsity"):
+        SearchSpace.from_dict(minimal(fixed={"regrow_ratio": 0.2}, search={"sparsity": {"low": 0.1, "high": 0.5}}))
 
 
 def test_categorical_choices_are_checked_against_fixed_settings():
-    data = minimal(fixed={"macs_target": 0.4}, search={"allocator": {"choices": ["gamma-macs", "gamma-channels"]}})
-    with pytest.raises(ValueError, match=r"allocator='gamma-channels'\): macs_target is set"):
+    data = minimal(fixed={"macs_target": 0.4}, search={"allocator": {"choices": ["gamma", "magic"]}})
+    with pytest.raises(ValueError, match=r"allocator='magic'\): unknown allocator 'magic'"):
         SearchSpace.from_dict(data)
     space = SearchSpace.from_dict(minimal(fixed={"macs_target": 0.4},
-                                          search={"allocator": {"choices": ["gamma-macs", "uniform"]}}))
-    assert [corner["allocator"] for corner in space.sample_corners()] == ["gamma-macs", "uniform"]
+                                          search={"allocator": {"choices": ["gamma", "uniform"]}}))
+    assert [corner["allocator"] for corner in space.sample_corners()] == ["gamma", "uniform"]
 
 
 def test_macs_target_may_offer_no_budget_as_a_choice():
