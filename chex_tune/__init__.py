@@ -5,6 +5,7 @@
 
 from chex_tune import _torchvision_fix  # noqa: F401  (first: makes `import timm` work everywhere)
 from chex_tune.config import ChexConfig
+from chex_tune.core import builders as _builders  # noqa: F401  (registers the "package.module:function" builder)
 from chex_tune.core.compact import load_compact, save_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.train import models as _models  # noqa: F401  (registers the small-stem builder for load_compact)

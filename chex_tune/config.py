@@ -28,9 +28,9 @@ class ChexConfig:
     """
 
     sparsity: float = 0.5  # channel budget: fraction of prunable channels removed at the end, [0, 1)
-    regrow_ratio: float = 0.3  # delta0: initial regrow fraction of all prunable channels, <= sparsity
+    regrow_ratio: float = 0.1  # delta0: initial regrow fraction of all prunable channels, <= sparsity
     period: int = 50  # optimizer steps (or epochs, with unit "epoch") between prune-regrow steps
-    explore_until: float = 0.72  # fraction of training after which masks are frozen
+    explore_until: float = 0.15  # fraction of training after which masks freeze (paper: 0.72; benchmarks/train.md)
     unit: str = "step"  # what period/total count: "step" or "epoch"
     scorer: str = "css"
     sampler: str = "projection"

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MLFLOW_DISABLE_TELEMETRY=true
-.venv/bin/ruff check chex_tune tests scripts
+.venv/bin/ruff check chex_tune tests scripts examples
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

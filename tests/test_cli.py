@@ -73,3 +73,11 @@ def test_train_names_where_fashion_mnist_was_looked_for(tmp_path, capsys):
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "apt-get install dataset-fashion-mnist" in err
+
+
+@pytest.mark.parametrize("argv", [["sweep", "nope.yaml"], ["train", "--config", "nope.yaml", "--out", "x"]])
+def test_a_missing_file_is_one_line_and_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nope.yaml" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

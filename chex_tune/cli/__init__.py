@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args) or 0
-    except ValueError as exc:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # bad input (settings, or a path the user gave): one clear line, no traceback
         print(f"chex-tune {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

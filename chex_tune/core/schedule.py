@@ -25,7 +25,7 @@ class ExploreSchedule:
 
     period: int
     total: int
-    explore_until: float = 0.72
+    explore_until: float  # no default here: ChexConfig holds the one default
 
     def __post_init__(self) -> None:
         if not _is_int(self.period) or self.period <= 0:

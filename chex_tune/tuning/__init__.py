@@ -18,14 +18,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from chex_tune.core.builders import BuilderImportError, builder_reference
 from chex_tune.core.compact import load_compact, save_compact
-from chex_tune.tuning import builders as _builders  # noqa: F401  (registers the "import" builder)
 
 _EXPORTS = {
     "ChexReporter": "reporter", "ChexResult": "reporter",
     "ChexSpace": "chex_space", "merge_spaces": "chex_space",
     "Objective": "objectives", "parse_objectives": "objectives",
-    "BuilderImportError": "builders", "builder_reference": "builders",
     "run_sweep": "search", "run_space_sweep": "search", "SweepOptions": "search", "SweepResult": "search",
     "RayMlflowCallback": "ray_callback",
     "OptunaMlflowCallback": "optuna_callback",
@@ -39,7 +38,6 @@ __all__ = ["BuilderImportError", "ChexLightningCallback", "ChexReporter", "ChexR
            "run_sweep", "save_compact"]
 
 if TYPE_CHECKING:
-    from chex_tune.tuning.builders import BuilderImportError, builder_reference
     from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
     from chex_tune.tuning.lightning_callback import ChexLightningCallback
     from chex_tune.tuning.objectives import Objective, parse_objectives

@@ -12,7 +12,7 @@ since torch 2.9; the older TorchScript-based exporter is deprecated), with a dyn
 Every written file is loaded back the way a user would load it and scored: by the user's own evaluate
 function when given one, else on the validation split of the built-in trainable's config. A run of a
 user's own trainable without an evaluate function is written but not scored, and the result says so.
-Compact models of users' own module classes load through their importable builder (builders.py).
+Compact models of users' own module classes load through their importable builder (core/builders.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 import yaml
 
 from chex_tune.config import RunConfig
+from chex_tune.core.builders import BuilderImportError
 from chex_tune.core.compact import load_compact
-from chex_tune.tuning.builders import BuilderImportError
 from chex_tune.tuning.pareto import non_dominated_ranks
 from chex_tune.tuning.runs import format_metric
 
@@ -266,7 +266,7 @@ class ExportResult:
 
 def resolve_evaluator(evaluate) -> Callable:
     """A function ``model -> accuracy (or a dict of metrics)``, given as itself or as ``"package.module:function"``."""
-    from chex_tune.tuning.builders import BuilderImportError, resolve_builder
+    from chex_tune.core.builders import BuilderImportError, resolve_builder
 
     if callable(evaluate):
         return evaluate

@@ -41,10 +41,10 @@ from torch import nn
 
 from chex_tune.config import ChexConfig
 from chex_tune.core._atomic import atomic_write_text
+from chex_tune.core.builders import IMPORT_BUILDER, builder_reference, check_rebuilds
 from chex_tune.core.compact import make_recipe, save_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
-from chex_tune.tuning.builders import IMPORT_BUILDER, builder_reference, check_rebuilds
 from chex_tune.tuning.chex_space import chex_values, resolve_chex_settings, searched_names
 from chex_tune.tuning.objectives import parse_objectives
 

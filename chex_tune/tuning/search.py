@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -324,10 +325,19 @@ class ObjectiveGuard(Searcher):
 
 
 class ProgressCallback(Callback):
-    """One line per finished or failed trial (Ray's own tables are off: verbose=0)."""
+    """Live progress (Ray's own tables are off: verbose=0): a line when a trial starts, after each of its
+    epochs (with the sweep's ETA) and when it ends.
+
+    The ETA extrapolates the sweep's wall time per trial-epoch so far to the trial-epochs left; it is known
+    once a trial's config says how many epochs it runs (the built-in trainable's does), else it is
+    extrapolated from finished trials.
+    """
 
     def __init__(self, total: int, objectives, log):
         self.total, self.objectives, self.log, self.done = total, objectives, log, 0
+        self.started_at = time.monotonic()
+        self.numbers: dict[str, int] = {}  # trial id -> 1, 2, ... in start order
+        self.epochs_done = 0
 
     def __getstate__(self) -> dict:  # a bound logger method pickles; a user's lambda may not: fall back to logging
         import pickle
@@ -337,6 +347,37 @@ class ProgressCallback(Callback):
             return dict(self.__dict__)
         except Exception:  # noqa: BLE001
             return {**self.__dict__, "log": logger.info}
+
+    def _number(self, trial) -> int:
+        return self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        config = {k: v for k, v in (trial.config or {}).items() if not k.startswith("chex_")}
+        shown = ", ".join(f"{k}={format_metric(k, v) if isinstance(v, float) else v}" for k, v in config.items())
+        self.log(f"trial {self._number(trial)}/{self.total} started{f': {shown}' if shown else ''}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        epoch = result.get("epoch")
+        if result.get("final") or not isinstance(epoch, (int, float)):
+            return
+        self.epochs_done += 1
+        epochs = (trial.config or {}).get("chex_fixed", {}).get("epochs")
+        shown = ", ".join(f"{o.name} {format_metric(o.name, result[o.name])}" for o in self.objectives
+                          if o.name in result)
+        running = sum(t.status == "RUNNING" for t in trials)
+        self.log(f"trial {self._number(trial)}/{self.total} epoch {epoch:g}{f'/{epochs}' if epochs else ''}"
+                 f"{f': {shown}' if shown else ''} ({running} running, {self.done} done{self._eta(epochs)})")
+
+    def _eta(self, epochs) -> str:
+        elapsed = time.monotonic() - self.started_at
+        if epochs:
+            left = self.total * epochs - self.epochs_done
+            seconds = elapsed / max(1, self.epochs_done) * max(0, left)
+        elif self.done:
+            seconds = elapsed / self.done * (self.total - self.done)
+        else:
+            return ""
+        return f", about {seconds / 60:.0f} min left" if seconds >= 90 else f", about {seconds:.0f} s left"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1

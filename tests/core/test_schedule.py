@@ -10,7 +10,7 @@ from chex_tune.core.schedule import ExploreSchedule
 
 
 def test_stop_rounds_the_exploration_fraction() -> None:
-    assert ExploreSchedule(period=2, total=10).stop == 7  # 0.72 * 10 = 7.2
+    assert ExploreSchedule(period=2, total=10, explore_until=0.72).stop == 7  # 0.72 * 10 = 7.2
     assert ExploreSchedule(period=2, total=10, explore_until=0.75).stop == 8  # 7.5 rounds to even
     assert ExploreSchedule(period=3, total=100, explore_until=1.0).stop == 100
     assert ExploreSchedule(period=1, total=1, explore_until=0.4).stop == 0
@@ -28,7 +28,7 @@ def test_regrow_factor_follows_a_cosine_from_ratio_to_zero() -> None:
 
 
 def test_regrow_factor_decreases_until_stop() -> None:
-    schedule = ExploreSchedule(period=1, total=40)
+    schedule = ExploreSchedule(period=1, total=40, explore_until=0.72)
     factors = [schedule.regrow_factor(t, 0.5) for t in range(schedule.stop + 1)]
     assert all(a > b for a, b in itertools.pairwise(factors))
 
@@ -43,11 +43,11 @@ def test_regrow_factor_is_zero_when_nothing_explores() -> None:
 )
 def test_regrow_factor_rejects_bad_arguments(t: int, ratio: float, name: str) -> None:
     with pytest.raises(ValueError, match=rf"^{name} must .*got {t if name == 't' else ratio}"):
-        ExploreSchedule(period=2, total=10).regrow_factor(t, ratio)
+        ExploreSchedule(period=2, total=10, explore_until=0.72).regrow_factor(t, ratio)
 
 
 def test_is_explore_step_boundaries() -> None:
-    schedule = ExploreSchedule(period=2, total=10)  # stop = 7, not a multiple of 2
+    schedule = ExploreSchedule(period=2, total=10, explore_until=0.72)  # stop = 7, not a multiple of 2
     assert not schedule.is_explore_step(0)
     assert not schedule.is_explore_step(1)
     assert schedule.is_explore_step(2)
@@ -80,12 +80,12 @@ def test_explore_steps(period: int, total: int, explore_until: float, steps: lis
 
 
 def test_is_frozen_from_stop_on() -> None:
-    schedule = ExploreSchedule(period=2, total=10)
+    schedule = ExploreSchedule(period=2, total=10, explore_until=0.72)
     assert [schedule.is_frozen(t) for t in (0, 6, 7, 8, 10)] == [False, False, True, True, True]
 
 
 def test_schedule_is_immutable() -> None:
-    schedule = ExploreSchedule(period=2, total=10)
+    schedule = ExploreSchedule(period=2, total=10, explore_until=0.72)
     with pytest.raises(dataclasses.FrozenInstanceError):
         schedule.period = 3  # type: ignore[misc]
 
@@ -107,4 +107,4 @@ def test_schedule_is_immutable() -> None:
 )
 def test_validation_names_argument_value_and_range(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ExploreSchedule(**kwargs)
+        ExploreSchedule(**{"explore_until": 0.72, **kwargs})

@@ -14,8 +14,8 @@ import torch
 import user_models
 
 from chex_tune import load_compact
+from chex_tune.core.builders import build_from_reference, builder_reference
 from chex_tune.tuning import BuilderImportError, ChexReporter, ChexSpace, OptunaMlflowCallback
-from chex_tune.tuning.builders import build_from_reference, builder_reference
 
 HERE = pathlib.Path(__file__).parent
 CONFIG = {"sparsity": 0.5, "regrow_fraction": 0.5, "period": 2}

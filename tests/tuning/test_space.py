@@ -54,8 +54,11 @@ def test_shipped_space_is_valid_at_its_corners_and_midpoint(name):
         values = config.to_dict()
         assert {key: values[key] for key in space.fixed} == space.fixed
         assert {key: values[key] for key in sampled} == sampled
-    for param in space.params.values():  # the mid-point lies strictly inside every range
-        assert param.low < space.midpoint()[param.name] < param.high
+    for param in space.params.values():  # the mid-point lies strictly inside every range, or is a choice
+        if param.choices is None:
+            assert param.low < space.midpoint()[param.name] < param.high
+        else:
+            assert space.midpoint()[param.name] in param.choices
 
 
 def test_the_main_job_space_is_cpu_sized():
@@ -63,16 +66,18 @@ def test_the_main_job_space_is_cpu_sized():
     config = space.run_config(space.midpoint())
     assert (config.train.model, config.train.dataset, config.train.stem) == ("resnet18", "fashion-mnist", "timm")
     assert config.train.train_subset * config.train.epochs <= 50_000  # image-epochs: ~1 min on one core
-    assert set(space.params) == {"sparsity", "regrow_ratio", "period"}
+    assert set(space.params) == {"macs_target", "regrow_ratio", "explore_until", "period", "allocator"}
     assert space.params["period"].log and space.params["period"].integer
+    # the simple baselines stay reachable: no regrowth and uniform widths are points of the space
+    assert space.params["regrow_ratio"].low == 0.0 and "uniform" in space.params["allocator"].choices
     assert [str(o) for o in space.objectives] == ["val_acc:max", "macs:min"]
 
 
 def test_mobilenetv2_space_searches_the_exploration_length():
     space = SearchSpace.load(SEARCH_SPACES_DIR / "fashion_mnist_mobilenetv2.yaml")
     assert space.fixed["model"] == "mobilenetv2_100"
-    assert space.params["sparsity"] == Param("sparsity", 0.3, 0.7)
-    assert space.params["explore_until"] == Param("explore_until", 0.5, 0.8)
+    assert space.params["macs_target"] == Param("macs_target", 0.3, 0.8)
+    assert space.params["explore_until"] == Param("explore_until", 0.05, 0.5)
 
 
 def test_imagefolder_template_searches_a_macs_budget_with_three_objectives():
@@ -212,8 +217,8 @@ def test_regrow_above_sparsity_is_explained_in_terms_of_the_ranges():
     # a fixed or default regrow_ratio is named as such
     with pytest.raises(ValueError, match=r"regrow_ratio fixed at 0\.25 but sparsity down to 0\.2"):
         SearchSpace.from_dict(minimal(fixed={"regrow_ratio": 0.25}, search={"sparsity": {"low": 0.2, "high": 0.8}}))
-    with pytest.raises(ValueError, match=r"regrow_ratio at its default 0\.3 but sparsity down to 0\.2"):
-        SearchSpace.from_dict(minimal(search={"sparsity": {"low": 0.2, "high": 0.8}}))
+    with pytest.raises(ValueError, match=r"regrow_ratio at its default 0\.1 but sparsity down to 0\.05"):
+        SearchSpace.from_dict(minimal(search={"sparsity": {"low": 0.05, "high": 0.8}}))
     with pytest.raises(ValueError, match=r"regrow_ratio up to 0\.3 but sparsity fixed at 0\.25"):
         SearchSpace.from_dict(minimal(fixed={"sparsity": 0.25}, search={"regrow_ratio": {"low": 0.0, "high": 0.3}}))
 
@@ -288,7 +293,7 @@ def test_run_config_merges_fixed_then_sampled_then_overrides():
     config = space.run_config({"sparsity": 0.6, "regrow_ratio": 0.1, "period": 8})
     assert (config.train.model, config.train.epochs, config.train.lr) == ("resnet34", 3, 0.05)
     assert (config.chex.sparsity, config.chex.regrow_ratio, config.chex.period) == (0.6, 0.1, 8)
-    assert config.chex.explore_until == 0.72  # neither fixed nor searched: the default
+    assert config.chex.explore_until == ChexConfig().explore_until  # neither fixed nor searched: the default
     config = space.run_config({"sparsity": 0.6, "regrow_ratio": 0.1, "period": 8}, epochs=30, period=12, seed=3)
     assert (config.train.epochs, config.chex.period, config.train.seed, config.chex.seed) == (30, 12, 3, 3)
     assert config.train.model == "resnet34"

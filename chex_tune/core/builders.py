@@ -7,7 +7,7 @@ reference ``"package.module:function"`` (any callable that returns the dense mod
     ChexReporter(model, x, builder="my_models:make_net", builder_kwargs={"width": 32}, ...)
 
 saves a ``compact.pt`` that ``chex_tune.load_compact`` rebuilds in any process where ``my_models`` is
-importable (an installed package, or a directory on ``PYTHONPATH``). Importing ``chex_tune.tuning``
+importable (an installed package, or a directory on ``PYTHONPATH``). Importing ``chex_tune``
 registers the builder. Keyword arguments must be plain data (they are stored with the weights and read
 back with ``torch.load(weights_only=True)``).
 """
