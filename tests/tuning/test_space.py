@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from chex_tune.config import RunConfig
+from chex_tune.config import ChexConfig, RunConfig
 from chex_tune.tuning.space import (
     OBJECTIVE_METRICS,
     SEARCH_SPACES_DIR,
