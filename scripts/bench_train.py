@@ -349,7 +349,7 @@ def write_markdown(path: Path, data: dict) -> None:
     out = ["# Training benchmark: CHEX against the simpler things a user could do", "",
            f"Protocol **{data['mode']}** on {machine['gpu'] or machine['cpu_model']} "
            f"({machine['torch_threads']} torch threads), {data['minutes']:.0f} min in all; dense throughput "
-           f"{data['throughput']:.0f} training images/s. `python scripts/bench_train.py {' '.join(data['argv'])}`", "",
+           f"{data['throughput']:.0f} training images/s. `{' '.join(['python scripts/bench_train.py', *data['argv']])}`", "",
            f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}, chex-tune's "
            f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
            f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
