@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --data
 export MLFLOW_DISABLE_TELEMETRY=true
-.venv/bin/chex-tune sweep search_spaces/fashion_mnist_resnet18.yaml --trials 12 --concurrent 2 "$@"
+.venv/bin/chex-tune sweep search_spaces/fashion_mnist_resnet18.yaml --trials 8 --concurrent 2 "$@"

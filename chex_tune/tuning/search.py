@@ -358,8 +358,8 @@ class ProgressCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = result.get("epoch")
-        if result.get("final") or not isinstance(epoch, (int, float)):
-            return
+        if result.get("final") or result.get("done") or not isinstance(epoch, (int, float)):
+            return  # the final report, and Ray's copy of the last one when a trial ends, are no new epochs
         self.epochs_done += 1
         epochs = (trial.config or {}).get("chex_fixed", {}).get("epochs")
         shown = ", ".join(f"{o.name} {format_metric(o.name, result[o.name])}" for o in self.objectives
@@ -383,16 +383,17 @@ class ProgressCallback(Callback):
         self.done += 1
         metrics = trial.last_result or {}
         missing = [o.name for o in self.objectives if o.name not in metrics]
+        name = f"trial {self._number(trial)}/{self.total}"
         if missing:
-            self.log(f"trial {self.done}/{self.total} FAILED: objective(s) {missing} never reported")
+            self.log(f"{name} FAILED: objective(s) {missing} never reported ({self.done} done)")
             return
         shown = ", ".join(f"{o.name} {format_metric(o.name, metrics.get(o.name))}" for o in self.objectives)
         seconds = metrics.get("train_seconds", metrics.get("time_total_s", 0))
-        self.log(f"trial {self.done}/{self.total} done: {shown} ({seconds:.0f} s)")
+        self.log(f"{name} done: {shown} ({seconds:.0f} s; {self.done} of {self.total} done)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         from chex_tune.tuning.tracking import last_line, trial_error_text
 
-        self.log(f"trial {self.done}/{self.total} FAILED: {last_line(trial_error_text(trial))} "
-                 "(traceback: error.txt of its MLflow run)")
+        self.log(f"trial {self._number(trial)}/{self.total} FAILED: {last_line(trial_error_text(trial))} "
+                 f"(traceback: error.txt of its MLflow run; {self.done} of {self.total} done)")

@@ -25,7 +25,11 @@ def test_progress_names_trials_epochs_and_the_time_left():
     progress.on_trial_result(0, [first, second], first, {"epoch": 1, "val_acc": 0.5, "macs": 2e6, "final": False})
     assert lines[-1] == "trial 1/4 epoch 1/2: val_acc 0.5000, macs 2M (2 running, 0 done, about 7 min left)"
     progress.on_trial_result(0, [first, second], first, {"epoch": 2, "val_acc": 0.6, "final": True})
-    assert len(lines) == 3  # the final report is no epoch
+    progress.on_trial_result(0, [first, second], first, {"epoch": 1, "val_acc": 0.5, "done": True})
+    assert len(lines) == 3  # the final report and Ray's end-of-trial copy are no epochs
+    second.last_result = {"val_acc": 0.7, "macs": 1e6, "train_seconds": 12.0}
+    progress.on_trial_complete(0, [first, second], second)
+    assert lines[-1] == "trial 2/4 done: val_acc 0.7000, macs 1M (12 s; 1 of 4 done)"
 
 
 def test_without_known_epochs_the_eta_comes_from_finished_trials():
