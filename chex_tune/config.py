@@ -118,6 +118,7 @@ class TrainConfig:
     image_size: int | None = None  # input size in pixels; None = the dataset's own (imagefolder: 224)
     stem: str = "auto"  # "small": stride-1 3x3 stem without max-pool; "auto": small for <= 64 px input
     pretrained: bool = False  # only weights already in the local timm cache
+    norm_init: float | None = None  # initial scale (gamma) of every BatchNorm; None = the model's own (1.0)
     epochs: int = 30
     batch_size: int = 128
     train_subset: int | None = None  # train on N images (class-balanced, fixed draw) for quick runs
@@ -154,6 +155,8 @@ class TrainConfig:
         _in_range("weight_decay", self.weight_decay, 0.0, float("inf"), closed_high=False)
         _in_range("warmup_fraction", self.warmup_fraction, 0.0, 1.0, closed_high=False)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, closed_high=False)
+        if self.norm_init is not None:
+            _in_range("norm_init", self.norm_init, 0.0, float("inf"), closed_high=False, open_low=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

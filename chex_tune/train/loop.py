@@ -72,6 +72,14 @@ def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay
 
 
 @torch.no_grad()
+def init_norm_scales(model: nn.Module, value: float) -> None:
+    """Start every BatchNorm scale (gamma) at ``value`` (the CHEX paper uses 0.5)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.weight is not None:
+            layer.weight.fill_(value)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False) -> float:
     """Top-1 accuracy on ``split`` ("val" or "test")."""
     was_training = model.training
@@ -118,6 +126,8 @@ class Trainer:
 
         model = create_model(self.settings.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
                              stem=self.stem, pretrained=self.settings.pretrained)
+        if self.settings.norm_init is not None and not self.settings.pretrained:
+            init_norm_scales(model, self.settings.norm_init)
         self._set_model(model.to(self.device))
         self.dense_macs = count_macs(model, self.example[:1])
         self.dense_params = count_params(model)

@@ -125,3 +125,13 @@ def test_fashion_mnist_subset_trains_far_above_chance(tmp_path):
     result = train(config, tmp_path)
     assert result["test_acc"] > 0.6 and result["val_acc"] > 0.6  # chance: 0.1
     assert result["macs"] < 0.5 * result["dense_macs"]
+
+
+def test_norm_init_sets_every_batchnorm_scale_and_is_validated(tmp_path):
+    from chex_tune.train.loop import Trainer
+
+    trainer = Trainer(tiny(norm_init=0.5, sparsity=0.0), tmp_path / "run")
+    scales = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert scales and all(torch.equal(w, torch.full_like(w, 0.5)) for w in scales)
+    with pytest.raises(ValueError, match=r"norm_init must be in \(0\.0, inf\)"):
+        tiny(norm_init=0.0)
