@@ -32,6 +32,7 @@ import argparse
 import copy
 import json
 import math
+import shlex
 import statistics
 import sys
 import tempfile
@@ -346,11 +347,12 @@ def plot_front(rows: dict, path: Path) -> None:
 
 def write_markdown(path: Path, data: dict) -> None:
     rows, base, machine = data["rows"], data["base"], data["machine"]
-    command = " ".join(["python scripts/bench_train.py", *data["argv"]])
+    command = shlex.join(["python", "scripts/bench_train.py", *data["argv"]])
+    throughput = "n/a (no dense row)" if math.isnan(data["throughput"]) else round(data["throughput"])
     out = ["# Training benchmark: CHEX against the simpler things a user could do", "",
            f"Protocol **{data['mode']}** on {machine['gpu'] or machine['cpu_model']} "
            f"({machine['torch_threads']} torch threads), {data['minutes']:.0f} min in all; dense throughput "
-           f"{data['throughput']:.0f} training images/s. `{command}`", "",
+           f"{throughput} training images/s. `{command}`", "",
            f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}, chex-tune's "
            f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
            f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
