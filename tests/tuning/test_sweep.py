@@ -12,7 +12,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -112,21 +111,19 @@ def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
 def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
     store = tmp_path / "store"
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 3}}))
+    space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 6}}))
     command = [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "4", "--concurrent",
                "1", "--store", str(store), "--experiment", "resume", "--sampler", "random"]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # interrupt once the first trial has finished
-        time.sleep(1)
-        # optuna.db appears once the driver has set up the MLflow store (reading it earlier would race
-        # the driver's table creation)
-        if (store / "optuna.db").exists() and any(
-                r.info.status == "FINISHED" for r in child_runs(client_of(store), "resume")):
+    lines = []
+    for line in driver.stdout:  # interrupt as soon as the progress says the first trial is done
+        lines.append(line)
+        if " done: " in line:
+            driver.send_signal(signal.SIGINT)
             break
-    driver.send_signal(signal.SIGINT)
-    output, _ = driver.communicate(timeout=180)
+    rest, _ = driver.communicate(timeout=180)
+    output = "".join(lines) + rest
     assert driver.returncode == 130, output
     before = {r.info.run_id for r in child_runs(client_of(store), "resume") if r.info.status == "FINISHED"}
     assert 1 <= len(before) < 4, output
