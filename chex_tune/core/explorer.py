@@ -80,7 +80,6 @@ class ChannelExplorer:
         self.state = MaskState(model, self.groups)
         self.cost = SubmodelCost(model, self.groups, example_inputs)
         self.problem = self._allocation_problem(config.min_width, config.width_multiple)
-        self._unit_macs: list[float] | None = None
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         if unit == "epoch" and optimizer is None:
             warnings.warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so "
@@ -161,9 +160,7 @@ class ChannelExplorer:
     def _unit_costs(self) -> list[float]:
         """What one unit of each group costs in the budget's currency, relative to the mean unit."""
         if self.config.budget == "macs":
-            if self._unit_macs is None:  # a property of the dense model: once
-                self._unit_macs = [float(c) for c in self.cost.unit_macs()]
-            costs = self._unit_macs
+            costs = [float(c) for c in self.cost.unit_macs()]
         else:
             costs = [float(g.tile) for g in self.state.groups]
         mean = sum(costs) / len(costs)

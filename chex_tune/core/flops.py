@@ -73,6 +73,7 @@ class SubmodelCost:
         self.weight_keys = {name: f"{name}.weight" for name in self.positions}
         self.dense_macs = self.macs(None)
         self.dense_params = self.params(None)
+        self._unit_macs: list[int] | None = None
 
     def _alive_elements(self, key: str, masks) -> int:
         shape = self.shapes[key]
@@ -93,12 +94,13 @@ class SubmodelCost:
 
     def unit_macs(self) -> list[int]:
         """Per group: the MACs one of its units costs in the dense model (dense MACs minus those without it)."""
-        costs = []
-        for number in range(len(self.groups)):
-            masks = [torch.ones(g.units, dtype=torch.bool) for g in self.groups]
-            masks[number][0] = False
-            costs.append(self.dense_macs - self.macs(masks))
-        return costs
+        if self._unit_macs is None:  # a property of the dense model: computed once
+            self._unit_macs = []
+            for number in range(len(self.groups)):
+                masks = [torch.ones(g.units, dtype=torch.bool) for g in self.groups]
+                masks[number][0] = False
+                self._unit_macs.append(self.dense_macs - self.macs(masks))
+        return list(self._unit_macs)
 
     def params(self, masks: list[torch.Tensor] | None) -> int:
         return sum(self._alive_elements(key, masks) for key in self.shapes)
