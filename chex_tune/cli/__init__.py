@@ -1,15 +1,28 @@
-"""The ``chex-tune`` command: a thin argparse front over the package (one module per command)."""
+"""The ``chex-tune`` command: a thin argparse front over the package (one module per command).
+
+Errors a user can cause exit 2 with one line on stderr (``chex-tune COMMAND: error: ...``); anything
+else is a bug and keeps its traceback. ``CHEX_TUNE_TRACEBACK=1`` shows the traceback of user errors too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import pathlib
 import sys
 
 from chex_tune import __version__
 from chex_tune.cli import export_cmd, inspect_cmd, pareto_cmd, sweep_cmd, train_cmd, ui_cmd
+from chex_tune.errors import UserError
 
 COMMANDS = {"train": train_cmd, "sweep": sweep_cmd, "ui": ui_cmd, "inspect": inspect_cmd, "pareto": pareto_cmd,
             "export": export_cmd}
+
+# OSErrors about a path or the machine that the user can fix (a missing file, a full disk, no permission).
+USER_OS_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
+                  errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +37,59 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_addresses(args)
         return COMMANDS[args.command].run(args) or 0
-    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        # bad input (settings, or a path the user gave): one clear line, no traceback
-        print(f"chex-tune {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None or os.environ.get("CHEX_TUNE_TRACEBACK"):
+            raise
+        print(f"chex-tune {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to print for an error the user can fix; None for a bug (its traceback is shown)."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, ValueError) and _raised_in_package(exc):
+        return str(exc)  # chex_tune raises ValueError for bad settings only (config, spaces, objectives)
+    if isinstance(exc, OSError) and exc.errno is None and _raised_in_package(exc):
+        return str(exc)  # e.g. FileNotFoundError("search space file 'x.yaml' not found; ...")
+    if isinstance(exc, OSError) and exc.errno in USER_OS_ERRORS:
+        if exc.filename is None:
+            return str(exc)
+        return f"{exc.strerror}: {exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return None
+
+
+def _raised_in_package(exc: BaseException) -> bool:
+    """Whether the innermost frame of the traceback is chex_tune's own code (not torch's, numpy's, ...)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    try:
+        pathlib.Path(tb.tb_frame.f_code.co_filename).resolve().relative_to(PACKAGE_DIR)
+    except ValueError:
+        return False
+    return True
+
+
+def check_addresses(args: argparse.Namespace) -> None:
+    """A tracking server or Ray cluster that cannot be reached fails in seconds, before any work."""
+    if not hasattr(args, "tracking_uri") and not hasattr(args, "ray_address"):
+        return
+    from chex_tune.tuning.connect import check_ray_address, check_tracking_uri
+
+    if hasattr(args, "tracking_uri"):
+        flag = "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI"
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:  # pareto and export read a store: a missing local database is a mistake, not a new store
+            check_tracking_uri(uri, flag=flag, must_exist=args.command in ("pareto", "export"))
+    if getattr(args, "ray_address", None) or (hasattr(args, "ray_address") and os.environ.get("RAY_ADDRESS")):
+        flag = "--ray-address" if args.ray_address else "RAY_ADDRESS"
+        check_ray_address(args.ray_address or os.environ["RAY_ADDRESS"], flag=flag)
 
 
 if __name__ == "__main__":

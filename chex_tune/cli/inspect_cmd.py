@@ -15,10 +15,21 @@ HELP = "show a timm model's channel groups, what stays dense and why, and MACs/p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="timm model name, e.g. resnet50")
-    parser.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
-    parser.add_argument("--in-chans", type=int, default=3)
-    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--size", type=positive_int, default=224, help="input size in pixels (default 224)")
+    parser.add_argument("--in-chans", type=positive_int, default=3)
+    parser.add_argument("--num-classes", type=positive_int, default=1000)
     parser.add_argument("--sparsity", type=float, default=0.5, help="channel sparsity to cost (default 0.5)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse prints the message and exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import pathlib
 import yaml
 
 from chex_tune.config import DATASETS, RunConfig
+from chex_tune.errors import UserError, load_yaml
 
 HELP = "train one model with CHEX (or dense with --sparsity 0) and write the compact model and metrics.json"
 
@@ -48,17 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     values: dict = {}
     if args.config is not None:
-        if not args.config.exists():
-            raise ValueError(f"--config {args.config} does not exist")
-        loaded = yaml.safe_load(args.config.read_text()) or {}
+        loaded = load_yaml(args.config, "--config") or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"--config {args.config} must hold a mapping of settings, got {type(loaded).__name__}")
+            raise UserError(f"--config {args.config} must hold a mapping of settings (key: value lines), "
+                            f"got {type(loaded).__name__}")
         values.update(loaded)
     for item in args.set:
         key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must look like KEY=VALUE")
-        values[key.strip()] = yaml.safe_load(text)
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} must look like KEY=VALUE (e.g. --set scorer=l1)")
+        try:
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: {text!r} is not a value (write text, a number, true/false or "
+                            f"[a, list])") from None
     values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
     if args.budget == "macs" and values.get("macs_target") is None:
         raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from chex_tune.train.loop import train
 
     config = resolve_config(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a folder (it gets compact.pt, metrics.json, config.yaml)")
     result = train(config, args.out, resume=args.resume, log=print, progress=True)
     print_summary(result, args.out)
     return 0

@@ -23,6 +23,7 @@ from torch import nn
 from chex_tune.core._atomic import atomic_torch_save
 from chex_tune.core.groups import ChannelGroup, build_dependency_graph
 from chex_tune.core.masks import MaskState
+from chex_tune.errors import UserError, torch_load
 
 FORMAT = "chex_tune.compact/1"
 RECIPE_KEYS = ("builder", "model_name", "model_kwargs", "input_shape", "removed")
@@ -176,12 +177,21 @@ def save_compact(small: nn.Module, path: str | os.PathLike) -> None:
 
 def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
     """Rebuild a compact model saved by ``save_compact``; loads with ``weights_only=True``."""
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a chex_tune compact model (format {payload.get('format')!r}, "
-                         f"expected {FORMAT!r})")
+    payload = torch_load(path, "chex-tune compact model", map_location=map_location,
+                         hint=" (chex_tune.save_compact writes them)")
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != FORMAT:
+        raise UserError(f"{path} is not a chex-tune compact model (format {found!r}, expected {FORMAT!r}; "
+                        f"chex_tune.save_compact writes them)")
+    missing = [key for key in (*RECIPE_KEYS, "state_dict") if key not in payload]
+    if missing:
+        raise UserError(f"{path} is damaged: a chex-tune compact model without {', '.join(missing)}")
     small = rebuild_compact(payload, source=path)
-    small.load_state_dict(payload["state_dict"])
+    try:
+        small.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1 if "\n" in str(exc) else 0].strip()
+        raise UserError(f"{path} is damaged: its weights do not fit the model its recipe describes ({first})") from None
     return small.eval()
 
 

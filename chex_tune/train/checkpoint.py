@@ -12,6 +12,7 @@ import os
 import torch
 
 from chex_tune.core._atomic import atomic_torch_save
+from chex_tune.errors import torch_load
 
 FILENAME = "checkpoint.pt"
 
@@ -23,7 +24,8 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     """Read a checkpoint (``weights_only``). Its ``rng`` entry goes to ``set_rng_states`` once the run is
     rebuilt: rebuilding draws random numbers itself."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return torch_load(path, "chex-tune checkpoint", map_location=map_location,
+                      hint="; delete it to train from the start, or use another --out")
 
 
 def rng_states() -> dict:

@@ -23,12 +23,14 @@ MLflow never, so the CLI can validate a space on a machine without the [tune] ex
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from chex_tune.config import ChexConfig, RunConfig, TrainConfig, _is_int
+from chex_tune.errors import UserError, load_yaml
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives  # noqa: F401 (re-exported)
 
 # What the built-in trainable reports that can be optimized (test_acc is reported too, never selected on).
@@ -44,8 +46,16 @@ SEARCHABLE = (*_NUMERIC, *_CATEGORICAL)
 TOP_LEVEL_KEYS = ("fixed", "search", "objectives", "description")
 PARAM_KEYS = ("low", "high", "log", "int", "choices")
 
-# The shipped spaces, next to the package in a source checkout (they are not installed with it).
-SEARCH_SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def _shipped_spaces() -> Path:
+    """The shipped spaces: ``chex_tune/search_spaces`` in an installed wheel (pyproject maps the checkout's
+    top-level ``search_spaces/`` there), else that top-level folder of a source checkout."""
+    packaged = Path(str(importlib.resources.files("chex_tune") / "search_spaces"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+SEARCH_SPACES_DIR = _shipped_spaces()
 
 
 def _is_number(value) -> bool:
@@ -249,25 +259,20 @@ class SearchSpace:
     @classmethod
     def load(cls, path) -> SearchSpace:
         """Read a YAML space. A bare name (``fashion_mnist_resnet18``) also finds a shipped space."""
-        import yaml
-
         path = Path(path)
         if not path.is_file() and len(path.parts) == 1:
             for candidate in (SEARCH_SPACES_DIR / path, SEARCH_SPACES_DIR / f"{path}.yaml"):
                 if candidate.is_file():
                     path = candidate
                     break
-        if not path.is_file():
+        if not path.exists():
             shipped = sorted(p.name for p in SEARCH_SPACES_DIR.glob("*.yaml")) if SEARCH_SPACES_DIR.is_dir() else []
             listing = ", ".join(shipped) if shipped else "none found"
-            raise FileNotFoundError(f"search space file {str(path)!r} not found; the spaces in "
-                                    f"{SEARCH_SPACES_DIR}: {listing}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+            raise FileNotFoundError(f"search space file {str(path)!r} not found; give a YAML file or the name of a "
+                                    f"shipped space: {listing}")
+        data = load_yaml(path, "search space file")  # a directory, binary file or YAML syntax error: UserError
         if data is None:
-            raise ValueError(f"{path}: the file is empty")
+            raise UserError(f"{path}: the file is empty; a space needs at least `search:` (see {SEARCH_SPACES_DIR})")
         return cls.from_dict(data, source=str(path))
 
     # ------------------------------------------------------------------------------ validation

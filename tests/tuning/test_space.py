@@ -100,7 +100,7 @@ def test_missing_file_names_the_path_and_lists_the_shipped_spaces(tmp_path):
 
 def test_load_reports_bad_yaml_and_empty_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("search: {sparsity: [\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ValueError, match=r"bad\.yaml, line 2, column 1: not valid YAML: expected the node content"):
         SearchSpace.load(tmp_path / "bad.yaml")
     (tmp_path / "empty.yaml").write_text("# nothing\n")
     with pytest.raises(ValueError, match=r"empty\.yaml: the file is empty"):
