@@ -117,6 +117,14 @@ def build_dependency_graph(model: nn.Module, example_inputs):
         model.train(was_training)
 
 
+def _restore(model: nn.Module, hooks: dict, was_training: bool) -> None:
+    """Remove forward hooks added since ``hooks`` was taken; put back the train/eval mode."""
+    for module, before in hooks.items():
+        for key in [key for key in module._forward_hooks if key not in before]:
+            del module._forward_hooks[key]
+    model.train(was_training)
+
+
 class GraphBuildError(RuntimeError):
     pass
 
@@ -136,6 +144,8 @@ def find_groups(model: nn.Module, example_inputs, *, ignore: Sequence[str] = (),
     module_names = {m: n for n, m in model.named_modules()}
     param_names = {p: n for n, p in model.named_parameters()}
     groups = []
+    # torch-pruning removes its tracing hooks only when tracing ends: a stopped trace leaves them behind
+    hooks, was_training = {module: dict(module._forward_hooks) for module in model.modules()}, model.training
     try:  # torch-pruning's tracing and group enumeration can both run away on unusual graphs
         with time_limit(timeout_s):
             graph = build_dependency_graph(model, example_inputs)
@@ -143,8 +153,10 @@ def find_groups(model: nn.Module, example_inputs, *, ignore: Sequence[str] = (),
                 root = tp_group[0].dep.target.module
                 groups.append(_translate(tp_group, graph, module_names[root], module_names, param_names))
     except TimeLimitExceeded as exc:
-        raise GraphBuildError(f"building the channel dependency graph took over {timeout_s:.0f} s") from exc
+        _restore(model, hooks, was_training)  # outside the limit's block: nothing interrupts the clean-up
+        raise GraphBuildError(f"building the channel dependency graph took over {timeout_s:g} s") from exc
     except RecursionError as exc:
+        _restore(model, hooks, was_training)
         raise GraphBuildError("building the channel dependency graph exceeded Python's recursion limit") from exc
     skipped = {g.name: g.skip_reason for g in groups if not g.prunable}
     return GroupReport(groups=groups, skipped=skipped)

@@ -120,11 +120,16 @@ def test_grouped_conv_groups_are_tiled(image_batch):
             assert torch.equal(channel_mask.view(group.tile, -1), mask.expand(group.tile, -1))
 
 
+def hang(self, *args, **kwargs):
+    """A graph build that runs away (Python work that never ends, like tracing gone in circles)."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    raise AssertionError("the time limit never stopped the graph build")
+
+
 def test_graph_build_that_runs_away_leaves_the_model_dense(tiny_resnet, image_batch, monkeypatch):
     import torch_pruning as tp
-
-    def hang(self, *args, **kwargs):
-        time.sleep(30)
 
     monkeypatch.setattr(tp.DependencyGraph, "build_dependency", hang)
     with pytest.warns(UserWarning, match="stays dense: building the channel dependency graph took over"):
@@ -132,6 +137,86 @@ def test_graph_build_that_runs_away_leaves_the_model_dense(tiny_resnet, image_ba
     ex.step()
     assert ex.sparsity() == 0 and ex.macs() == ex.dense_macs()
     assert max_output_difference(tiny_resnet, ex.compact(), image_batch) == 0
+
+
+def explore_in_a_worker_thread(model, inputs, timeout_s):
+    """ChannelExplorer built in a worker thread (as in a Ray trial): its warnings, result and seconds taken."""
+    import threading
+
+    out = {}
+
+    def work():
+        start = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                out["explorer"] = ChannelExplorer(model, inputs, total=4, graph_timeout_s=timeout_s)
+            except BaseException as exc:  # noqa: BLE001 (reported to the test below)
+                out["error"] = exc
+        out["seconds"] = time.monotonic() - start
+        out["warnings"] = [str(w.message) for w in caught]
+
+    thread = threading.Thread(target=work, daemon=True)  # daemon: a hung one cannot keep pytest alive
+    thread.start()
+    thread.join(90)
+    assert not thread.is_alive(), "the worker thread never returned"
+    assert "error" not in out, out.get("error")
+    return out
+
+
+def test_the_graph_build_limit_holds_in_a_worker_thread(tiny_resnet, image_batch, monkeypatch):
+    import torch_pruning as tp
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", hang)
+    out = explore_in_a_worker_thread(tiny_resnet, image_batch, 0.5)
+    assert any("stays dense: building the channel dependency graph took over 0.5 s" in w for w in out["warnings"]), \
+        out["warnings"]
+    assert out["seconds"] < 0.5 + 15, out["seconds"]  # the build would hang for 60 s
+    ex = out["explorer"]
+    assert ex.sparsity() == 0 and ex.macs() == ex.dense_macs()
+
+
+class RunawayUnderTracing(nn.Module):
+    """Fast, except while torch-pruning traces it (its forward hooks are on): then forward never ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        while self.traced():  # a forward gone in circles
+            time.sleep(0.01)
+        return self.head(y.mean((2, 3)))
+
+    def traced(self) -> bool:
+        """Whether torch-pruning's tracing hook (``_record_grad_fn``) is on this model's layers."""
+        return any("_record_grad_fn" in getattr(hook, "__qualname__", "") for hook in self.conv._forward_hooks.values())
+
+
+def test_a_runaway_trace_is_stopped_in_a_worker_thread_and_leaves_no_hooks(image_batch):
+    model = RunawayUnderTracing()
+    # torch-pruning retries a failed forward under a bare except: the limit must stop the retry too
+    out = explore_in_a_worker_thread(model, image_batch, 0.5)
+    assert any("stays dense" in w for w in out["warnings"]), out["warnings"]
+    assert not model.traced() and all(not m._forward_hooks for m in model.modules())  # the hooks are gone
+    assert model(image_batch).shape == (4, 4)
+
+
+def test_the_time_limit_raises_nothing_after_its_block(monkeypatch):
+    from chex_tune.core import _timeout
+
+    monkeypatch.setattr(_timeout, "REPEAT_S", 0.001)
+    for _ in range(20):  # blocks that end right at their deadline
+        try:
+            with _timeout.time_limit(0.005):
+                end = time.monotonic() + 0.005
+                while time.monotonic() < end:
+                    pass
+        except _timeout.TimeLimitExceeded:
+            pass
+        time.sleep(0.02)  # an exception left pending would land here, outside the block
 
 
 def test_a_model_with_nothing_to_prune_says_so(image_batch):
