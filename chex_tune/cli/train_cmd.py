@@ -91,8 +91,8 @@ def print_summary(result: dict, out: pathlib.Path) -> None:
         ("MACs", f"{result['macs'] / 1e6:.1f}M of {result['dense_macs'] / 1e6:.1f}M dense "
                  f"({1 - result['macs_ratio']:.0%} fewer)"),
         ("params", f"{result['params'] / 1e6:.2f}M of {result['dense_params'] / 1e6:.2f}M dense"),
-        ("latency", f"{result['latency_ms']:.2f} ms (CPU, batch {result['latency']['batch_size']}, "
-                    f"{result['latency']['threads']} threads)"),
+        ("latency", f"{result['latency_ms']:.3g} ms (IQR {result['latency']['iqr_ms']:.2g} ms; CPU, batch "
+                    f"{result['latency']['batch_size']}, {result['latency']['threads']} threads)"),
         ("training", f"{result['epochs']} epochs, {result['train_seconds']:.0f} s on {result['device']}"),
     ]
     width = max(len(name) for name, _ in rows)

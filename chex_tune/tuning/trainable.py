@@ -66,8 +66,9 @@ def run_trial(config: dict) -> None:
 
     result = train(run, out, callback=report_epoch)
     final = {k: result[k] for k in FINAL_METRICS}
-    final.update(epoch=result["epochs"], latency_batch_size=result["latency"]["batch_size"],
-                 latency_threads=result["latency"]["threads"])
+    latency = result["latency"]
+    final.update(epoch=result["epochs"], latency_batch_size=latency["batch_size"], latency_threads=latency["threads"],
+                 latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"])  # is a latency gap noise?
     if not all(math.isfinite(v) for v in final.values() if isinstance(v, float)):
         raise FloatingPointError(f"non-finite final metrics: {final}")
     artifacts = out / "artifacts"

@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Is ``latency_ms`` repeatable enough to optimise? Repeated measurements of one compact model.
+
+Not part of the package (nothing imports it). For each model: build it, compact it at a channel
+sparsity (``ChannelExplorer``, masks of step 0), then measure its latency ``--rounds`` times in one
+process, each round as a trial does (``chex_tune.core.latency.measure_latency``: ``torch.utils.benchmark``
+adaptive repeats) and, for comparison, the way trials measured before (median of 20 single calls after 5
+warm-up calls). Rounds are interleaved with a dense forward pass in between, like other work between
+trials. Target: every round's median within 5% of the median of all rounds (adaptive method).
+
+Writes ``latency.json`` (every number) and ``latency.md`` under ``--out``; with ``--core-md`` it also
+writes the result as a section of that file (benchmarks/core.md), replacing an earlier one.
+
+    python scripts/bench_latency.py --core-md benchmarks/core.md          # reference run (~5 min on 2 cores)
+    python scripts/bench_latency.py --quick --out /tmp/latency             # smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import chex_tune  # noqa: F401  (before timm: fixes the torchvision import)
+from chex_tune import ChannelExplorer
+from chex_tune.core.flops import count_macs
+from chex_tune.core.latency import measure_latency
+from chex_tune.train.models import create_model, model_recipe
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchlib import log, machine_info, verdict  # noqa: E402
+
+TARGET = 0.05  # each round within 5% of the median of the rounds
+# (timm name, stem, input shape C/H/W, classes): the main job's model at Fashion-MNIST size, a wider
+# input, and a sub-millisecond model where a fixed 20 calls is noisiest
+MODELS = [("resnet18", "small", (1, 28, 28), 10), ("resnet18", "timm", (3, 64, 64), 10),
+          ("test_resnet", "timm", (1, 28, 28), 10)]
+QUICK_MODELS = [("test_resnet", "timm", (1, 28, 28), 10)]
+SECTION = "<!-- bench_latency: latency repeatability -->"
+
+
+def compact_model(name: str, stem: str, shape, classes: int, sparsity: float):
+    torch.manual_seed(0)
+    dense = create_model(name, num_classes=classes, in_chans=shape[0], stem=stem)
+    example = torch.randn(2, *shape)
+    ex = ChannelExplorer(dense, example, sparsity=sparsity, regrow_ratio=0.0, total=1, verify=False,
+                         **model_recipe(name, num_classes=classes, in_chans=shape[0], stem=stem))
+    small = ex.compact().eval()
+    return dense.eval(), small, count_macs(small, example[:1])
+
+
+def old_method(model, shape, threads: int) -> float:
+    """What trials measured before: the median of 20 single calls after 5 warm-up calls."""
+    return measure_latency(model, shape, repeats=20, warmup=5, threads=threads)["latency_ms"]
+
+
+def agreement(values: list[float]) -> dict:
+    centre = statistics.median(values)
+    return {"median_ms": centre, "max_deviation": max(abs(v - centre) for v in values) / centre,
+            "range_over_median": (max(values) - min(values)) / centre}
+
+
+def bench(models, rounds: int, threads: int, sparsity: float) -> list[dict]:
+    rows = []
+    for name, stem, shape, classes in models:
+        dense, small, macs = compact_model(name, stem, shape, classes, sparsity)
+        adaptive, fixed, spreads, calls, seconds = [], [], [], [], []
+        x = torch.randn(8, *shape)
+        for index in range(rounds):
+            with torch.inference_mode():
+                dense(x)  # other work between measurements, as between trials
+            start = time.perf_counter()
+            result = measure_latency(small, shape, threads=threads)
+            seconds.append(time.perf_counter() - start)
+            adaptive.append(result["latency_ms"])
+            spreads.append(result["spread"])
+            calls.append(result["repeats"])
+            fixed.append(old_method(small, shape, threads))
+            log(f"  {name} ({stem} stem, {'x'.join(map(str, shape))}) round {index + 1}/{rounds}: adaptive "
+                f"{result['latency_ms']:.4g} ms (IQR {100 * result['spread']:.1f}%, {result['repeats']} calls, "
+                f"{seconds[-1]:.2f} s); 20 calls {fixed[-1]:.4g} ms")
+        rows.append({"model": name, "stem": stem, "input": list(shape), "sparsity": sparsity, "compact_macs": macs,
+                     "threads": threads, "rounds": rounds, "adaptive_ms": adaptive, "adaptive_spread": spreads,
+                     "adaptive_calls": calls, "adaptive_seconds": seconds, "fixed20_ms": fixed,
+                     "adaptive": agreement(adaptive), "fixed20": agreement(fixed),
+                     "pass": agreement(adaptive)["max_deviation"] <= TARGET})
+    return rows
+
+
+def markdown(data: dict) -> str:
+    meta = data["meta"]
+    lines = [f"## Latency repeatability {SECTION}", "",
+             f"Generated by `{meta['command']}` on {meta['date']} in {meta['duration_s']:.0f} s; "
+             f"{meta['machine']['cpu_model']}, {meta['threads']} thread(s), torch "
+             f"{meta['machine']['versions']['torch']}.", "",
+             f"One compact model (channel sparsity {meta['sparsity']}) measured {meta['rounds']} times in one process "
+             "with `measure_latency` as trials do (`torch.utils.benchmark` `adaptive_autorange`: blocks of calls "
+             "until IQR/median < 5%, 0.2-2 s), a dense forward pass between rounds; beside it the previous method "
+             "(median of 20 single calls). Deviation: the largest |round - median of rounds| / median.", "",
+             "| model | input | compact MACs | median ms | max deviation (adaptive) | range (adaptive) "
+             "| calls/round | s/round | max deviation (20 calls) | target <= 5% |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        a, f = r["adaptive"], r["fixed20"]
+        miss = f"{100 * (a['max_deviation'] - TARGET):.1f} points"
+        lines.append(f"| {r['model']} ({r['stem']} stem) | {'x'.join(map(str, r['input']))} | "
+                     f"{r['compact_macs'] / 1e6:.1f}M | {a['median_ms']:.4g} | {100 * a['max_deviation']:.1f}% | "
+                     f"{100 * a['range_over_median']:.1f}% | {statistics.median(r['adaptive_calls']):.0f} | "
+                     f"{statistics.median(r['adaptive_seconds']):.2f} | {100 * f['max_deviation']:.1f}% | "
+                     f"**{verdict(r['pass'], miss)}** |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Put ``section`` into ``path`` in place of an earlier one (from its heading to the next ``## ``), else append."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find(f"## Latency repeatability {SECTION}")
+    if start < 0:
+        path.write_text(text.rstrip("\n") + ("\n\n" if text else "") + section)
+        return
+    end = text.find("\n## ", start + 1)
+    path.write_text(text[:start] + section + (text[end + 1:] if end >= 0 else ""))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: a tiny model, 3 rounds (no reference numbers)")
+    parser.add_argument("--rounds", type=int, help="measurements per model (default 10; --quick 3)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads while timing (default 1: the "
+                                                               "least disturbed by other processes)")
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for latency.json/.md")
+    parser.add_argument("--core-md", type=Path, help="also write the table as a section of this file "
+                                                     "(e.g. benchmarks/core.md)")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 10)
+    started = time.perf_counter()
+    rows = bench(QUICK_MODELS if args.quick else MODELS, rounds, args.threads, args.sparsity)
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    data = {"meta": {"command": command, "quick": args.quick, "rounds": rounds, "threads": args.threads,
+                     "sparsity": args.sparsity, "target_max_deviation": TARGET,
+                     "date": dt.datetime.now().isoformat(timespec="seconds"),
+                     "duration_s": time.perf_counter() - started, "machine": machine_info()},
+            "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latency.json").write_text(json.dumps(data, indent=1) + "\n")
+    section = markdown(data)
+    (args.out / "latency.md").write_text(section.replace(f"## Latency repeatability {SECTION}",
+                                                         "# Latency repeatability"))
+    if args.core_md:
+        write_section(args.core_md, section)
+    print(section)
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
