@@ -44,7 +44,8 @@ TRAIN = ["train", "--model", "test_resnet", "--dataset", "synthetic", "--stem", 
          "--batch-size", "32", "--train-subset", "64", "--val-size", "32", "--device", "cpu"]
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
-# (id, argv with {tmp} for the temporary folder, what the one error line must contain)
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+# (id, argv with {tmp} for the temporary folder, what the one error line must contain[, a mark])
 CASES = [
     # search space files: missing, unreadable, not YAML, not a space
     ("space-missing", ["sweep", "{tmp}/nope.yaml"], "search space file '{tmp}/nope.yaml' not found"),
@@ -69,6 +70,10 @@ CASES = [
     # sweep flags
     ("sweep-trials-text", ["sweep", "{tmp}/good.yaml", "--trials", "many"], "argument --trials: invalid int value"),
     ("sweep-sampler", ["sweep", "{tmp}/good.yaml", "--sampler", "grid"], "argument --sampler: invalid choice: 'grid'"),
+    ("sweep-trials-zero", ["sweep", "{tmp}/good.yaml", "--trials", "0"], "--trials must be a positive integer, got 0"),
+    ("sweep-cpus-zero", ["sweep", "{tmp}/good.yaml", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0, got 0.0"),
+    ("sweep-gpus-without-a-gpu", ["sweep", "{tmp}/good.yaml", "--gpus-per-trial", "1"],
+     "--gpus-per-trial 1: this machine has no CUDA GPU, so no trial could start", NO_GPU),
     ("sweep-ray-unreachable", ["sweep", "{tmp}/good.yaml", "--ray-address", "127.0.0.1:9"],
      "--ray-address 127.0.0.1:9: no Ray cluster answers there (Connection refused)"),
     ("sweep-ray-malformed", ["sweep", "{tmp}/good.yaml", "--ray-address", "my-cluster"],
@@ -144,7 +149,8 @@ def run_main(argv: list[str]) -> int:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("argv", "message"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(("argv", "message"), [pytest.param(argv, message, id=name, marks=marks)
+                                              for name, argv, message, *marks in CASES])
 def test_bad_input_exits_2_with_one_clear_line(files, capsys, argv, message):
     argv = [arg.replace("{tmp}", str(files)) for arg in argv]
     code = run_main(argv)
@@ -159,7 +165,8 @@ def test_bad_input_exits_2_with_one_clear_line(files, capsys, argv, message):
 
 
 def test_the_table_covers_at_least_25_inputs():
-    assert len(CASES) >= 25 and len({case[0] for case in CASES}) == len(CASES)
+    names = [case[0] for case in CASES]
+    assert len(names) >= 25 and len(set(names)) == len(names)
 
 
 # ------------------------------------------------------------------------------------ damaged files

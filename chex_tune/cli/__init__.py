@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        check_addresses(args)
+        preflight(args)
         return COMMANDS[args.command].run(args) or 0
     except Exception as exc:
         message = user_error_message(exc)
@@ -76,10 +76,18 @@ def _raised_in_package(exc: BaseException) -> bool:
     return True
 
 
-def check_addresses(args: argparse.Namespace) -> None:
-    """A tracking server or Ray cluster that cannot be reached fails in seconds, before any work."""
+def preflight(args: argparse.Namespace) -> None:
+    """What would fail only after minutes (or never) fails in seconds, before any work: a tracking server or
+    Ray cluster that cannot be reached, GPUs asked of a local run on a machine without one."""
     if not hasattr(args, "tracking_uri") and not hasattr(args, "ray_address"):
         return
+    local = hasattr(args, "ray_address") and not (args.ray_address or os.environ.get("RAY_ADDRESS"))
+    if local and (getattr(args, "gpus_per_trial", 0) or 0) > 0:
+        import torch
+
+        if not torch.cuda.is_available():  # Ray would keep the trials pending for good, silently
+            raise UserError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no CUDA GPU, so no trial "
+                            "could start; use --gpus-per-trial 0, or --ray-address of a cluster with GPUs")
     from chex_tune.tuning.connect import check_ray_address, check_tracking_uri
 
     if hasattr(args, "tracking_uri"):
