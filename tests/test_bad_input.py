@@ -324,3 +324,22 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert done.stderr.strip() == ("chex-tune sweep: error: search space file 'nope.yaml' not found; give a YAML file "
                                    "or the name of a shipped space: fashion_mnist_mobilenetv2.yaml, "
                                    "fashion_mnist_resnet18.yaml, imagefolder_resnet50.yaml")
+
+
+@pytest.mark.parametrize(("code", "shown"), [
+    ("raise ValueError('sparsity must be in [0, 1), got 2')", True),  # the package's own check: a message
+    ("raise FileNotFoundError('search space file x.yaml not found')", True),
+    ("a, b = [1]", False),  # an operation that failed in the package's code: a bug
+    ("int('x')", False),
+    ("raise RuntimeError('internal')", False),
+])
+def test_only_the_packages_own_raise_statements_are_user_errors(code, shown):
+    from chex_tune.cli import PACKAGE_DIR, user_error_message
+
+    try:
+        exec(compile(code, str(PACKAGE_DIR / "somewhere.py"), "exec"), {})
+    except Exception as exc:  # noqa: BLE001
+        message = user_error_message(exc)
+    assert (message is not None) == shown
+    if shown:
+        assert message in code

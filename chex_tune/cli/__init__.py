@@ -7,6 +7,7 @@ else is a bug and keeps its traceback. ``CHEX_TUNE_TRACEBACK=1`` shows the trace
 from __future__ import annotations
 
 import argparse
+import dis
 import errno
 import os
 import pathlib
@@ -23,6 +24,7 @@ COMMANDS = {"train": train_cmd, "sweep": sweep_cmd, "ui": ui_cmd, "inspect": ins
 USER_OS_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
                   errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
+RAISE = dis.opmap["RAISE_VARARGS"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,17 +65,19 @@ def user_error_message(exc: BaseException) -> str | None:
 
 
 def _raised_in_package(exc: BaseException) -> bool:
-    """Whether the innermost frame of the traceback is chex_tune's own code (not torch's, numpy's, ...)."""
+    """Whether a ``raise`` statement of chex_tune's own code raised ``exc``: not torch's or numpy's code, and
+    not an operation that failed in ours (``a, b = [1]``, ``int("x")``: bugs, whose traceback is wanted)."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
+    code = tb.tb_frame.f_code
     try:
-        pathlib.Path(tb.tb_frame.f_code.co_filename).resolve().relative_to(PACKAGE_DIR)
+        pathlib.Path(code.co_filename).resolve().relative_to(PACKAGE_DIR)
     except ValueError:
         return False
-    return True
+    return 0 <= tb.tb_lasti < len(code.co_code) and code.co_code[tb.tb_lasti] == RAISE
 
 
 def preflight(args: argparse.Namespace) -> None:
