@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", metavar="RUN_ID", help="one sweep only: its parent run id or name (default: all)")
     parser.add_argument("--plot", metavar="PATH", help="PNG to draw (default: STORE/plots/EXPERIMENT-pareto.png)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how to print the front")
+    parser.add_argument("--include-stopped", action="store_true",
+                        help="rank trials that early stopping stopped too, on their last epoch's metrics")
     parser.add_argument("--store", default="mlflow", metavar="DIR", help="the local store a sweep wrote")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow server (default: MLFLOW_TRACKING_URI, "
                                                               "else the store's database)")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     configure()
     client, _uri = open_store(args.store, args.tracking_uri)
     objectives = args.objectives or sweep_objectives(client, args.experiment, args.sweep)
-    trials = read_trials(client, args.experiment, args.sweep, objectives)
+    trials = read_trials(client, args.experiment, args.sweep, objectives, include_stopped=args.include_stopped)
     plot = pathlib.Path(args.plot) if args.plot else default_plot(args.store, args.experiment)
     draw(trials, plot)
     tagged = tag_front(client, trials.rows)
@@ -99,7 +101,7 @@ def render(trials, style: str) -> str:
     records = front_records(trials)
     if style == "json":
         return json.dumps({"experiment": trials.experiment, "objectives": [str(o) for o in trials.objectives],
-                           "sweeps": trials.sweeps, "finished": len(trials.finished),
+                           "sweeps": trials.sweeps, "finished": len(trials.finished), "stopped": len(trials.stopped),
                            "hypervolume": hypervolume(trials), "front": records}, indent=1)
     if style == "csv":
         out = io.StringIO()
@@ -122,8 +124,12 @@ def table(trials, records: list[dict]) -> str:
              *[short(record[name]) for name in searched], record["run_id"]] for record in records]
     lines = markdown(header, body)
     failed = sum(row["status"] == "FAILED" for row in trials.rows)
+    stopped = len(trials.stopped)
+    treated = "ranked on their last epoch" if any(row["rank"] >= 0 for row in trials.stopped) else \
+        "not on the front; --include-stopped ranks them"
     lines.append(f"\n{len(records)} of {len(trials.finished)} finished trials on the Pareto front of "
-                 f"{trials.experiment!r} ({', '.join(map(str, trials.objectives))}); failed trials: {failed}")
+                 f"{trials.experiment!r} ({', '.join(map(str, trials.objectives))}); failed trials: {failed}"
+                 f"{f'; stopped early: {stopped} ({treated})' if stopped else ''}")
     volume = hypervolume(trials)
     if volume is not None:
         lines.append(f"hypervolume {volume:.4g} (reference: the worst of each objective among the finished trials)")

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="mlflow", help="local store: MLflow db, Optuna db, Ray state")
     parser.add_argument("--resume", action="store_true", help="continue the experiment's latest sweep")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    parser.add_argument("--early-stop", action="store_true",
+                        help="stop trials whose objectives fall behind at a rung (Pareto-ASHA; KILLED runs)")
+    parser.add_argument("--grace", type=int, help="--early-stop: epochs before the first rung (default 1)")
+    parser.add_argument("--eta", type=int, help="--early-stop: keep the best 1/ETA of each rung (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
                            sampler=args.sampler, objectives=args.objectives, ray_address=args.ray_address,
                            tracking_uri=args.tracking_uri, experiment=args.experiment, resume=args.resume,
-                           seed=args.seed, store=args.store)
+                           seed=args.seed, store=args.store, early_stop=args.early_stop,
+                           **{k: v for k, v in (("grace", args.grace), ("eta", args.eta)) if v is not None})
     result = run_space_sweep(space, options, log=print)
     print()
     print(trials_table(result))
@@ -57,11 +62,16 @@ def trials_table(result) -> str:
     searched = searched_names(result.rows)
     header = ["front", "trial", "status", *METRIC_TITLES, *searched, "run id"]
     order = sorted(result.rows, key=lambda r: (r["status"] != "FINISHED", r["metrics"].get("macs", float("inf"))))
-    lines = markdown(header, [["*" if row["rank"] == 0 else "", str(row["number"]), row["status"],
+    lines = markdown(header, [["*" if row["rank"] == 0 else "", str(row["number"]), status(row),
                                *metric_cells(row["metrics"]), *[short(row["params"].get(n)) for n in searched],
                                row["run_id"]] for row in order])
     front = len(result.front)
     lines.append(f"\n{front} of {len(result.rows)} trials on the Pareto front "
                  f"({', '.join(map(str, result.objectives))}); failed trials: "
-                 f"{sum(r['status'] == 'FAILED' for r in result.rows)}")
+                 f"{sum(r['status'] == 'FAILED' for r in result.rows)}"
+                 + (f"; stopped early: {len(result.stopped)}" if result.stopped else ""))
     return "\n".join(lines)
+
+
+def status(row: dict) -> str:
+    return f"STOPPED @{row['stopped_at']}" if row.get("stopped_at") is not None else row["status"]

@@ -74,3 +74,43 @@ def hypervolume_2d(points, maximize: Sequence[bool], reference=None) -> float:
     next_x = np.append(inside[1:, 0], bound[0])
     best_y = np.minimum.accumulate(inside[:, 1])
     return float(((next_x - inside[:, 0]) * (bound[1] - best_y)).sum())
+
+
+def crowding_distances(values, maximize: Sequence[bool]) -> np.ndarray:
+    """NSGA-II's crowding distance of every row of ``values`` (one front): how much room it keeps around itself.
+
+    Per objective the points are sorted; the two extremes get infinity (so a front keeps its ends) and every
+    other point adds the gap between its two neighbours, divided by the objective's range. The direction
+    does not matter for a distance; ``maximize`` only checks the shape.
+    """
+    points = np.asarray(values, dtype=float).reshape(-1, len(maximize))
+    distances = np.zeros(len(points))
+    if len(points) <= 2:
+        return np.full(len(points), np.inf)
+    for column in points.T:
+        order = np.argsort(column, kind="stable")
+        spread = column[order[-1]] - column[order[0]]
+        distances[order[0]] = distances[order[-1]] = np.inf
+        if spread > 0:
+            distances[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / spread
+    return distances
+
+
+def preference_keys(values, maximize: Sequence[bool]) -> list[tuple[int, float]]:
+    """A sort key per row of ``values``, smaller = better: (front rank, minus crowding distance inside the front).
+    Rows with NaN get the worst key. Equal keys are true ties (e.g. the two ends of a two-point front)."""
+    points = np.asarray(values, dtype=float).reshape(-1, len(maximize))
+    ranks = non_dominated_ranks(points, maximize)
+    crowding = np.zeros(len(points))
+    for rank in set(ranks.tolist()) - {-1}:
+        members = np.flatnonzero(ranks == rank)
+        crowding[members] = crowding_distances(points[members], maximize)
+    worst = np.iinfo(np.int64).max
+    return [(worst, 0.0) if rank < 0 else (int(rank), -float(distance)) for rank, distance in zip(ranks, crowding)]
+
+
+def preference_order(values, maximize: Sequence[bool]) -> np.ndarray:
+    """Indices of ``values``' rows, best first: by front rank, then within a front by crowding distance (the
+    extremes and the isolated points first). Rows with NaN come last. Ties keep their input order."""
+    keys = preference_keys(values, maximize)
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=int)

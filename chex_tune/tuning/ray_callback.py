@@ -54,11 +54,13 @@ class RayMlflowCallback(Callback):
     tracking_uri: default MLFLOW_TRACKING_URI, else ``./mlflow/mlflow.db`` (where ``chex-tune pareto`` looks);
     objectives: checked in every final report (a trial that misses one is a FAILED run naming it) and
     ranked into the Pareto front at the end; searched: the names of your own sampled parameters (shown in
-    tables; the CHEX ones are known from the config).
+    tables; the CHEX ones are known from the config); early_stop: the Tuner's ``ParetoAsha`` scheduler, so
+    the trials it stops end as KILLED runs tagged ``chex.stopped_at_epoch`` rather than FAILED ones.
     """
 
     def __init__(self, experiment: str, *, tracking_uri: str | None = None, objectives=None, searched=(),
-                 sweep: str | None = None, parent_run_id: str | None = None, artifact_location: str | None = None):
+                 sweep: str | None = None, parent_run_id: str | None = None, artifact_location: str | None = None,
+                 early_stop=None):
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if uri is None:
             pathlib.Path("mlflow").mkdir(exist_ok=True)
@@ -67,6 +69,7 @@ class RayMlflowCallback(Callback):
                                       objectives=objectives, artifact_location=artifact_location)
         self.owns_parent = parent_run_id is None
         self.searched = tuple(searched)
+        self.early_stop = early_stop
         self._writer: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict:  # Ray saves the callback with the experiment (resume)
@@ -119,6 +122,10 @@ class RayMlflowCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         checkpoint = trial.checkpoint
         last = trial.last_result or {}
+        epoch = self.early_stop.stopped_at(trial.trial_id) if self.early_stop is not None else None
+        if epoch is not None:
+            self._submit(self.recorder.stop_trial, trial.trial_id, epoch)
+            return
         self._submit(self.recorder.complete_trial, trial.trial_id, trainable_metrics(last) or None,
                      pathlib.Path(checkpoint.path) if checkpoint is not None else None,
                      params=reported_params(last))

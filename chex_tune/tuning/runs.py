@@ -5,8 +5,8 @@
     for row in trials.front: print(row["run_id"], row["metrics"]["val_acc"])
 
 A sweep is a parent run tagged ``chex.role = sweep``; its trials are the runs whose ``mlflow.parentRunId``
-is that run. Only FINISHED trials are ranked (a failed or unfinished one enters ``non_dominated_ranks``
-as NaN: rank -1). Reading all sweeps of an experiment ranks their trials together: one front per
+is that run. Only FINISHED trials are ranked (a failed, stopped or unfinished one enters
+``non_dominated_ranks`` as NaN: rank -1). Reading all sweeps of an experiment ranks their trials together: one front per
 experiment. MLflow and numpy only: no Ray, so these commands work where no sweep can run.
 """
 
@@ -23,6 +23,7 @@ from chex_tune.tuning.pareto import non_dominated_ranks
 ROLE_TAG = "chex.role"  # "sweep" on a sweep's parent run
 SWEEP_TAG = "chex.sweep"  # the sweep's name, on the parent and on every trial
 PARENT_TAG = "mlflow.parentRunId"
+STOPPED_TAG = "chex.stopped_at_epoch"  # on a trial that early stopping (Pareto-ASHA) stopped: status KILLED
 DEFAULT_OBJECTIVES = "val_acc:max,macs:min"
 MAX_RUNS = 10000  # per search: far more trials than any sweep here runs
 
@@ -40,6 +41,11 @@ class Trials:
     @property
     def finished(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "FINISHED"]
+
+    @property
+    def stopped(self) -> list[dict]:
+        """Trials stopped early (they never finished training: not on any front)."""
+        return [row for row in self.rows if row["stopped_at"] is not None]
 
     @property
     def front(self) -> list[dict]:
@@ -109,12 +115,14 @@ def select_sweeps(client, experiment, sweep: str | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ the trials
-def trial_rows(client, experiment_id: str, parent_run_ids, objectives) -> list[dict]:
+def trial_rows(client, experiment_id: str, parent_run_ids, objectives, *, include_stopped: bool = False) -> list[dict]:
     """Every trial run of the given sweeps, ranked together into Pareto fronts.
 
     A row: run_id, sweep (parent run id), status, params, metrics, error, number (per sweep),
-    searched (names of the searched settings), rank (0 = the front; -1 = failed, unfinished, or an
-    objective missing). Ordered by sweep as given, then trial number.
+    searched (names of the searched settings), stopped_at (the epoch early stopping stopped it at, else
+    None), rank (0 = the front; -1 = failed, stopped, unfinished, or an objective missing). With
+    ``include_stopped`` the stopped trials are ranked too, on the metrics of the epoch they stopped at.
+    Ordered by sweep as given, then trial number.
     """
     objectives = parse_objectives(objectives)
     rows = []
@@ -125,18 +133,21 @@ def trial_rows(client, experiment_id: str, parent_run_ids, objectives) -> list[d
             "run_id": run.info.run_id, "sweep": parent_run_id, "status": run.info.status,
             "params": dict(run.data.params), "metrics": dict(run.data.metrics), "error": run.data.tags.get("error"),
             "number": int(run.data.tags.get("chex.trial_number", 0)),
+            "stopped_at": int(run.data.tags[STOPPED_TAG]) if STOPPED_TAG in run.data.tags else None,
             "searched": [name for name in run.data.tags.get("chex.searched", "").split(",") if name]}
             for run in runs]
         rows += sorted(sweep_rows, key=lambda row: row["number"])
-    values = [[row["metrics"].get(o.name, math.nan) if row["status"] == "FINISHED" else math.nan
-               for o in objectives] for row in rows]
+    ranked = [row["status"] == "FINISHED" or (include_stopped and row["stopped_at"] is not None) for row in rows]
+    values = [[row["metrics"].get(o.name, math.nan) if use else math.nan for o in objectives]
+              for row, use in zip(rows, ranked)]
     ranks = non_dominated_ranks(values, [o.mode == "max" for o in objectives]) if rows else []
     for row, rank in zip(rows, ranks):
         row["rank"] = int(rank)
     return rows
 
 
-def read_trials(client, experiment_name: str, sweep: str | None = None, objectives=DEFAULT_OBJECTIVES) -> Trials:
+def read_trials(client, experiment_name: str, sweep: str | None = None, objectives=DEFAULT_OBJECTIVES, *,
+                include_stopped: bool = False) -> Trials:
     """The experiment's trials (one sweep's when ``sweep`` is a parent run id or sweep name), ranked.
 
     Errors (ValueError, one line each): unknown experiment, unknown sweep, no trial runs, an objective
@@ -145,7 +156,8 @@ def read_trials(client, experiment_name: str, sweep: str | None = None, objectiv
     objectives = parse_objectives(objectives)
     experiment = find_experiment(client, experiment_name)
     sweeps = select_sweeps(client, experiment, sweep)
-    rows = trial_rows(client, experiment.experiment_id, [s["run_id"] for s in sweeps], objectives)
+    rows = trial_rows(client, experiment.experiment_id, [s["run_id"] for s in sweeps], objectives,
+                      include_stopped=include_stopped)
     where = f"experiment {experiment_name!r}" + (f", sweep {sweeps[0]['name']}" if sweep else "")
     if not rows:
         raise ValueError(f"{where} has no trial runs yet")

@@ -29,6 +29,7 @@ from ray.tune.search import Searcher
 
 from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
+from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
 from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
 from chex_tune.tuning.space import SearchSpace
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
@@ -53,6 +54,9 @@ class SweepOptions:
     resume: bool = False
     seed: int = 0
     store: str = "mlflow"
+    early_stop: bool = False  # Pareto-ASHA: stop trials whose objectives fall behind at a rung (pareto_asha.py)
+    grace: int = DEFAULT_GRACE  # epochs before the first rung
+    eta: int = DEFAULT_ETA  # keep the best 1/eta of each rung
 
     def __post_init__(self) -> None:
         for name in ("trials", "concurrent"):
@@ -67,6 +71,10 @@ class SweepOptions:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown --sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if isinstance(self.grace, bool) or not isinstance(self.grace, int) or self.grace < 1:
+            raise ValueError(f"--grace must be a positive number of epochs, got {self.grace!r}")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
+            raise ValueError(f"--eta must be an integer >= 2, got {self.eta!r}")
 
 
 @dataclass
@@ -76,12 +84,18 @@ class SweepResult:
     parent_run_id: str
     tracking_uri: str
     objectives: tuple[Objective, ...]
-    rows: list[dict]  # one per trial run: run_id, status, params, metrics, rank (0 = Pareto front)
+    rows: list[dict]  # one per trial run: run_id, status, params, metrics, rank (0 = Pareto front), stopped_at
     interrupted: bool = False
+    importance: dict | None = None  # objective -> {searched parameter: importance}, from Optuna's evaluator
 
     @property
     def front(self) -> list[dict]:
         return [row for row in self.rows if row["rank"] == 0]
+
+    @property
+    def stopped(self) -> list[dict]:
+        """Trials the early-stopping scheduler stopped (MLflow status KILLED, tag chex.stopped_at_epoch)."""
+        return [row for row in self.rows if row.get("stopped_at") is not None]
 
 
 def make_sampler(name: str, *, seed: int, trials: int, concurrent: int):
@@ -136,11 +150,12 @@ def run_space_sweep(space: SearchSpace, options: SweepOptions, *,
     cpus = _cpus_per_trial(options)
     constants = {} if options.resume else builtin_constants(
         space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu", threads=int(cpus))
+    epochs = options.epochs or space.fixed.get("epochs")
     return _sweep(run_trial, options, param_space=constants, objectives=objectives, searched=sorted(space.params),
                   experiment=options.experiment or pathlib.Path(space.source).stem,
                   optuna_space=None if options.resume else space.optuna_distributions(),
                   initial_points=None, description={"chex.space": str(space.source)}, log=log,
-                  space_file=space.to_dict())
+                  space_file=space.to_dict(), epochs=epochs)
 
 
 def _cpus_per_trial(options: SweepOptions) -> float:
@@ -167,7 +182,8 @@ def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
 
 # ------------------------------------------------------------------------------------ one sweep
 def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, searched, experiment: str,
-           optuna_space, initial_points, description: dict, log, space_file: dict | None = None) -> SweepResult:
+           optuna_space, initial_points, description: dict, log, space_file: dict | None = None,
+           epochs: int | None = None) -> SweepResult:
     import ray
     from ray import tune
 
@@ -180,6 +196,8 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     ray_root = store / "ray"
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     cpus = _cpus_per_trial(options)
+    early_stop = ParetoAsha(objectives, grace=options.grace, eta=options.eta, max_t=epochs) \
+        if options.early_stop else None
     if options.resume:
         recorder.experiment_id = _experiment_id(recorder)
         recorder.sweep, recorder.parent_run_id = latest_sweep(recorder.client, recorder.experiment_id, experiment,
@@ -204,13 +222,18 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
                 recorder.client.log_dict(recorder.parent_run_id, space_file, "search_space.yaml")
             callback = RayMlflowCallback(experiment, tracking_uri=tracking_uri, objectives=objectives,
                                          searched=searched, sweep=recorder.sweep,
-                                         parent_run_id=recorder.parent_run_id)
+                                         parent_run_id=recorder.parent_run_id, early_stop=early_stop)
             tuner = new_tuner(resources, param_space, options, objectives, sweep=recorder.sweep, ray_root=ray_root,
                               store=store, optuna_space=optuna_space, initial_points=initial_points,
-                              callbacks=[callback, ProgressCallback(options.trials, objectives, log)])
+                              callbacks=[callback, ProgressCallback(options.trials, objectives, log, early_stop)],
+                              early_stop=early_stop)
+            stopping = (f"; early stopping: Pareto-ASHA, rungs at epochs "
+                        f"{', '.join(map(str, early_stop.milestones(epochs or 10 ** 6)[:6]))}, keeping 1/{options.eta}"
+                        if early_stop is not None else "")
             log(f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {cpus:g} CPU "
                 f"{f'+ {options.gpus_per_trial:g} GPU ' if options.gpus_per_trial else ''}each; "
-                f"objectives {', '.join(map(str, objectives))}; MLflow {tracking_uri}, experiment {experiment!r}")
+                f"objectives {', '.join(map(str, objectives))}{stopping}; MLflow {tracking_uri}, "
+                f"experiment {experiment!r}")
         tuner.fit()
     finally:
         if started_ray:
@@ -219,11 +242,18 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
     tag_front(client, rows)
     expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
-    done = sum(row["status"] in ("FINISHED", "FAILED") for row in rows)
+    done = sum(row["status"] in ("FINISHED", "FAILED") or row.get("stopped_at") is not None for row in rows)
     interrupted = done < expected
+    importance = None
+    if not interrupted:
+        from chex_tune.tuning.importance import log_importance, searched_importance
+
+        importance = searched_importance(store / "optuna.db", recorder.sweep, objectives)
+        if importance:
+            log_importance(client, recorder.parent_run_id, importance, log)
     client.set_terminated(recorder.parent_run_id, "KILLED" if interrupted else "FINISHED")
     return SweepResult(experiment, recorder.sweep, recorder.parent_run_id, tracking_uri, tuple(objectives), rows,
-                       interrupted)
+                       interrupted, importance)
 
 
 def _experiment_id(recorder: SweepRecorder) -> str:
@@ -234,7 +264,7 @@ def _experiment_id(recorder: SweepRecorder) -> str:
 
 
 def new_tuner(trainable, param_space: dict, options: SweepOptions, objectives, *, sweep: str, ray_root, store,
-              optuna_space, initial_points, callbacks):
+              optuna_space, initial_points, callbacks, early_stop: ParetoAsha | None = None):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -247,7 +277,8 @@ def new_tuner(trainable, param_space: dict, options: SweepOptions, objectives, *
                                                  concurrent=options.concurrent))
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=ObjectiveGuard(searcher, objectives), num_samples=options.trials,
+        tune_config=tune.TuneConfig(search_alg=ObjectiveGuard(searcher, objectives, early_stop=early_stop),
+                                    scheduler=early_stop, num_samples=options.trials,
                                     max_concurrent_trials=options.concurrent,
                                     reuse_actors=True),  # a trial's worker keeps torch/timm imported
         run_config=tune.RunConfig(name=sweep, storage_path=str(ray_root), verbose=0, callbacks=callbacks,
@@ -276,16 +307,27 @@ class ObjectiveGuard(Searcher):
     Ray checks every intermediate result for all the searcher's metrics and stops the whole experiment
     when one is missing; objectives often arrive only in the final report. This wrapper hides the
     metrics from that check, passes intermediate results on only when they hold them, and tells Optuna
-    FAIL for a trial whose final report lacks one (the MLflow callback records why).
+    FAIL for a trial whose final report lacks one (the MLflow callback records why). A trial that
+    ``early_stop`` stopped is told as PRUNED (Optuna's state for it), so its partial values never enter
+    the front the sampler learns from. It also names the study's objectives (optuna-dashboard shows them).
     """
 
-    def __init__(self, searcher: Searcher, objectives):
+    def __init__(self, searcher: Searcher, objectives, *, early_stop: ParetoAsha | None = None):
         self.searcher = searcher
         self.objectives = tuple(o.name for o in objectives)
+        self.early_stop = early_stop
         super().__init__(metric=None, mode=None)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
+        accepted = self.searcher.set_search_properties(metric, mode, config, **spec)
+        study = getattr(self.searcher, "_ot_study", None)  # OptunaSearch's study, once set up
+        if study is not None and len(study.directions) == len(self.objectives):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks set_metric_names experimental
+                study.set_metric_names(list(self.objectives))
+        return accepted
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         return self.searcher.set_max_concurrency(max_concurrent)
@@ -302,6 +344,13 @@ class ObjectiveGuard(Searcher):
             self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        epoch = self.early_stop.stopped_at(trial_id) if self.early_stop is not None else None
+        if epoch is not None and not error:
+            trial = getattr(self.searcher, "_ot_trials", {}).get(trial_id)
+            if trial is not None:
+                trial.set_user_attr("stopped_at_epoch", epoch)
+            self.searcher.on_trial_complete(trial_id, result=None, error=False)  # OptunaSearch: PRUNED
+            return
         if not error and not self._complete(result):
             missing = [n for n in self.objectives if n not in (result or {})]
             logger.warning("trial %s ended without reporting objective(s) %s: recorded as failed", trial_id, missing)
@@ -330,14 +379,17 @@ class ProgressCallback(Callback):
 
     The ETA extrapolates the sweep's wall time per trial-epoch so far to the trial-epochs left; it is known
     once a trial's config says how many epochs it runs (the built-in trainable's does), else it is
-    extrapolated from finished trials.
+    extrapolated from finished trials. Epochs that early stopping saved are taken off; trials it may still
+    stop are not, so with ``early_stop`` the ETA is an upper bound.
     """
 
-    def __init__(self, total: int, objectives, log):
+    def __init__(self, total: int, objectives, log, early_stop: ParetoAsha | None = None):
         self.total, self.objectives, self.log, self.done = total, objectives, log, 0
+        self.early_stop = early_stop
         self.started_at = time.monotonic()
         self.numbers: dict[str, int] = {}  # trial id -> 1, 2, ... in start order
         self.epochs_done = 0
+        self.epochs_saved = 0  # by early stopping
 
     def __getstate__(self) -> dict:  # a bound logger method pickles; a user's lambda may not: fall back to logging
         import pickle
@@ -371,7 +423,7 @@ class ProgressCallback(Callback):
     def _eta(self, epochs) -> str:
         elapsed = time.monotonic() - self.started_at
         if epochs:
-            left = self.total * epochs - self.epochs_done
+            left = self.total * epochs - self.epochs_done - self.epochs_saved
             seconds = elapsed / max(1, self.epochs_done) * max(0, left)
         elif self.done:
             seconds = elapsed / self.done * (self.total - self.done)
@@ -384,6 +436,15 @@ class ProgressCallback(Callback):
         metrics = trial.last_result or {}
         missing = [o.name for o in self.objectives if o.name not in metrics]
         name = f"trial {self._number(trial)}/{self.total}"
+        stopped = self.early_stop.stopped_at(trial.trial_id) if self.early_stop is not None else None
+        if stopped is not None:
+            epochs = (trial.config or {}).get("chex_fixed", {}).get("epochs")
+            self.epochs_saved += max(0, (epochs or stopped) - stopped)
+            shown = ", ".join(f"{o.name} {format_metric(o.name, metrics[o.name])}" for o in self.objectives
+                              if o.name in metrics)
+            self.log(f"{name} stopped at epoch {stopped}, behind the front of its rung ({shown}; "
+                     f"{self.done} of {self.total} done)")
+            return
         if missing:
             self.log(f"{name} FAILED: objective(s) {missing} never reported ({self.done} done)")
             return

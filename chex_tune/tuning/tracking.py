@@ -5,7 +5,8 @@ as flat parameters, per-epoch metrics (step = epoch), the final metrics, and as 
 files (``compact.pt``, loadable with ``chex_tune.load_compact``, also logged as an ``mlflow.pytorch``
 model in the pt2 format; ``metrics.json``, ``widths.json``, a ``widths.png`` plot and the settings
 file). A trial that fails, never reports, or never reports an objective ends as a FAILED run with the
-reason in the ``error`` tag and ``error.txt``.
+reason in the ``error`` tag and ``error.txt``; one stopped early (Pareto-ASHA) ends KILLED with the tag
+``chex.stopped_at_epoch``, its per-epoch metrics and no model.
 
 ``SweepRecorder`` does the writing; the Ray Tune callback (``ray_callback``) and the Optuna callback
 (``optuna_callback``) feed it. It keeps only plain values (Ray pickles its callbacks into the
@@ -23,7 +24,7 @@ import pathlib
 import tempfile
 
 from chex_tune.tuning.objectives import parse_objectives
-from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, tag_front, trial_rows
+from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, STOPPED_TAG, SWEEP_TAG, tag_front, trial_rows
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,14 @@ class SweepRecorder:
             return ("the trial ended without its compact model: finish it with ChexReporter.finish(), which "
                     "reports the compact model and its files as the trial's result")
         return None
+
+    def stop_trial(self, key: str, epoch: int) -> None:
+        """A trial stopped early (its per-epoch metrics are logged already): KILLED, tagged with the epoch, no model."""
+        run_id = self.run_id(key)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, STOPPED_TAG, str(int(epoch)))
+        self.client.set_terminated(run_id, "KILLED")
 
     def fail_trial(self, key: str, message: str) -> None:
         run_id = self.run_id(key)

@@ -123,3 +123,72 @@ def test_a_space_that_collides_with_a_users_key_is_refused_before_anything_runs(
         run_sweep(tiny_trainable, options(tmp_path, "clash", 1), param_space={"sparsity": tune.uniform(0, 1)},
                   chex_space=ChexSpace())
     assert not (tmp_path / "store").exists()
+
+
+def curve_trainable(config: dict) -> None:
+    """Four epochs whose val_acc climbs to ``quality``; the CHEX budget is fixed, so trials differ in accuracy."""
+    torch.set_num_threads(1)
+    x, y = user_models.data()
+    model = user_models.build(width=8)
+    chex = ChexReporter(model, x[:2], config, total=4, builder="user_models:build", builder_kwargs={"width": 8})
+    for epoch in range(1, 5):
+        chex.step()
+        chex.report(val_acc=config["quality"] * epoch / 4)
+    chex.finish()
+
+
+def test_early_stopping_stops_dominated_trials_as_killed_runs_and_pruned_optuna_trials(users_ray, tmp_path, capsys):
+    """Trials one at a time (a known order): at rung 1 the weaker of two stops, the better goes on."""
+    import dataclasses
+
+    import optuna
+    from ray import tune
+
+    from chex_tune.cli import main
+
+    qualities = [0.9, 0.5, 0.95, 0.3]
+    settings = dataclasses.replace(options(tmp_path, "early", 4), concurrent=1, early_stop=True, grace=1, eta=2)
+    result = run_sweep(curve_trainable, settings, param_space={"quality": tune.uniform(0.1, 1.0)},
+                       chex_space=ChexSpace(sparsity=0.5, regrow_fraction=0.5, period=2),
+                       initial_points=[{"quality": q} for q in qualities])
+    by_quality = {float(row["params"]["quality"]): row for row in result.rows}
+    assert sorted(by_quality) == sorted(qualities)
+    assert [by_quality[q]["status"] for q in qualities] == ["FINISHED", "KILLED", "FINISHED", "KILLED"]
+    assert [by_quality[q]["stopped_at"] for q in qualities] == [None, 1, None, 1]
+    assert not result.interrupted and len(result.stopped) == 2
+    client = client_of(result)
+    for quality in (0.5, 0.3):
+        run_id = by_quality[quality]["run_id"]
+        assert client.get_run(run_id).data.tags["chex.stopped_at_epoch"] == "1"
+        assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1]  # its partial metrics
+        assert "compact.pt" not in {f.path for f in client.list_artifacts(run_id)}  # and no model
+    assert [row["rank"] for row in result.rows if row["stopped_at"] is not None] == [-1, -1]  # never on a front
+    study = optuna.load_study(study_name=result.sweep, storage=f"sqlite:///{tmp_path / 'store' / 'optuna.db'}")
+    states = {t.params["quality"]: t.state.name for t in study.trials}
+    assert [states[q] for q in qualities] == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+    assert study.metric_names == ["val_acc", "macs"]
+    assert sorted(t.user_attrs.get("stopped_at_epoch") for t in study.trials if t.state.name == "PRUNED") == [1, 1]
+
+    # resuming the finished sweep re-runs nothing: the stopped trials stay stopped
+    resumed = run_sweep(curve_trainable, dataclasses.replace(settings, resume=True),
+                        param_space={"quality": tune.uniform(0.1, 1.0)},
+                        chex_space=ChexSpace(sparsity=0.5, regrow_fraction=0.5, period=2))
+    assert not resumed.interrupted
+    assert sorted((r["run_id"], r["status"]) for r in resumed.rows) == sorted((r["run_id"], r["status"])
+                                                                              for r in result.rows)
+    assert len(optuna.load_study(study_name=result.sweep,
+                                 storage=f"sqlite:///{tmp_path / 'store' / 'optuna.db'}").trials) == 4
+
+    # pareto leaves the stopped trials out and says so; --include-stopped ranks them on their last epoch
+    import json
+
+    store, plot = str(tmp_path / "store"), str(tmp_path / "p.png")
+    capsys.readouterr()
+    assert main(["pareto", "early", "--store", store, "--plot", plot, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["stopped"] == 2 and listed["finished"] == 2
+    assert {r["run_id"] for r in listed["front"]} <= {by_quality[q]["run_id"] for q in (0.9, 0.95)}
+    assert main(["pareto", "early", "--store", store, "--plot", plot]) == 0
+    assert "stopped early: 2 (not on the front; --include-stopped ranks them)" in capsys.readouterr().out
+    assert main(["pareto", "early", "--store", store, "--plot", plot, "--include-stopped", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["front"]) >= 1
