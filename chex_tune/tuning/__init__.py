@@ -26,22 +26,23 @@ _EXPORTS = {
     "ChexSpace": "chex_space", "merge_spaces": "chex_space",
     "Objective": "objectives", "parse_objectives": "objectives",
     "run_sweep": "search", "run_space_sweep": "search", "SweepOptions": "search", "SweepResult": "search",
-    "RayMlflowCallback": "ray_callback",
+    "RayMlflowCallback": "ray_callback", "ParetoAsha": "pareto_asha",
     "OptunaMlflowCallback": "optuna_callback",
     "ChexLightningCallback": "lightning_callback",
     "read_trials": "runs", "open_store": "runs",
 }
 
 __all__ = ["BuilderImportError", "ChexLightningCallback", "ChexReporter", "ChexResult", "ChexSpace", "Objective",
-           "OptunaMlflowCallback", "RayMlflowCallback", "SweepOptions", "SweepResult", "builder_reference",
-           "load_compact", "merge_spaces", "open_store", "parse_objectives", "read_trials", "run_space_sweep",
-           "run_sweep", "save_compact"]
+           "OptunaMlflowCallback", "ParetoAsha", "RayMlflowCallback", "SweepOptions", "SweepResult",
+           "builder_reference", "load_compact", "merge_spaces", "open_store", "parse_objectives", "read_trials",
+           "run_space_sweep", "run_sweep", "save_compact"]
 
 if TYPE_CHECKING:
     from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
     from chex_tune.tuning.lightning_callback import ChexLightningCallback
     from chex_tune.tuning.objectives import Objective, parse_objectives
     from chex_tune.tuning.optuna_callback import OptunaMlflowCallback
+    from chex_tune.tuning.pareto_asha import ParetoAsha
     from chex_tune.tuning.ray_callback import RayMlflowCallback
     from chex_tune.tuning.reporter import ChexReporter, ChexResult
     from chex_tune.tuning.runs import open_store, read_trials

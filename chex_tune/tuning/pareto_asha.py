@@ -9,9 +9,8 @@ vector of objectives is recorded there and the trial goes on only if it is among
 ``ceil(n / eta)`` of the ``n`` trials recorded at that rung so far: best by non-dominated sorting, and
 inside a front by crowding distance (the front's extremes first, so a cheap-but-weaker trial is kept as
 readily as an accurate-but-costly one); a trial tied with the last one kept goes on too. Nothing waits
-for a rung to fill: the first trials to arrive
-always go on, later ones are held against more company (ASHA's asynchronous promotion, with Pareto
-rank in place of one metric's quantile).
+for a rung to fill: the first trials to arrive always go on, later ones are held against more company
+(ASHA's asynchronous promotion, with Pareto rank in place of one metric's quantile).
 
 Any trainable that reports its objectives per epoch works (``epoch`` or Ray's ``training_iteration``,
 see ``time_attr``); a report without every objective is let through undecided. A trial's final report

@@ -31,7 +31,7 @@ from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
 from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
 from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
-from chex_tune.tuning.space import SearchSpace
+from chex_tune.tuning.space import OBJECTIVE_METRICS, SearchSpace
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,8 @@ def run_space_sweep(space: SearchSpace, options: SweepOptions, *,
     """The YAML/CLI sweep: chex-tune's own training loop on ``space``'s settings."""
     from chex_tune.tuning.trainable import builtin_constants, run_trial
 
-    objectives = parse_objectives(options.objectives) if options.objectives else space.objectives
+    objectives = parse_objectives(options.objectives, allowed=OBJECTIVE_METRICS) if options.objectives \
+        else space.objectives
     cpus = _cpus_per_trial(options)
     constants = {} if options.resume else builtin_constants(
         space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu", threads=int(cpus))
