@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     parser.add_argument("--early-stop", action="store_true",
                         help="stop trials whose objectives fall behind at a rung (Pareto-ASHA; KILLED runs)")
-    parser.add_argument("--grace", type=int, help="--early-stop: epochs before the first rung (default 1)")
+    parser.add_argument("--grace", type=int, help="--early-stop: epochs before the first rung (default 2)")
     parser.add_argument("--eta", type=int, help="--early-stop: keep the best 1/ETA of each rung (default 3)")
 
 

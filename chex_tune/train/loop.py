@@ -165,13 +165,17 @@ class Trainer:
         return self.explorer is not None and self.explorer.schedule.is_frozen(self.explorer.t)
 
     def cost(self) -> dict:
-        """MACs, params and sparsity of the current (masked or compacted) model."""
+        """MACs, params and sparsity of the current (masked or compacted) model, and with a MACs budget the
+        budget in MACs (``macs_budget``: what the final model will cost, known from the first epoch while
+        the masked model's MACs still move with regrowth; early stopping ranks trials on it)."""
+        budget = {"macs_budget": self.config.chex.macs_target * self.dense_macs} \
+            if self.config.chex.macs_target is not None and not self.config.chex.dense else {}
         if self.explorer is not None:
             return {"macs": self.explorer.macs(), "params": self.explorer.params(),
-                    "sparsity": self.explorer.sparsity()}
+                    "sparsity": self.explorer.sparsity(), **budget}
         macs = count_macs(self.model, self.example[:1])
         return {"macs": macs, "params": count_params(self.model),
-                "sparsity": self.frozen_sparsity}
+                "sparsity": self.frozen_sparsity, **budget}
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_path(self) -> pathlib.Path:

@@ -175,10 +175,14 @@ class ChexReporter:
         return self.explorer.step() if self.explorer is not None else False
 
     def cost(self) -> dict:
-        """MACs (per sample), params and channel sparsity of the current masked model."""
+        """MACs (per sample), params and channel sparsity of the current masked model; with a MACs budget also
+        ``macs_budget``, what the compact model will cost (early stopping ranks trials on it)."""
         if self.explorer is None:
             return {"macs": self.dense_macs, "params": self.dense_params, "sparsity": 0.0}
-        return {"macs": self.explorer.macs(), "params": self.explorer.params(), "sparsity": self.explorer.sparsity()}
+        budget = {"macs_budget": self.settings.macs_target * self.dense_macs} \
+            if self.settings.macs_target is not None else {}
+        return {"macs": self.explorer.macs(), "params": self.explorer.params(), "sparsity": self.explorer.sparsity(),
+                **budget}
 
     def report(self, metrics: Mapping | None = None, /, *, epoch: int | None = None, **more) -> dict:
         """Report the user's metrics with ``macs``, ``params``, ``sparsity`` and ``epoch``; returns what was sent."""

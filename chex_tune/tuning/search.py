@@ -29,14 +29,15 @@ from ray.tune.search import Searcher
 
 from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
-from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
-from chex_tune.tuning.runs import ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
+from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
+from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
 from chex_tune.tuning.space import OBJECTIVE_METRICS, SearchSpace
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
 
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "random")
+RAY_TRIAL_ATTR, MLFLOW_RUN_ATTR = "ray_trial_id", "mlflow_run_id"  # user attributes of the sweep's Optuna trials
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     ray_root = store / "ray"
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
     cpus = _cpus_per_trial(options)
-    early_stop = ParetoAsha(objectives, grace=options.grace, eta=options.eta, max_t=epochs) \
+    early_stop = ParetoAsha(objectives, grace=options.grace, eta=options.eta, max_t=epochs,
+                            rung_metrics=CHEX_RUNG_METRICS if "macs" in {o.name for o in objectives} else None) \
         if options.early_stop else None
     if options.resume:
         recorder.experiment_id = _experiment_id(recorder)
@@ -227,7 +229,7 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
             tuner = new_tuner(resources, param_space, options, objectives, sweep=recorder.sweep, ray_root=ray_root,
                               store=store, optuna_space=optuna_space, initial_points=initial_points,
                               callbacks=[callback, ProgressCallback(options.trials, objectives, log, early_stop)],
-                              early_stop=early_stop)
+                              early_stop=early_stop, run_id=recorder.run_id)
             stopping = (f"; early stopping: Pareto-ASHA, rungs at epochs "
                         f"{', '.join(map(str, early_stop.milestones(epochs or 10 ** 6)[:6]))}, keeping 1/{options.eta}"
                         if early_stop is not None else "")
@@ -235,16 +237,19 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
                 f"{f'+ {options.gpus_per_trial:g} GPU ' if options.gpus_per_trial else ''}each; "
                 f"objectives {', '.join(map(str, objectives))}{stopping}; MLflow {tracking_uri}, "
                 f"experiment {experiment!r}")
-        tuner.fit()
+        grid = tuner.fit()
     finally:
         if started_ray:
             ray.shutdown()
+    settle_runs(recorder, grid)
     client = recorder.client
     rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
     tag_front(client, rows)
     expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
     done = sum(row["status"] in ("FINISHED", "FAILED") or row.get("stopped_at") is not None for row in rows)
     interrupted = done < expected
+    if not interrupted:
+        fail_orphans(store / "optuna.db", recorder.sweep)
     importance = None
     if not interrupted:
         from chex_tune.tuning.importance import log_importance, searched_importance
@@ -257,6 +262,51 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
                        interrupted, importance)
 
 
+def settle_runs(recorder: SweepRecorder, grid) -> None:
+    """No child run of the sweep stays RUNNING once ``fit`` returns.
+
+    A trial Ray saw finish, whose run the MLflow writer never closed (the driver was killed in between, and
+    this is the resume), is completed from Ray's record of it: its last report and its files. A run whose
+    trial did not end (Ctrl-C, or a killed driver) is KILLED; ``--resume`` runs that trial again in a new run.
+    """
+    from chex_tune.tuning.ray_callback import reported_params, trainable_metrics
+    from chex_tune.tuning.reporter import FINAL_KEY
+
+    def running(key: str) -> bool:
+        run_id = recorder.run_id(key)
+        return run_id is not None and recorder.client.get_run(run_id).info.status == "RUNNING"
+
+    for result in grid:
+        metrics = result.metrics or {}
+        key = metrics.get("trial_id")
+        if not key or not running(key):
+            continue
+        if result.error is not None:
+            recorder.fail_trial(key, str(result.error))
+        elif metrics.get(FINAL_KEY) and result.checkpoint is not None:
+            recorder.complete_trial(key, trainable_metrics(metrics), pathlib.Path(result.checkpoint.path),
+                                    params=reported_params(metrics))
+    left = recorder.client.search_runs([recorder.experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{recorder.parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in left:
+        recorder.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def fail_orphans(optuna_db: pathlib.Path, study_name: str) -> int:
+    """Tell FAIL for the study's trials still RUNNING after a complete sweep (asked by a driver that was killed
+    before Ray saved the searcher's state: no trial will ever report to them); returns how many."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_db}")
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    if orphans:
+        logger.info("Optuna study %s: %d trial(s) left RUNNING by an interrupted driver marked FAIL",
+                    study_name, len(orphans))
+    return len(orphans)
+
+
 def _experiment_id(recorder: SweepRecorder) -> str:
     experiment = recorder.client.get_experiment_by_name(recorder.experiment)
     if experiment is None:
@@ -265,7 +315,7 @@ def _experiment_id(recorder: SweepRecorder) -> str:
 
 
 def new_tuner(trainable, param_space: dict, options: SweepOptions, objectives, *, sweep: str, ray_root, store,
-              optuna_space, initial_points, callbacks, early_stop: ParetoAsha | None = None):
+              optuna_space, initial_points, callbacks, early_stop: ParetoAsha | None = None, run_id=None):
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -278,7 +328,8 @@ def new_tuner(trainable, param_space: dict, options: SweepOptions, objectives, *
                                                  concurrent=options.concurrent))
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=ObjectiveGuard(searcher, objectives, early_stop=early_stop),
+        tune_config=tune.TuneConfig(search_alg=ObjectiveGuard(searcher, objectives, early_stop=early_stop,
+                                                              run_id=run_id),
                                     scheduler=early_stop, num_samples=options.trials,
                                     max_concurrent_trials=options.concurrent,
                                     reuse_actors=True),  # a trial's worker keeps torch/timm imported
@@ -310,13 +361,16 @@ class ObjectiveGuard(Searcher):
     metrics from that check, passes intermediate results on only when they hold them, and tells Optuna
     FAIL for a trial whose final report lacks one (the MLflow callback records why). A trial that
     ``early_stop`` stopped is told as PRUNED (Optuna's state for it), so its partial values never enter
-    the front the sampler learns from. It also names the study's objectives (optuna-dashboard shows them).
+    the front the sampler learns from. It also names the study's objectives and gives each Optuna trial its Ray
+    trial id and MLflow run id as user attributes (optuna-dashboard shows them).
     """
 
-    def __init__(self, searcher: Searcher, objectives, *, early_stop: ParetoAsha | None = None):
+    def __init__(self, searcher: Searcher, objectives, *, early_stop: ParetoAsha | None = None,
+                 run_id: Callable[[str], str | None] | None = None):
         self.searcher = searcher
         self.objectives = tuple(o.name for o in objectives)
         self.early_stop = early_stop
+        self.run_id = run_id  # Ray trial id -> its MLflow run id
         super().__init__(metric=None, mode=None)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -334,7 +388,27 @@ class ObjectiveGuard(Searcher):
         return self.searcher.set_max_concurrency(max_concurrent)
 
     def suggest(self, trial_id: str):
-        return self.searcher.suggest(trial_id)
+        config = self.searcher.suggest(trial_id)
+        trial = self._optuna_trial(trial_id)
+        if trial is not None:
+            _set_user_attr(trial, RAY_TRIAL_ATTR, trial_id)
+        return config
+
+    def _optuna_trial(self, trial_id: str):
+        return getattr(self.searcher, "_ot_trials", {}).get(trial_id)  # OptunaSearch's trial for a Ray trial
+
+    def _link_run(self, trial_id: str) -> None:
+        """The trial's MLflow run id as an Optuna user attribute (set before the trial ends: then it is frozen)."""
+        trial = self._optuna_trial(trial_id)
+        if trial is None or self.run_id is None:
+            return
+        try:
+            run_id = self.run_id(trial_id)
+        except Exception as exc:  # noqa: BLE001 - a link is a convenience; the sweep goes on without it
+            logger.debug("no MLflow run id for trial %s: %s", trial_id, exc)
+            return
+        if run_id is not None:
+            _set_user_attr(trial, MLFLOW_RUN_ATTR, run_id)
 
     def _complete(self, result) -> bool:
         return bool(result) and all(isinstance(result.get(name), (int, float)) and not isinstance(
@@ -345,11 +419,12 @@ class ObjectiveGuard(Searcher):
             self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self._link_run(trial_id)
         epoch = self.early_stop.stopped_at(trial_id) if self.early_stop is not None else None
         if epoch is not None and not error:
-            trial = getattr(self.searcher, "_ot_trials", {}).get(trial_id)
+            trial = self._optuna_trial(trial_id)
             if trial is not None:
-                trial.set_user_attr("stopped_at_epoch", epoch)
+                _set_user_attr(trial, "stopped_at_epoch", epoch)
             self.searcher.on_trial_complete(trial_id, result=None, error=False)  # OptunaSearch: PRUNED
             return
         if not error and not self._complete(result):
@@ -372,6 +447,17 @@ class ObjectiveGuard(Searcher):
 
     def set_state(self, state: dict) -> None:
         self.objectives = tuple(state["objectives"])
+
+
+def _set_user_attr(trial, key: str, value) -> None:
+    """An Optuna user attribute, unless the trial has ended: a trial re-run after a killed driver may already be
+    finished in the study (told before the kill; Ray's saved state is older), and its record stays as it was."""
+    import optuna
+
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        logger.debug("Optuna trial %s already finished; %s not set", trial.number, key)
 
 
 class ProgressCallback(Callback):

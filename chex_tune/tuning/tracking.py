@@ -137,12 +137,14 @@ def using_tracking_uri(uri: str):
 
 def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path) -> None:
     """The compact model as an ``mlflow.pytorch`` model in the pt2 (``torch.export``) format: MLflow loads it
-    without pickle and without the model's class."""
+    without pickle and without the model's class, so its environment needs torch and numpy only (chex-tune
+    itself is not required: a pin of it would name a package no index serves)."""
     import mlflow.pytorch
+    import numpy
     import torch
 
     import mlflow
-    from chex_tune import __version__, load_compact
+    from chex_tune import load_compact
 
     model = load_compact(compact_path)
     shape = model.chex_recipe["input_shape"]
@@ -150,7 +152,7 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
     with using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
         mlflow.pytorch.log_model(model, name="model", input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                                   f"chex-tune=={__version__}"])
+                                                   f"numpy=={numpy.__version__}"])
 
 
 # ------------------------------------------------------------------------------------ the recorder

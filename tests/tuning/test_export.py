@@ -7,6 +7,11 @@ around it so that each constraint has a known answer.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -169,6 +174,27 @@ def test_registered_alias_resolves_to_the_exported_run(store):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(served(x), load_compact(store["run_dir"] / "compact.pt")(x))
+    # the model's environment does not need chex-tune: it loads in a process where chex_tune cannot be imported
+    downloads = store["root"] / "downloads"
+    downloads.mkdir(exist_ok=True)
+    import mlflow.pyfunc
+
+    with using_tracking_uri(store["uri"]):
+        requirements = pathlib.Path(mlflow.pyfunc.get_model_dependencies("models:/tiny@champion"))
+    assert "chex-tune" not in requirements.read_text() and "torch==" in requirements.read_text()
+    x_file = downloads / "x.pt"
+    torch.save({"x": x, "y": load_compact(store["run_dir"] / "compact.pt")(x).detach()}, x_file)
+    # Any import of chex_tune now fails. Lightning is blocked too: mlflow.pytorch imports it if present, and it
+    # pulls in torchvision, whose CPU import needs chex_tune's fix in this environment (environment.md).
+    script = ("import sys; sys.modules['chex_tune'] = sys.modules['pytorch_lightning'] = None\n"
+              "import torch, mlflow, mlflow.pytorch\n"
+              f"mlflow.set_tracking_uri({store['uri']!r})\n"
+              "model = mlflow.pytorch.load_model('models:/tiny@champion')\n"
+              f"data = torch.load({str(x_file)!r}, weights_only=True)\n"
+              "torch.testing.assert_close(model(data['x']), data['y'], rtol=1e-4, atol=1e-5)\nprint('served')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=downloads, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert done.returncode == 0 and "served" in done.stdout, done.stderr
     # a run without an mlflow model registers its compact.pt; the alias moves to the new version
     second = register(client, rows[ids["A"]], store["experiment_id"], "tiny", "champion")
     found = client.get_model_version_by_alias("tiny", "champion")

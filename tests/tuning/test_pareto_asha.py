@@ -90,9 +90,11 @@ def test_a_trial_reporting_past_several_rungs_at_once_is_recorded_at_each():
 
 
 def test_rung_metrics_read_the_cost_from_another_reported_metric():
-    scheduler = ParetoAsha("val_acc:max,macs:min", grace=1, eta=2, max_t=4, rung_metrics={"macs": "target_macs"})
-    assert report(scheduler, "a", 1, val_acc=0.9, macs=50.0, target_macs=10.0) == CONTINUE
-    assert report(scheduler, "b", 1, val_acc=0.8, macs=5.0, target_macs=12.0) == STOP  # by target, b is dominated
+    scheduler = ParetoAsha("val_acc:max,macs:min", grace=1, eta=2, max_t=4, rung_metrics={"macs": "macs_budget"})
+    assert report(scheduler, "a", 1, val_acc=0.9, macs=50.0, macs_budget=10.0) == CONTINUE
+    assert report(scheduler, "b", 1, val_acc=0.8, macs=5.0, macs_budget=12.0) == STOP  # by budget, b is dominated
+    assert report(scheduler, "c", 1, val_acc=0.95, macs=9.0) == CONTINUE  # no budget reported: its macs count
+    assert scheduler.rungs[1]["c"] == (0.95, 9.0)
     with pytest.raises(ValueError, match=r"rung_metrics names \['latency_ms'\]"):
         ParetoAsha(rung_metrics={"latency_ms": "x"})
 

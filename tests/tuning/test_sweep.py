@@ -6,6 +6,7 @@ test_resnet for two epochs per trial, a few seconds each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -108,13 +109,18 @@ def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
     assert all(row["rank"] == -1 for row in result.rows if row["status"] == "FAILED")
 
 
-def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
+def sweep_process(tmp_path, experiment: str, *, epochs: int):
+    """The store, command line and environment of a 4-trial sweep run one trial at a time in its own process."""
     store = tmp_path / "store"
     space_file = tmp_path / "space.yaml"
-    space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": 6}}))
+    space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": epochs}}))
     command = [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "4", "--concurrent",
-               "1", "--store", str(store), "--experiment", "resume", "--sampler", "random"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+               "1", "--store", str(store), "--experiment", experiment, "--sampler", "random"]
+    return store, command, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
+    store, command, env = sweep_process(tmp_path, "resume", epochs=6)
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in driver.stdout:  # interrupt as soon as the progress says the first trial is done
@@ -127,6 +133,9 @@ def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_pat
     assert driver.returncode == 130, output
     before = {r.info.run_id for r in child_runs(client_of(store), "resume") if r.info.status == "FINISHED"}
     assert 1 <= len(before) < 4, output
+    interrupted = [r for r in child_runs(client_of(store), "resume") if r.info.status != "FINISHED"]
+    assert {r.info.status for r in interrupted} <= {"KILLED"}, output  # Ctrl-C leaves no run RUNNING
+    assert not any("chex.stopped_at_epoch" in r.data.tags for r in interrupted)  # interrupted, not stopped
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -137,6 +146,33 @@ def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_pat
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     trials = study_trials(store, parent[0].data.tags["chex.sweep"])
     assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 4
+
+
+def test_a_killed_driver_then_resume_completes_the_sweep_with_every_run_once_and_none_running(tmp_path):
+    """kill -9 of the driver right after a trial finished (its MLflow run may not be closed yet), then --resume."""
+    store, command, env = sweep_process(tmp_path, "killed", epochs=4)
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        for line in driver.stdout:
+            if " done: " in line:
+                driver.kill()
+                break
+        driver.wait(timeout=60)
+    finally:  # the Ray processes the killed driver started are left behind: end them as an operator would
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == -signal.SIGKILL
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    runs = child_runs(client_of(store), "killed")
+    assert sorted(r.data.tags["chex.trial_id"] for r in runs) == sorted({r.data.tags["chex.trial_id"] for r in runs})
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}, resumed.stdout
+    parent = client_of(store).search_runs([runs[0].info.experiment_id], "tags.`chex.role` = 'sweep'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    states = [t.state.name for t in study_trials(store, parent[0].data.tags["chex.sweep"])]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
 
 
 @pytest.mark.slow

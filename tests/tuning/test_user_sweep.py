@@ -166,7 +166,9 @@ def test_early_stopping_stops_dominated_trials_as_killed_runs_and_pruned_optuna_
     study = optuna.load_study(study_name=result.sweep, storage=f"sqlite:///{tmp_path / 'store' / 'optuna.db'}")
     states = {t.params["quality"]: t.state.name for t in study.trials}
     assert [states[q] for q in qualities] == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
-    assert study.metric_names == ["val_acc", "macs"]
+    assert study.metric_names == ["val_acc", "macs"]  # optuna-dashboard shows these names, not "Objective 0"
+    assert {t.params["quality"]: t.user_attrs["mlflow_run_id"] for t in study.trials} == {
+        q: by_quality[q]["run_id"] for q in qualities}
     assert sorted(t.user_attrs.get("stopped_at_epoch") for t in study.trials if t.state.name == "PRUNED") == [1, 1]
 
     # resuming the finished sweep re-runs nothing: the stopped trials stay stopped
