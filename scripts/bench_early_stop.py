@@ -1,0 +1,498 @@
+#!/usr/bin/env python
+"""Early stopping benchmark: Pareto-ASHA against full-fidelity search, as hypervolume per trial-epoch.
+
+A real sweep on a 2-core CPU is too slow to compare schedulers over many repeats, so the field's standard
+method is used: a **curve bank**.
+
+1. ``bank``: real per-epoch curves (val_acc, macs, params, sparsity) of ``--configs`` CHEX configurations
+   drawn at random from the shipped space, trained with chex-tune's own loop (``chex_tune.train``) in the
+   reduced CPU setting ``BANK_SETTINGS``; stored with their exact settings in ``benchmarks/curve_bank.json``
+   with the rank correlation (Kendall tau) of each epoch's val_acc (and MACs) with the final ones.
+2. ``replay``: sweeps through the real code (Ray Tune, ``OptunaSearch`` wrapped in chex-tune's
+   ``ObjectiveGuard``, the ``ParetoAsha`` scheduler) with a trainable that reads the bank: a proposed
+   configuration trains as the bank's nearest configuration (1-NN in the space's normalised coordinates)
+   and reports its curve epoch by epoch, sleeping a scaled copy of the recorded epoch time so trials
+   reach rungs in a realistic order. Full-fidelity random and TPE against Pareto-ASHA with random and
+   TPE, ``--repeats`` each, all with the same budget of trial-epochs. Hypervolume under a fixed reference
+   (val_acc 0, the dense model's MACs), as a fraction of the dense MACs x 1.0 box.
+3. ``real``: the same setting as the bank, one real sweep with ``early_stop`` next to one without (same
+   seed, same trials), to check that the replay's saving is what a real sweep saves.
+
+Writes ``early_stop.json``, ``early_stop.md`` and ``early_stop.png`` under ``--out``.
+
+    python scripts/bench_early_stop.py                 # all phases (the bank is reused when present)
+    python scripts/bench_early_stop.py --phase replay  # replays only, from benchmarks/curve_bank.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import chex_tune  # noqa: F401  (before timm)
+
+# isort: split
+import numpy as np
+import torch
+
+from chex_tune.tuning.pareto import hypervolume_2d
+from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE
+from chex_tune.tuning.space import SearchSpace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchlib import log, machine_info, verdict  # noqa: E402
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "fashion_mnist_resnet18.yaml"
+BANK_SETTINGS = {"epochs": 9, "train_subset": 1500, "val_size": 1000}  # rungs 1 and 3 below 9 epochs (eta 3)
+OBJECTIVES = "val_acc:max,macs:min"
+METHODS = {  # name -> (sampler, early stopping)
+    "random, full fidelity": ("random", False),
+    "TPE, full fidelity": ("tpe", False),
+    "Pareto-ASHA + random": ("random", True),
+    "Pareto-ASHA + TPE": ("tpe", True),
+}
+FULL_TRIALS = 24  # a full-fidelity sweep; every method gets its budget of trial-epochs
+TARGETS = {"epochs_fraction": 0.5, "final_gap": 0.01, "real_vs_replay": 0.2}
+VARIANTS = [{"grace": g, "eta": e, "cost": c} for g, e, c in
+            ((1, 3, "reported"), (1, 3, "budget"), (2, 3, "budget"), (3, 3, "budget"), (1, 2, "budget"),
+             (1, 4, "budget"))]
+
+
+# ------------------------------------------------------------------------------------ 1. the bank
+def sample_configs(space: SearchSpace, count: int, seed: int) -> list[dict]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    distributions = space.optuna_distributions()
+    return [study.ask(distributions).params for _ in range(count)]
+
+
+def record_bank(space: SearchSpace, path: Path, count: int, seed: int) -> dict:
+    """Train every configuration (resuming a partly written bank) and store its curve."""
+    from chex_tune.train.loop import train
+
+    bank = json.loads(path.read_text()) if path.exists() else {}
+    configs = sample_configs(space, count, seed)
+    if bank.get("configs") and [e["config"] for e in bank["entries"]] != configs[:len(bank["entries"])]:
+        raise SystemExit(f"{path} holds other configurations; move it away to record a new bank")
+    bank.update(space=str(SPACE.name), settings={**space.fixed, **BANK_SETTINGS}, seed=seed, configs=count,
+                objectives=OBJECTIVES, machine=machine_info())
+    bank.setdefault("entries", [])
+    started = time.perf_counter()
+    for index in range(len(bank["entries"]), count):
+        config = configs[index]
+        curve: list[dict] = []
+
+        def keep(metrics: dict, curve: list[dict] = curve) -> None:
+            curve.append({k: metrics[k] for k in ("epoch", "val_acc", "macs", "params", "sparsity", "epoch_seconds")})
+
+        run = space.run_config(config, **BANK_SETTINGS, seed=seed, device="cpu")
+        with tempfile.TemporaryDirectory() as out:
+            result = train(run, out, callback=keep)
+        final = {k: result[k] for k in ("val_acc", "macs", "params", "dense_macs", "train_seconds")}
+        bank["entries"].append({"config": config, "curve": curve, "final": final})
+        path.write_text(json.dumps(bank, indent=1))  # after every configuration: an interrupted record resumes
+        done = index + 1
+        log(f"bank {done}/{count}: {config} -> val_acc {final['val_acc']:.4f}, MACs {final['macs'] / 1e6:.2f}M "
+            f"({final['train_seconds']:.0f} s; {(time.perf_counter() - started) / 60:.1f} min)")
+    bank["correlation"] = rank_correlation(bank["entries"])
+    path.write_text(json.dumps(bank, indent=1))
+    return bank
+
+
+def rank_correlation(entries: list[dict]) -> list[dict]:
+    """Kendall tau between each epoch's value and the final one, for val_acc and MACs."""
+    from scipy.stats import kendalltau
+
+    epochs = min(len(e["curve"]) for e in entries)
+    out = []
+    for epoch in range(epochs):
+        row = {"epoch": epoch + 1}
+        for metric in ("val_acc", "macs"):
+            tau = kendalltau([e["curve"][epoch][metric] for e in entries], [e["final"][metric] for e in entries])
+            row[metric] = float(tau.statistic)
+        out.append(row)
+    return out
+
+
+# ------------------------------------------------------------------------------------ 2. the replay
+class Bank:
+    """The recorded configurations as points of the space's unit cube, for nearest-neighbour lookup."""
+
+    def __init__(self, bank: dict, space: SearchSpace):
+        self.entries = bank["entries"]
+        self.params = space.params
+        self.points = np.array([self.coordinates(e["config"]) for e in self.entries])
+
+    def coordinates(self, config: dict) -> list[float]:
+        out = []
+        for name, param in sorted(self.params.items()):
+            value = config[name]
+            if param.choices is not None:
+                out.append(float(param.choices.index(value)) * 10.0)  # another choice is never "near"
+            else:
+                low, high = float(param.low), float(param.high)
+                if param.log:
+                    value, low, high = math.log(value), math.log(low), math.log(high)
+                out.append((float(value) - low) / (high - low))
+        return out
+
+    def nearest(self, config: dict) -> dict:
+        distances = ((self.points - np.array(self.coordinates(config))) ** 2).sum(axis=1)
+        return self.entries[int(np.argmin(distances))]
+
+
+def replay_trainable(config: dict, bank: Bank, seconds_per_second: float) -> None:
+    from ray import tune
+
+    from chex_tune.tuning.reporter import FINAL_KEY
+
+    entry = bank.nearest(config)
+    budget = entry["config"]["macs_target"] * entry["final"]["dense_macs"]  # what the loop reports as macs_budget
+    for point in entry["curve"]:
+        time.sleep(point["epoch_seconds"] * seconds_per_second)
+        tune.report({**{k: point[k] for k in ("epoch", "val_acc", "macs", "params", "sparsity")},
+                     "macs_budget": budget})
+    tune.report({**entry["final"], "epoch": len(entry["curve"]), FINAL_KEY: True})
+
+
+def replay_sweep(bank: Bank, space: SearchSpace, sampler: str, early_stop: bool, *, trials: int, seed: int,
+                 concurrent: int, epochs: int, seconds_per_second: float, storage: Path, rule: dict) -> list[dict]:
+    """One sweep; returns its events in order: {"kind": "epoch"|"final", "trial", ...}."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from chex_tune.tuning.objectives import parse_objectives
+    from chex_tune.tuning.pareto_asha import ParetoAsha
+    from chex_tune.tuning.search import ObjectiveGuard, make_sampler
+
+    objectives = parse_objectives(OBJECTIVES)
+    scheduler = ParetoAsha(objectives, grace=rule["grace"], eta=rule["eta"], max_t=epochs,
+                           rung_metrics={"macs": "macs_budget"} if rule["cost"] == "budget" else None) \
+        if early_stop else None
+    searcher = OptunaSearch(space=space.optuna_distributions(), metric=[o.name for o in objectives],
+                            mode=[o.mode for o in objectives],
+                            sampler=make_sampler(sampler, seed=seed, trials=FULL_TRIALS, concurrent=concurrent))
+    events: list[dict] = []
+
+    class Recorder(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not result.get("chex_final"):
+                events.append({"kind": "epoch", "trial": trial.trial_id})
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last = trial.last_result or {}
+            if last.get("chex_final") and (scheduler is None or scheduler.stopped_at(trial.trial_id) is None):
+                events.append({"kind": "final", "trial": trial.trial_id, "val_acc": last["val_acc"],
+                               "macs": last["macs"]})
+
+    trainable = tune.with_resources(tune.with_parameters(replay_trainable, bank=bank,
+                                                         seconds_per_second=seconds_per_second), {"cpu": 0.5})
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+        search_alg=ObjectiveGuard(searcher, objectives, early_stop=scheduler), scheduler=scheduler,
+        num_samples=trials, max_concurrent_trials=concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(storage), verbose=0, callbacks=[Recorder()]))
+    tuner.fit()
+    return events
+
+
+def hypervolume_curve(events: list[dict], dense_macs: float, grid: np.ndarray) -> np.ndarray:
+    """Hypervolume of the finished trials after each trial-epoch spent, on ``grid`` (cumulative trial-epochs)."""
+    spent, points, steps, volumes = 0, [], [0], [0.0]
+    for event in events:
+        if event["kind"] == "epoch":
+            spent += 1
+        else:
+            points.append([event["val_acc"], event["macs"] / dense_macs])
+            steps.append(spent)
+            volumes.append(hypervolume_2d(points, [True, False], reference=[0.0, 1.0]))
+    index = np.searchsorted(np.array(steps), grid, side="right") - 1
+    return np.array(volumes)[index]
+
+
+def epochs_of_first(events: list[dict], trials: int) -> int:
+    """Trial-epochs the first ``trials`` trials (in start order) spent."""
+    order: list[str] = []
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["kind"] == "epoch":
+            if event["trial"] not in counts:
+                order.append(event["trial"])
+            counts[event["trial"]] = counts.get(event["trial"], 0) + 1
+    return sum(counts[t] for t in order[:trials])
+
+
+def run_replays(bank_data: dict, space: SearchSpace, repeats: int, concurrent: int, scale: float, rule: dict,
+                methods=tuple(METHODS)) -> dict:
+    import ray
+
+    bank = Bank(bank_data, space)
+    epochs = len(bank.entries[0]["curve"])
+    budget = FULL_TRIALS * epochs
+    dense_macs = bank.entries[0]["final"]["dense_macs"]
+    grid = np.arange(budget + 1)
+    per_method: dict[str, dict] = {}
+    ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False, configure_logging=True,
+             logging_level="ERROR")
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            for name in methods:
+                sampler, early = METHODS[name]
+                # an early-stopping sweep runs more trials within the same budget (each costs ~2.3 of 9 epochs)
+                trials = FULL_TRIALS * (4 if early else 1)
+                curves, used, first = [], [], []
+                started = time.perf_counter()
+                for repeat in range(repeats):
+                    events = replay_sweep(bank, space, sampler, early, trials=trials, seed=repeat,
+                                          concurrent=concurrent, epochs=epochs, seconds_per_second=scale,
+                                          storage=Path(storage), rule=rule)
+                    curves.append(hypervolume_curve(events, dense_macs, grid))
+                    used.append(sum(e["kind"] == "epoch" for e in events))
+                    first.append(epochs_of_first(events, FULL_TRIALS // 2))
+                curves = np.array(curves)
+                per_method[name] = {"trials": trials, "median": np.median(curves, axis=0).tolist(),
+                                    "q25": np.quantile(curves, 0.25, axis=0).tolist(),
+                                    "q75": np.quantile(curves, 0.75, axis=0).tolist(),
+                                    "final": curves[:, -1].tolist(), "epochs_used": used,
+                                    "epochs_first_half": first}
+                log(f"replay {name}: {repeats} sweeps in {time.perf_counter() - started:.0f} s; median final "
+                    f"hypervolume {np.median(curves[:, -1]):.4f}; trial-epochs used {statistics.median(used):.0f}")
+    finally:
+        ray.shutdown()
+    return {"budget": budget, "epochs": epochs, "repeats": repeats, "concurrent": concurrent, "scale": scale,
+            "dense_macs": dense_macs, "rule": rule, "methods": per_method}
+
+
+# ------------------------------------------------------------------------------------ 3. the real sweeps
+def run_real(space: SearchSpace, trials: int, concurrent: int, seed: int) -> dict:
+    from chex_tune.tuning.search import SweepOptions, run_space_sweep
+
+    settings = {**space.to_dict()}
+    settings["fixed"] = {**settings["fixed"], **BANK_SETTINGS}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "early_stop_real.yaml"
+        import yaml
+
+        source.write_text(yaml.safe_dump(settings))
+        real_space = SearchSpace.load(source)
+        for early in (False, True):
+            started = time.perf_counter()
+            result = run_space_sweep(real_space, SweepOptions(
+                trials=trials, concurrent=concurrent, sampler="tpe", seed=seed, store=str(Path(tmp) / "store"),
+                experiment=f"early-stop-{early}", early_stop=early), log=log)
+            wall = time.perf_counter() - started
+            epochs = sum(int(row["metrics"].get("epochs", 0)) if row["stopped_at"] is None else row["stopped_at"]
+                         for row in result.rows)  # a finished trial logs its epochs; a stopped one is tagged
+            finished = [row for row in result.rows if row["status"] == "FINISHED"]
+            dense = finished[0]["metrics"]["dense_macs"] if finished else 1.0
+            volume = hypervolume_2d([[r["metrics"]["val_acc"], r["metrics"]["macs"] / dense] for r in finished],
+                                    [True, False], reference=[0.0, 1.0])
+            out["early_stop" if early else "full"] = {
+                "wall_seconds": wall, "trial_epochs": epochs, "finished": len(finished),
+                "stopped": len(result.stopped), "hypervolume": volume,
+                "stopped_at": [row["stopped_at"] for row in result.stopped]}
+            log(f"real sweep {'with' if early else 'without'} early stopping: {epochs} trial-epochs, "
+                f"{len(result.stopped)} stopped, hypervolume {volume:.4f}, {wall:.0f} s")
+    return {"trials": trials, "concurrent": concurrent, "seed": seed, **out}
+
+
+# ------------------------------------------------------------------------------------ the report
+def epochs_to_reach(curve: list[float], level: float) -> int | None:
+    hits = [i for i, v in enumerate(curve) if v >= level - 1e-12]
+    return hits[0] if hits else None
+
+
+def summarise(data: dict) -> dict:
+    replay = data["replay"]
+    methods, budget = replay["methods"], replay["budget"]
+    reference = methods["random, full fidelity"]["median"][-1]
+    summary = {}
+    for name, method in methods.items():
+        reach = epochs_to_reach(method["median"], reference)
+        full = methods["TPE, full fidelity" if "TPE" in name else "random, full fidelity"]
+        summary[name] = {"median_final": method["median"][-1], "reach_random_final": reach,
+                         "reach_fraction": None if reach is None else reach / budget,
+                         "gap_to_full": (full["median"][-1] - method["median"][-1]) / full["median"][-1],
+                         "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
+                         (FULL_TRIALS // 2 * replay["epochs"])}
+    asha = summary["Pareto-ASHA + random"]
+    targets = {
+        "epochs_fraction": (asha["reach_fraction"] is not None
+                            and asha["reach_fraction"] <= TARGETS["epochs_fraction"], asha["reach_fraction"]),
+        "final_gap": (max(summary["Pareto-ASHA + random"]["gap_to_full"], summary["Pareto-ASHA + TPE"]["gap_to_full"])
+                      <= TARGETS["final_gap"],
+                      max(summary["Pareto-ASHA + random"]["gap_to_full"], summary["Pareto-ASHA + TPE"]["gap_to_full"])),
+    }
+    real = data.get("real")
+    if real:
+        saving_real = 1 - real["early_stop"]["trial_epochs"] / real["full"]["trial_epochs"]
+        saving_replay = summary["Pareto-ASHA + TPE"]["saving_first_half"] if real["trials"] == FULL_TRIALS // 2 \
+            else math.nan
+        relative = abs(saving_real - saving_replay) / saving_replay if saving_replay else math.nan
+        targets["real_vs_replay"] = (relative <= TARGETS["real_vs_replay"], relative)
+        summary["real"] = {"saving_real": saving_real, "saving_replay": saving_replay}
+    return {"methods": summary, "targets": targets}
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    replay = data["replay"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    grid = np.arange(replay["budget"] + 1)
+    for name, method in replay["methods"].items():
+        line, = ax.plot(grid, method["median"], label=f"{name} ({method['trials']} trials)")
+        ax.fill_between(grid, method["q25"], method["q75"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("cumulative trial-epochs")
+    ax.set_ylabel("hypervolume (val_acc x MACs saved; reference 0, dense)")
+    ax.set_title(f"Replayed sweeps from the curve bank: median and quartiles of {replay['repeats']} repeats")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_markdown(path: Path, data: dict, bank: dict) -> None:
+    replay, summary = data["replay"], data["summary"]
+    machine = data["machine"]
+    command = shlex.join(["python", "scripts/bench_early_stop.py", *data["argv"]])
+    settings = ", ".join(f"{k}={v}" for k, v in bank["settings"].items())
+    out = ["# Early stopping: Pareto-ASHA against full-fidelity search", "",
+           f"{machine['cpu_model']}, {machine['nproc']} cores. `{command}`", "",
+           f"**Curve bank** (`curve_bank.json`): {len(bank['entries'])} CHEX configurations drawn at random "
+           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}`, each trained with {settings}. "
+           "Rank correlation (Kendall tau) of each epoch's value with the final one:", "",
+           "| epoch | " + " | ".join(str(r["epoch"]) for r in bank["correlation"]) + " |",
+           "|---|" + "---|" * len(bank["correlation"]),
+           "| val_acc | " + " | ".join(f"{r['val_acc']:.2f}" for r in bank["correlation"]) + " |",
+           "| MACs | " + " | ".join(f"{r['macs']:.2f}" for r in bank["correlation"]) + " |", "",
+           f"**Replays**: {replay['repeats']} sweeps per method through Ray Tune with chex-tune's `ObjectiveGuard`"
+           f"(OptunaSearch) and `ParetoAsha` (grace {replay['rule']['grace']}, eta {replay['rule']['eta']}, MACs at a "
+           f"rung read from the trial's {'MACs budget' if replay['rule']['cost'] == 'budget' else 'masked model'}; "
+           f"{replay['epochs']} epochs), "
+           f"{replay['concurrent']} trials at a time, a budget of {replay['budget']} trial-epochs "
+           f"({FULL_TRIALS} full trials). Hypervolume of the finished trials under the reference (val_acc 0, "
+           "dense MACs), MACs as a fraction of dense: 1.0 would be a perfect model at no cost.", "",
+           "| method | trials | median final hypervolume | trial-epochs to reach random's final | "
+           "gap to its full-fidelity twin | epochs saved on the first 12 trials |", "|---|---|---|---|---|---|"]
+    for name, method in replay["methods"].items():
+        s = summary["methods"][name]
+        reach = "never" if s["reach_random_final"] is None else \
+            f"{s['reach_random_final']} ({s['reach_fraction']:.0%})"
+        out.append(f"| {name} | {method['trials']} | {s['median_final']:.4f} | {reach} | "
+                   f"{s['gap_to_full']:+.2%} | {s['saving_first_half']:.0%} |")
+    out += ["", "![hypervolume against trial-epochs](early_stop.png)", ""]
+    if data.get("variants"):
+        out += ["**Rules compared** (Pareto-ASHA + random, the same repeats; what the defaults rest on):", "",
+                "| grace | eta | MACs at a rung | median final hypervolume | trial-epochs to reach random's final "
+                "| epochs saved on the first 12 trials |", "|---|---|---|---|---|---|"]
+        for v in data["variants"]:
+            r = v["rule"]
+            reach = "never" if v["reach_random_final"] is None else str(v["reach_random_final"])
+            out.append(f"| {r['grace']} | {r['eta']} | {'budget' if r['cost'] == 'budget' else 'masked model'} | "
+                       f"{v['median_final']:.4f} | {reach} | {v['saving_first_half']:.0%} |")
+        out.append("")
+    real = data.get("real")
+    if real:
+        out += [f"**Real sweeps** (the bank's setting, {real['trials']} trials, {real['concurrent']} at a time, TPE, "
+                f"seed {real['seed']}):", "", "| sweep | trial-epochs | finished | stopped | hypervolume | wall time |",
+                "|---|---|---|---|---|---|"]
+        for key, title in (("full", "without early stopping"), ("early_stop", "with --early-stop")):
+            r = real[key]
+            out.append(f"| {title} | {r['trial_epochs']} | {r['finished']} | {r['stopped']} | {r['hypervolume']:.4f} "
+                       f"| {r['wall_seconds']:.0f} s |")
+        s = summary["methods"]["real"]
+        out += ["", f"Saving in trial-epochs: real {s['saving_real']:.0%}, replay (Pareto-ASHA + TPE, first "
+                    f"{real['trials']} trials, median) {s['saving_replay']:.0%}.", ""]
+    out += ["## Targets", ""]
+    texts = {"epochs_fraction": "Pareto-ASHA + random reaches the final median hypervolume of full-fidelity random "
+                                "with <= 50% of its trial-epochs",
+             "final_gap": "Pareto-ASHA's final median hypervolume within 1% of its full-fidelity twin",
+             "real_vs_replay": "the real sweep's saving within 20% (relative) of the replay's"}
+    for key, (ok, value) in summary["targets"].items():
+        shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+        if key == "epochs_fraction" and value is None:
+            half = replay["budget"] // 2
+            asha = replay["methods"]["Pareto-ASHA + random"]["median"]
+            reference = replay["methods"]["random, full fidelity"]["median"][-1]
+            out.append(f"- MISS: {texts[key]}: never reached within the whole budget ({replay['budget']} "
+                       f"trial-epochs); at half the budget its median hypervolume is {asha[half]:.4f}, "
+                       f"{reference - asha[half]:.4f} ({(reference - asha[half]) / reference:.1%}) short of random's "
+                       f"final {reference:.4f}")
+            continue
+        out.append(f"- {verdict(ok, shown if not ok else '')}: {texts[key]} (measured {shown})")
+    notes = path.with_name("early_stop_notes.md")
+    if notes.exists():
+        out += ["", notes.read_text().strip()]
+    path.write_text("\n".join(out) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phase", choices=("all", "bank", "replay", "real", "report"), default="all",
+                        help="report: rewrite the .md and .png from early_stop.json")
+    parser.add_argument("--configs", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=0.004, help="replay seconds per recorded second")
+    parser.add_argument("--real-trials", type=int, default=FULL_TRIALS // 2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grace", type=int, default=DEFAULT_GRACE)
+    parser.add_argument("--eta", type=int, default=DEFAULT_ETA)
+    parser.add_argument("--rung-cost", choices=("budget", "reported"), default="budget",
+                        help="the MACs a rung ranks on: the trial's MACs budget, or the masked model's MACs")
+    parser.add_argument("--variants", action="store_true",
+                        help="replay Pareto-ASHA + random under other rules too (grace, eta, rung cost)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    space = SearchSpace.load(SPACE)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bank_path = args.out / "curve_bank.json"
+    results_path = args.out / "early_stop.json"
+    data = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.phase in ("all", "bank"):
+        bank = record_bank(space, bank_path, args.configs, args.seed)
+    else:
+        bank = json.loads(bank_path.read_text())
+    rule = {"grace": args.grace, "eta": args.eta, "cost": args.rung_cost}
+    if args.phase in ("all", "replay"):
+        data["replay"] = run_replays(bank, space, args.repeats, args.concurrent, args.scale, rule)
+    if args.variants:
+        data["variants"] = []
+        for variant in VARIANTS:
+            replayed = run_replays(bank, space, args.repeats, args.concurrent, args.scale, variant,
+                                   methods=("Pareto-ASHA + random",))
+            method = replayed["methods"]["Pareto-ASHA + random"]
+            full = data["replay"]["methods"]["random, full fidelity"]["median"]
+            data["variants"].append({"rule": variant, "median_final": method["median"][-1],
+                                     "reach_random_final": epochs_to_reach(method["median"], full[-1]),
+                                     "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
+                                     (FULL_TRIALS // 2 * replayed["epochs"])})
+    if args.phase in ("all", "real"):
+        data["real"] = run_real(space, args.real_trials, args.concurrent, args.seed)
+    if "replay" in data:
+        if args.phase != "report":
+            data.update(argv=sys.argv[1:], machine=machine_info())
+        data["summary"] = summarise(data)
+        results_path.write_text(json.dumps(data, indent=1))
+        plot(data, args.out / "early_stop.png")
+        write_markdown(args.out / "early_stop.md", data, bank)
+        log(f"wrote {results_path}, early_stop.md, early_stop.png")
+
+
+if __name__ == "__main__":
+    main()
