@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "nsga2", "random")
 RAY_TRIAL_ATTR, MLFLOW_RUN_ATTR = "ray_trial_id", "mlflow_run_id"  # user attributes of the sweep's Optuna trials
+LINK_WAIT_S = 10.0  # how long a trial's end waits for its MLflow run to exist
 
 
 @dataclass(frozen=True)
@@ -402,13 +403,19 @@ class ObjectiveGuard(Searcher):
         trial = self._optuna_trial(trial_id)
         if trial is None or self.run_id is None:
             return
-        try:
-            run_id = self.run_id(trial_id)
-        except Exception as exc:  # noqa: BLE001 - a link is a convenience; the sweep goes on without it
-            logger.debug("no MLflow run id for trial %s: %s", trial_id, exc)
-            return
-        if run_id is not None:
-            _set_user_attr(trial, MLFLOW_RUN_ATTR, run_id)
+        run_id = None
+        deadline = time.monotonic() + LINK_WAIT_S
+        while run_id is None:  # the MLflow callback creates runs on its own writer thread: a short trial can
+            try:               # end before its run exists
+                run_id = self.run_id(trial_id)
+            except Exception as exc:  # noqa: BLE001 - a link is a convenience; the sweep goes on without it
+                logger.debug("no MLflow run id for trial %s: %s", trial_id, exc)
+                return
+            if run_id is None:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+        _set_user_attr(trial, MLFLOW_RUN_ATTR, run_id)
 
     def _complete(self, result) -> bool:
         return bool(result) and all(isinstance(result.get(name), (int, float)) and not isinstance(
