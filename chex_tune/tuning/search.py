@@ -115,7 +115,30 @@ def resolve_store(options: SweepOptions) -> tuple[pathlib.Path, str]:
     store = pathlib.Path(options.store).expanduser().resolve()
     store.mkdir(parents=True, exist_ok=True)
     uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
+    create_databases(store, uri)
     return store, uri
+
+
+def create_databases(store: pathlib.Path, tracking_uri: str) -> None:
+    """Create the store's SQLite databases (MLflow's, Optuna's) one process at a time.
+
+    Two sweeps started at once on a new store would both create MLflow's tables, and the second fails
+    ("table experiments already exists"); a file lock makes the first create them and the second find them.
+    """
+    import fcntl
+
+    import optuna
+
+    from chex_tune.tuning.tracking import client_for
+
+    with (store / ".create.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if tracking_uri.startswith("sqlite:"):
+                client_for(tracking_uri).search_experiments(max_results=1)
+            optuna.storages.RDBStorage(f"sqlite:///{store / 'optuna.db'}")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------ the entry points

@@ -175,6 +175,24 @@ def test_a_killed_driver_then_resume_completes_the_sweep_with_every_run_once_and
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
 
 
+def test_two_sweeps_started_at_once_on_a_new_store_both_finish_with_all_their_runs(tmp_path):
+    store = tmp_path / "store"
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    drivers = {name: subprocess.Popen(
+        [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "2", "--concurrent", "1",
+         "--cpus-per-trial", "1", "--store", str(store), "--experiment", name, "--sampler", "random"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("first", "second")}
+    outputs = {name: driver.communicate(timeout=400)[0] for name, driver in drivers.items()}
+    for name, driver in drivers.items():
+        assert driver.returncode == 0, outputs[name]  # no "table ... already exists", no lock error
+        runs = child_runs(client_of(store), name)
+        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}, outputs[name]
+        parent = client_of(store).search_runs([runs[0].info.experiment_id], "tags.`chex.role` = 'sweep'")
+        assert [t.state.name for t in study_trials(store, parent[0].data.tags["chex.sweep"])] == ["COMPLETE"] * 2
+
+
 @pytest.mark.slow
 def test_the_mlflow_ui_shows_the_trials_and_the_pareto_tag_in_a_real_browser(tmp_path):
     """After a small sweep, scripts/browser_check.py renders the MLflow UI in headless Chromium."""
