@@ -88,6 +88,10 @@ class ChexConfig:
         """Nothing to prune: train the dense baseline without an explorer."""
         return self.sparsity == 0 and self.macs_target is None
 
+    def macs_budget(self, dense_macs: float) -> float | None:
+        """The MACs budget in MACs (what the compact model will cost), or None with a channel budget."""
+        return None if self.macs_target is None else self.macs_target * dense_macs
+
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

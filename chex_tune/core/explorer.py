@@ -144,8 +144,7 @@ class ChannelExplorer:
     # -------------------------------------------------------------------------------- allocation
     @property
     def _macs_budget(self) -> float | None:
-        target = self.config.macs_target
-        return None if target is None else target * self.cost.dense_macs
+        return self.config.macs_budget(self.cost.dense_macs)
 
     def _macs_of_widths(self, widths: list[int], scores) -> float:
         """MACs if each group kept its ``width`` best units (only counts matter for the cost)."""

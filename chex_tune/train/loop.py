@@ -168,8 +168,8 @@ class Trainer:
         """MACs, params and sparsity of the current (masked or compacted) model, and with a MACs budget the
         budget in MACs (``macs_budget``: what the final model will cost, known from the first epoch while
         the masked model's MACs still move with regrowth; early stopping ranks trials on it)."""
-        budget = {"macs_budget": self.config.chex.macs_target * self.dense_macs} \
-            if self.config.chex.macs_target is not None and not self.config.chex.dense else {}
+        macs_budget = self.config.chex.macs_budget(self.dense_macs)
+        budget = {"macs_budget": macs_budget} if macs_budget is not None else {}
         if self.explorer is not None:
             return {"macs": self.explorer.macs(), "params": self.explorer.params(),
                     "sparsity": self.explorer.sparsity(), **budget}

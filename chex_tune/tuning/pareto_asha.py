@@ -40,6 +40,14 @@ DEFAULT_ETA = 3
 CHEX_RUNG_METRICS = {"macs": "macs_budget"}
 
 
+def check_rule(grace, eta, *, prefix: str = "") -> None:
+    """Refuse a grace period or reduction factor that cannot make rungs (``prefix``: "--" for CLI flags)."""
+    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
+        raise ValueError(f"{prefix}grace must be a positive number of epochs, got {grace!r}")
+    if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
+        raise ValueError(f"{prefix}eta must be an integer >= 2 (keep the best 1/eta at each rung), got {eta!r}")
+
+
 class ParetoAsha(FIFOScheduler):
     """Stop a trial at a rung when its objectives are outside the best 1/eta of its rung by Pareto rank.
 
@@ -55,10 +63,7 @@ class ParetoAsha(FIFOScheduler):
                  max_t: int | None = None, time_attr: str = "epoch", rung_metrics: Mapping[str, str] | None = None):
         super().__init__()
         self.objectives = parse_objectives(objectives)
-        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
-            raise ValueError(f"grace must be a positive number of epochs, got {grace!r}")
-        if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise ValueError(f"eta must be an integer >= 2 (keep the best 1/eta at each rung), got {eta!r}")
+        check_rule(grace, eta)
         if max_t is not None and (isinstance(max_t, bool) or not isinstance(max_t, int) or max_t < 1):
             raise ValueError(f"max_t must be a positive number of epochs or None, got {max_t!r}")
         self.grace, self.eta, self.max_t, self.time_attr = grace, eta, max_t, time_attr

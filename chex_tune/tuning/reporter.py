@@ -179,8 +179,8 @@ class ChexReporter:
         ``macs_budget``, what the compact model will cost (early stopping ranks trials on it)."""
         if self.explorer is None:
             return {"macs": self.dense_macs, "params": self.dense_params, "sparsity": 0.0}
-        budget = {"macs_budget": self.settings.macs_target * self.dense_macs} \
-            if self.settings.macs_target is not None else {}
+        macs_budget = self.settings.macs_budget(self.dense_macs)
+        budget = {"macs_budget": macs_budget} if macs_budget is not None else {}
         return {"macs": self.explorer.macs(), "params": self.explorer.params(), "sparsity": self.explorer.sparsity(),
                 **budget}
 

@@ -29,7 +29,7 @@ from ray.tune.search import Searcher
 
 from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
-from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
+from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
 from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
 from chex_tune.tuning.space import OBJECTIVE_METRICS, SearchSpace
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
@@ -73,10 +73,7 @@ class SweepOptions:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown --sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-        if isinstance(self.grace, bool) or not isinstance(self.grace, int) or self.grace < 1:
-            raise ValueError(f"--grace must be a positive number of epochs, got {self.grace!r}")
-        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
-            raise ValueError(f"--eta must be an integer >= 2, got {self.eta!r}")
+        check_rule(self.grace, self.eta, prefix="--")
 
 
 @dataclass
@@ -479,6 +476,11 @@ class ObjectiveGuard(Searcher):
         self.objectives = tuple(state["objectives"])
 
 
+def _planned_epochs(trial) -> int | None:
+    """The epochs a trial will train, when its config says (the built-in trainable's does)."""
+    return (trial.config or {}).get("chex_fixed", {}).get("epochs")
+
+
 def _set_user_attr(trial, key: str, value) -> None:
     """An Optuna user attribute, unless the trial has ended: a trial re-run after a killed driver may already be
     finished in the study (told before the kill; Ray's saved state is older), and its record stays as it was."""
@@ -530,7 +532,7 @@ class ProgressCallback(Callback):
         if result.get("final") or result.get("done") or not isinstance(epoch, (int, float)):
             return  # the final report, and Ray's copy of the last one when a trial ends, are no new epochs
         self.epochs_done += 1
-        epochs = (trial.config or {}).get("chex_fixed", {}).get("epochs")
+        epochs = _planned_epochs(trial)
         shown = ", ".join(f"{o.name} {format_metric(o.name, result[o.name])}" for o in self.objectives
                           if o.name in result)
         running = sum(t.status == "RUNNING" for t in trials)
@@ -555,7 +557,7 @@ class ProgressCallback(Callback):
         name = f"trial {self._number(trial)}/{self.total}"
         stopped = self.early_stop.stopped_at(trial.trial_id) if self.early_stop is not None else None
         if stopped is not None:
-            epochs = (trial.config or {}).get("chex_fixed", {}).get("epochs")
+            epochs = _planned_epochs(trial)
             self.epochs_saved += max(0, (epochs or stopped) - stopped)
             shown = ", ".join(f"{o.name} {format_metric(o.name, metrics[o.name])}" for o in self.objectives
                               if o.name in metrics)
