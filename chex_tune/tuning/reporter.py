@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import pathlib
+import socket
 import sys
 import tempfile
 import warnings
@@ -88,6 +89,14 @@ def in_ray_trial() -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # outside a trial Ray warns that there is no session
         return tune.get_context().get_trial_id() is not None
+
+
+def trial_location() -> dict:
+    """Where this Ray trial runs, as MLflow params: on a cluster, which node trained it (its latency was timed
+    on that node's hardware, so latencies from unlike nodes do not compare)."""
+    import ray
+
+    return {"ray_node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
 def _numbers(metrics: Mapping) -> dict:
@@ -260,6 +269,7 @@ class ChexReporter:
         if self.ray:
             from ray import tune
 
+            params.update(trial_location())
             tune.report({**final, FINAL_KEY: True, PARAMS_KEY: params},
                         checkpoint=tune.Checkpoint.from_directory(str(out)))
         if self.trial is not None:

@@ -25,7 +25,7 @@ import torch
 from chex_tune.config import RunConfig
 from chex_tune.train.loop import train
 from chex_tune.tuning.chex_space import FIXED_KEY, SEARCHED_KEY
-from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY
+from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY, trial_location
 
 ARTIFACTS = ("compact.pt", "metrics.json", "widths.json", "config.yaml")
 FINAL_METRICS = ("val_acc", "val_acc_masked", "test_acc", "macs", "dense_macs", "params", "dense_params",
@@ -77,6 +77,6 @@ def run_trial(config: dict) -> None:
         shutil.copy2(out / name, artifacts / name)
     (out / "checkpoint.pt").unlink(missing_ok=True)  # a trial's resume state; the sweep keeps only results
     final["trial_seconds"] = time.perf_counter() - started  # everything in the trial: data, training, eval
-    params = {"stem_used": result["stem"], "latency_device": result["latency"]["device"]}
+    params = {"stem_used": result["stem"], "latency_device": result["latency"]["device"], **trial_location()}
     tune.report({**final, FINAL_KEY: True, PARAMS_KEY: params},
                 checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
