@@ -175,6 +175,58 @@ def test_a_killed_driver_then_resume_completes_the_sweep_with_every_run_once_and
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (from /proc: parent ids), depth first."""
+    children: dict[int, list[int]] = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def trial_workers(driver_pid: int) -> list[int]:
+    """The Ray worker processes running a trial (Ray titles them ``ray::ImplicitFunc...``)."""
+    workers = []
+    for pid in descendants(driver_pid):
+        with contextlib.suppress(OSError):
+            if pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+                workers.append(pid)
+    return workers
+
+
+def test_a_trial_worker_killed_mid_epoch_is_a_failed_run_saying_so_and_the_sweep_goes_on(tmp_path):
+    store, command, env = sweep_process(tmp_path, "worker", epochs=4)
+    command[command.index("--trials") + 1] = "3"
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], []
+    for line in driver.stdout:
+        lines.append(line)
+        if not killed and "trial 1/3 epoch 1/4" in line:  # the first trial is training its second epoch
+            killed = trial_workers(driver.pid)
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+    rest, _ = driver.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert len(killed) == 1, (killed, output)
+    assert driver.returncode == 0, output
+    assert "trial 1/3 FAILED" in output, output
+    runs = child_runs(client_of(store), "worker")
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(runs) == 3 and len(failed) == 1, output
+    reason = failed[0].data.tags["error"]
+    assert "worker process has died" in reason, reason  # what happened, not a bare exit code
+    assert {r.info.status for r in runs if r is not failed[0]} == {"FINISHED"}
+    assert [m.step for m in client_of(store).get_metric_history(failed[0].info.run_id, "train_loss")] == [1]
+    states = sorted(t.state.name for t in study_trials(store, failed[0].data.tags["chex.sweep"]))
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], states
+
+
 def test_two_sweeps_started_at_once_on_a_new_store_both_finish_with_all_their_runs(tmp_path):
     store = tmp_path / "store"
     space_file = tmp_path / "space.yaml"
