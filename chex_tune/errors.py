@@ -7,14 +7,33 @@ values keep working. The readers here turn the ways a file can be wrong into suc
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import pickle
 import zipfile
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
 
 class UserError(ValueError):
     """Bad input: the message says what was wrong and what is allowed; no traceback is needed."""
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """What a failed write deep inside SQLite, MLflow or Ray means when it is the disk's fault (full or
+    read-only), found anywhere in the exception's chain; None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            where = f": {exc.filename}" if exc.filename else ""
+            return f"{exc.strerror or exc}{where}"
+        text = str(exc).lower()
+        if type(exc).__name__ == "OperationalError" and ("disk is full" in text or "readonly database" in text):
+            return "the database's disk is full" if "disk is full" in text else "the database is read-only"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def read_text(path: str | os.PathLike, what: str) -> str:

@@ -15,7 +15,7 @@ import sys
 
 from chex_tune import __version__
 from chex_tune.cli import export_cmd, inspect_cmd, pareto_cmd, sweep_cmd, train_cmd, ui_cmd
-from chex_tune.errors import UserError
+from chex_tune.errors import UserError, disk_error
 
 COMMANDS = {"train": train_cmd, "sweep": sweep_cmd, "ui": ui_cmd, "inspect": inspect_cmd, "pareto": pareto_cmd,
             "export": export_cmd}
@@ -53,6 +53,10 @@ def user_error_message(exc: BaseException) -> str | None:
     """The one line to print for an error the user can fix; None for a bug (its traceback is shown)."""
     if isinstance(exc, UserError):
         return str(exc)
+    disk = disk_error(exc)
+    if disk is not None:  # a full or read-only disk, met mid-run by SQLite, MLflow or Ray
+        return (f"{disk}: the disk is full or read-only, so nothing more can be recorded; what was recorded "
+                f"before stays (free some space, then run the same command again, with --resume for a sweep)")
     if isinstance(exc, ValueError) and _raised_in_package(exc):
         return str(exc)  # chex_tune raises ValueError for bad settings only (config, spaces, objectives)
     if isinstance(exc, OSError) and exc.errno is None and _raised_in_package(exc):

@@ -24,6 +24,8 @@ def configure(*, quiet_sweep: bool = False) -> None:
 
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter honours verbose=0; we print our own
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        # MLflow logs each database error with its traceback and raises it too: the sweep reports it (a full
+        # disk as one line, anything else with the traceback), so MLflow's own copy is left out
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
         logging.getLogger("torch._export").setLevel(logging.ERROR)  # MLflow's torch.export of each model

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ray.tune import Callback
 from ray.tune import result as ray_result
 
+from chex_tune.errors import disk_error
 from chex_tune.tuning.chex_space import searched_names, trial_params
 from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY
 from chex_tune.tuning.runs import default_tracking_uri
@@ -70,10 +71,11 @@ class RayMlflowCallback(Callback):
         self.owns_parent = parent_run_id is None
         self.searched = tuple(searched)
         self.early_stop = early_stop
+        self.disk_failure: Exception | None = None  # a write that failed for a full or read-only disk
         self._writer: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict:  # Ray saves the callback with the experiment (resume)
-        return {**self.__dict__, "_writer": None}
+        return {**self.__dict__, "_writer": None, "disk_failure": None}
 
     @property
     def tracking_uri(self) -> str:
@@ -84,12 +86,16 @@ class RayMlflowCallback(Callback):
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self._writer.submit(self._guarded, job, *args, **kwargs)
 
-    @staticmethod
-    def _guarded(job, *args, **kwargs) -> None:
+    def _guarded(self, job, *args, **kwargs) -> None:
         try:
             job(*args, **kwargs)
-        except Exception:  # MLflow trouble must not stop the sweep; say so and go on
-            logger.exception("MLflow logging failed (%s)", job.__name__)
+        except Exception as exc:  # MLflow trouble must not stop the sweep; say so and go on
+            disk = disk_error(exc)
+            if disk is None:
+                logger.exception("MLflow logging failed (%s)", job.__name__)
+            elif self.disk_failure is None:  # ... unless nothing can be recorded any more: then the sweep stops
+                logger.error("MLflow cannot record this sweep any more (%s); stopping it", disk)
+                self.disk_failure = exc
 
     def flush(self) -> None:
         """Wait for every queued MLflow write."""
@@ -98,6 +104,10 @@ class RayMlflowCallback(Callback):
             self._writer = None
 
     # ------------------------------------------------------------------ Ray's calls (driver loop)
+    def on_step_begin(self, iteration, trials, **info):
+        if self.disk_failure is not None:  # running more trials would only lose them: end fit() with the cause
+            raise self.disk_failure
+
     def setup(self, **info):
         self._submit(self.recorder.open)
 

@@ -30,8 +30,9 @@ from ray.tune.search import Searcher
 from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
-from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, default_tracking_uri, tag_front, trial_rows
+from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, STOPPED_TAG, SWEEP_TAG, tag_front, trial_rows
 from chex_tune.tuning.space import OBJECTIVE_METRICS, SearchSpace
+from chex_tune.tuning.sweep_store import prepare_store
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
 
 logger = logging.getLogger(__name__)
@@ -106,36 +107,6 @@ def make_sampler(name: str, *, seed: int, trials: int, concurrent: int):
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, 2 * concurrent))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def resolve_store(options: SweepOptions) -> tuple[pathlib.Path, str]:
-    store = pathlib.Path(options.store).expanduser().resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    uri = options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store)
-    create_databases(store, uri)
-    return store, uri
-
-
-def create_databases(store: pathlib.Path, tracking_uri: str) -> None:
-    """Create the store's SQLite databases (MLflow's, Optuna's) one process at a time.
-
-    Two sweeps started at once on a new store would both create MLflow's tables, and the second fails
-    ("table experiments already exists"); a file lock makes the first create them and the second find them.
-    """
-    import fcntl
-
-    import optuna
-
-    from chex_tune.tuning.tracking import client_for
-
-    with (store / ".create.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if tracking_uri.startswith("sqlite:"):
-                client_for(tracking_uri).search_experiments(max_results=1)
-            optuna.storages.RDBStorage(f"sqlite:///{store / 'optuna.db'}")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------------------------ the entry points
@@ -213,7 +184,7 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     from chex_tune.tuning.ray_callback import RayMlflowCallback
 
     log = log or logger.info
-    store, tracking_uri = resolve_store(options)
+    store, tracking_uri = prepare_store(options.store, options.tracking_uri)
     recorder = SweepRecorder(tracking_uri, experiment, objectives=objectives,
                              artifact_location=artifact_location_for(tracking_uri))
     ray_root = store / "ray"
@@ -265,12 +236,14 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     settle_runs(recorder, grid)
     client = recorder.client
     rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
-    tag_front(client, rows)
     expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
     done = sum(row["status"] in ("FINISHED", "FAILED") or row.get("stopped_at") is not None for row in rows)
     interrupted = done < expected
     if not interrupted:
         fail_orphans(store / "optuna.db", recorder.sweep)
+        if retire_orphan_runs(recorder):
+            rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
+    tag_front(client, rows)
     importance = None
     if not interrupted:
         from chex_tune.tuning.importance import log_importance, searched_importance
@@ -311,6 +284,22 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
         f"tags.`{PARENT_TAG}` = '{recorder.parent_run_id}' and attributes.status = 'RUNNING'"))
     for run in left:
         recorder.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def retire_orphan_runs(recorder: SweepRecorder) -> int:
+    """Delete (MLflow's soft delete, tagged ``chex.orphan``) the KILLED runs left in a complete sweep: attempts
+    of trials that Ray's saved state lost (its driver died or the disk filled before Ray saved them), whose
+    places new trials took on resume. Without this the sweep would show N+1 runs for N trials."""
+    killed = recorder.client.search_runs([recorder.experiment_id], filter_string=(
+        f"tags.`{PARENT_TAG}` = '{recorder.parent_run_id}' and attributes.status = 'KILLED'"))
+    orphans = [run for run in killed if STOPPED_TAG not in run.data.tags]
+    for run in orphans:
+        recorder.client.set_tag(run.info.run_id, "chex.orphan", "true")
+        recorder.client.delete_run(run.info.run_id)
+    if orphans:
+        logger.info("%d interrupted trial run(s) that Ray did not resume (new trials took their places) deleted "
+                    "from MLflow (restorable: tag chex.orphan)", len(orphans))
+    return len(orphans)
 
 
 def fail_orphans(optuna_db: pathlib.Path, study_name: str) -> int:
@@ -528,8 +517,10 @@ class ProgressCallback(Callback):
         self.log(f"trial {self._number(trial)}/{self.total} started{f': {shown}' if shown else ''}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        from chex_tune.tuning.reporter import FINAL_KEY
+
         epoch = result.get("epoch")
-        if result.get("final") or result.get("done") or not isinstance(epoch, (int, float)):
+        if result.get(FINAL_KEY) or result.get("done") or not isinstance(epoch, (int, float)):
             return  # the final report, and Ray's copy of the last one when a trial ends, are no new epochs
         self.epochs_done += 1
         epochs = _planned_epochs(trial)

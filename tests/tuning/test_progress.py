@@ -6,6 +6,7 @@ import re
 from types import SimpleNamespace
 
 from chex_tune.tuning.objectives import parse_objectives
+from chex_tune.tuning.reporter import FINAL_KEY
 from chex_tune.tuning.search import ProgressCallback
 
 
@@ -22,9 +23,9 @@ def test_progress_names_trials_epochs_and_the_time_left():
     progress.on_trial_start(0, [first, second], second)
     assert lines == ["trial 1/4 started: macs_target=0.2500", "trial 2/4 started: macs_target=0.5000"]
     progress.started_at -= 60  # one trial-epoch took a minute: 7 more take about 7 minutes
-    progress.on_trial_result(0, [first, second], first, {"epoch": 1, "val_acc": 0.5, "macs": 2e6, "final": False})
+    progress.on_trial_result(0, [first, second], first, {"epoch": 1, "val_acc": 0.5, "macs": 2e6})
     assert lines[-1] == "trial 1/4 epoch 1/2: val_acc 0.5000, macs 2M (2 running, 0 done, about 7 min left)"
-    progress.on_trial_result(0, [first, second], first, {"epoch": 2, "val_acc": 0.6, "final": True})
+    progress.on_trial_result(0, [first, second], first, {"epoch": 2, "val_acc": 0.6, FINAL_KEY: True})
     progress.on_trial_result(0, [first, second], first, {"epoch": 1, "val_acc": 0.5, "done": True})
     assert len(lines) == 3  # the final report and Ray's end-of-trial copy are no epochs
     second.last_result = {"val_acc": 0.7, "macs": 1e6, "train_seconds": 12.0}
