@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Real-browser check of the MLflow UI on a sweep's store, with headless Chromium (Debian's `chromium`).
+"""Real-browser check of the MLflow UI and optuna-dashboard on a sweep's store, with headless Chromium.
 
 Runs `chex-tune pareto` (tags the front, draws the plot), starts `chex-tune ui`, renders the
-experiment's runs page and a front member's run page in headless Chromium, and checks that the
-sweep, all its trial runs and the `pareto` tag are shown. Writes the front plot and a screenshot of
-the run page to --out, and prints a JSON summary; exits 1 if a check fails.
+experiment's runs page and a front member's run page in headless Chromium (Debian's `chromium`), and
+checks that the sweep, all its trial runs and the `pareto` tag are shown. Then starts
+`optuna-dashboard` on the store's `optuna.db` and checks that the sweep's study page names its
+objectives (not "Objective 0") and that its trials page shows the selected trial's MLflow run id. Writes the
+front plot and screenshots to --out, and prints a JSON summary; exits 1 if a check fails.
 
     python scripts/browser_check.py --experiment fashion_mnist_resnet18 [--store mlflow] [--out benchmarks]
 """
@@ -47,7 +49,27 @@ def visible_text(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-def wait_for(url: str, seconds: float) -> None:
+def optuna_dashboard_pages(store: Path, study_name: str, port: int, out: Path) -> tuple[str, str]:
+    """The rendered study page and trials page of ``study_name`` in optuna-dashboard (screenshot of the first)."""
+    import optuna
+
+    storage = f"sqlite:///{Path(store).resolve() / 'optuna.db'}"
+    study_id = optuna.storages.RDBStorage(storage).get_study_id_from_name(study_name)
+    dashboard = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    server = subprocess.Popen([dashboard, storage, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/dashboard/studies/{study_id}"
+    try:
+        wait_for(f"http://127.0.0.1:{port}/dashboard", 60, what="optuna-dashboard")
+        study_page = chromium(base, screenshot=out / "optuna_dashboard.png")
+        trials_page = chromium(f"{base}/trials")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return study_page, trials_page
+
+
+def wait_for(url: str, seconds: float, *, what: str = "the MLflow UI") -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
@@ -56,7 +78,7 @@ def wait_for(url: str, seconds: float) -> None:
                     return
         except OSError:
             time.sleep(0.5)
-    raise SystemExit(f"the MLflow UI did not answer at {url} within {seconds:.0f} s")
+    raise SystemExit(f"{what} did not answer at {url} within {seconds:.0f} s")
 
 
 def main(argv=None) -> int:
@@ -65,6 +87,7 @@ def main(argv=None) -> int:
     parser.add_argument("--store", default="mlflow")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--optuna-port", type=int, default=8085)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "chex_tune.cli"]
@@ -86,6 +109,9 @@ def main(argv=None) -> int:
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # chex-tune ui and the MLflow server processes it started
         ui.wait(timeout=60)
+    sweep = trials.sweeps[0]  # the newest
+    study_page, trials_page = optuna_dashboard_pages(Path(args.store), sweep["name"], args.optuna_port, args.out)
+    sweep_runs = [row for row in trials.rows if row["sweep"] == sweep["run_id"]]
     total_runs = len(trials.rows) + len(trials.sweeps)  # trials plus one parent run per sweep
     checks = {
         "sweeps shown on the runs page": all(s["name"] in runs_page for s in trials.sweeps),
@@ -93,10 +119,13 @@ def main(argv=None) -> int:
         "front member's run page shows its name": client.get_run(front["run_id"]).info.run_name in run_page,
         "front member's run page shows pareto : true": "pareto : true" in run_page,
         "front member's run page shows val_acc": "val_acc" in run_page,
+        "optuna-dashboard names the objectives val_acc and macs": "val_acc" in study_page and "macs" in study_page
+        and "Objective 0" not in study_page,
+        "optuna-dashboard shows the selected trial's MLflow run id": "mlflow_run_id" in trials_page
+        and any(row["run_id"] in trials_page for row in sweep_runs),
     }
-    print(json.dumps({"experiment": args.experiment, "checks": checks,
-                      "files": [str(args.out / "pareto_front.png"), str(args.out / "mlflow_run_page.png")]},
-                     indent=1))
+    files = [str(args.out / name) for name in ("pareto_front.png", "mlflow_run_page.png", "optuna_dashboard.png")]
+    print(json.dumps({"experiment": args.experiment, "checks": checks, "files": files}, indent=1))
     return 0 if all(checks.values()) else 1
 
 

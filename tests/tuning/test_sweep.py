@@ -246,8 +246,8 @@ def test_two_sweeps_started_at_once_on_a_new_store_both_finish_with_all_their_ru
 
 
 @pytest.mark.slow
-def test_the_mlflow_ui_shows_the_trials_and_the_pareto_tag_in_a_real_browser(tmp_path):
-    """After a small sweep, scripts/browser_check.py renders the MLflow UI in headless Chromium."""
+def test_the_mlflow_ui_and_optuna_dashboard_show_the_trials_in_a_real_browser(tmp_path):
+    """After a small sweep, scripts/browser_check.py renders the MLflow UI and optuna-dashboard in headless Chromium."""
     store = tmp_path / "store"
     run_sweep(SearchSpace.from_dict(SPACE, source="synthetic"),
               SweepOptions(trials=2, concurrent=2, store=str(store), experiment="ui", sampler="random"),
@@ -258,5 +258,5 @@ def test_the_mlflow_ui_shows_the_trials_and_the_pareto_tag_in_a_real_browser(tmp
     assert check.returncode == 0, check.stdout + check.stderr
     summary = json.loads(check.stdout)
     assert summary["checks"] and all(summary["checks"].values())
-    for name in ("pareto_front.png", "mlflow_run_page.png"):
+    for name in ("pareto_front.png", "mlflow_run_page.png", "optuna_dashboard.png"):
         assert (tmp_path / "shots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
