@@ -121,13 +121,15 @@ class ChexReporter:
     one (``"package.module:function"`` or the function itself; timm models need none); ``trial``: an
     Optuna trial to report to; ``monitor``: the metric a single-objective Optuna study may stop on;
     ``out_dir``: where the files go (default: the Ray trial's directory, else a new temporary directory);
-    ``ignore``: layers whose output channels stay.
+    ``ignore``: layers whose output channels stay; ``graph_timeout_s``: how long finding the channel groups
+    may take before the model stays dense (with a warning, also logged on the trial's run as ``chex_warning``).
     """
 
     def __init__(self, model: nn.Module, example_inputs, config: Mapping | ChexConfig | None = None, *,
                  total: int, optimizer: torch.optim.Optimizer | None = None, builder=None,
                  builder_kwargs: Mapping | None = None, trial=None, monitor: str | None = None,
-                 out_dir: str | pathlib.Path | None = None, ignore: Sequence[str] = ()):
+                 out_dir: str | pathlib.Path | None = None, ignore: Sequence[str] = (),
+                 graph_timeout_s: float | None = 120.0):
         if not isinstance(model, nn.Module):
             raise ValueError(f"ChexReporter needs an nn.Module, got {type(model).__name__}")
         if not isinstance(total, int) or isinstance(total, bool) or total < 1:
@@ -160,9 +162,17 @@ class ChexReporter:
                              "that builds this model, plus builder_kwargs) so the compact model can be saved and "
                              "loaded without pickle; timm models need none")
         self.explorer: ChannelExplorer | None = None
+        self.warnings: list[str] = []  # what the engine warned about this model (e.g. it stays dense), for the run
         if not self.settings.dense:
-            self.explorer = ChannelExplorer.from_config(model, example_inputs, self.settings, total=total,
-                                                        optimizer=optimizer, ignore=tuple(ignore), **self.recipe_args)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.explorer = ChannelExplorer.from_config(model, example_inputs, self.settings, total=total,
+                                                            optimizer=optimizer, ignore=tuple(ignore),
+                                                            graph_timeout_s=graph_timeout_s, **self.recipe_args)
+            for warning in caught:  # shown as they would have been, and kept
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+                if issubclass(warning.category, UserWarning):
+                    self.warnings.append(str(warning.message))
             self.dense_macs, self.dense_params = self.explorer.dense_macs(), self.explorer.dense_params()
         else:
             self.dense_macs, self.dense_params = count_macs(model, example_inputs), count_params(model)
@@ -265,7 +275,8 @@ class ChexReporter:
                         if self.recipe_args else {"builder": small.chex_recipe["model_name"]})}
         atomic_write_text(yaml.safe_dump(described, sort_keys=False), out / SETTINGS_FILE)
         self.result = ChexResult(final, small, out, settings, self.history)
-        params = {"builder": described["builder"]}
+        params = {"builder": described["builder"], **({"chex_warning": " | ".join(self.warnings)[:500]}
+                                                      if self.warnings else {})}
         if self.ray:
             from ray import tune
 

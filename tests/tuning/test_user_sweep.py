@@ -41,8 +41,10 @@ def tiny_trainable(config: dict) -> None:
     x, y = user_models.data()
     model = user_models.build(width=8)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    model.delay_s = 1.0 if mode == "slow_graph" else 0.0  # its graph build outlasts the 0.3 s limit below
     chex = ChexReporter(model, x[:2], config, total=6, optimizer=optimizer, builder="user_models:build",
-                        builder_kwargs={"width": 8})
+                        builder_kwargs={"width": 8}, graph_timeout_s=0.3 if mode == "slow_graph" else 120.0)
+    model.delay_s = 0.0
     user_models.train(model, optimizer, chex, x, y, epochs=2, steps=3)
     if mode == "no_objective":
         chex.finish()  # reports val_loss, val_acc, macs... but never val_map
@@ -114,6 +116,23 @@ def test_trainables_that_never_report_or_miss_an_objective_fail_alone_with_the_r
     assert "val_acc" in by_mode["no_objective"]["error"]  # what it did report
     study = optuna.load_study(study_name=result.sweep, storage=f"sqlite:///{tmp_path / 'store' / 'optuna.db'}")
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL", "FAIL"]
+
+
+def test_a_graph_build_that_runs_away_in_a_ray_trial_leaves_that_model_dense_with_the_warning(users_ray, tmp_path):
+    """The time limit holds inside a Ray trial (a worker thread, where SIGALRM never arrives)."""
+    from ray import tune
+
+    result = run_sweep(tiny_trainable, options(tmp_path, "slow", 2),
+                       param_space={"lr": 0.1, "mode": tune.choice(["slow_graph", "ok"])},
+                       chex_space=ChexSpace(sparsity=0.5, regrow_fraction=0.5, period=2),
+                       objectives="val_map:max,macs:min", initial_points=[{"mode": "slow_graph"}, {"mode": "ok"}])
+    by_mode = {row["params"]["mode"]: row for row in result.rows}
+    slow, ok = by_mode["slow_graph"], by_mode["ok"]
+    assert slow["status"] == ok["status"] == "FINISHED"
+    assert slow["metrics"]["sparsity"] == 0 and slow["metrics"]["macs"] == slow["metrics"]["dense_macs"]
+    assert "TinyNet stays dense: building the channel dependency graph took over 0.3 s" in \
+        slow["params"]["chex_warning"]
+    assert ok["metrics"]["macs"] < ok["metrics"]["dense_macs"] and "chex_warning" not in ok["params"]
 
 
 def test_a_space_that_collides_with_a_users_key_is_refused_before_anything_runs(tmp_path):

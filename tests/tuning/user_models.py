@@ -6,6 +6,8 @@ workers get it through PYTHONPATH), the way a user's package is importable.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -18,8 +20,11 @@ class TinyNet(nn.Module):
                                    nn.ReLU(), nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
                                    nn.BatchNorm2d(width))
         self.head = nn.Linear(width, classes)
+        self.delay_s = 0.0  # > 0: every forward pass sleeps this long (a model whose graph build runs away)
 
     def forward(self, x):
+        if self.delay_s:
+            time.sleep(self.delay_s)
         x = self.stem(x)
         return self.head(torch.relu(x + self.block(x)).mean((2, 3)))
 
