@@ -119,9 +119,8 @@ def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathl
 def using_tracking_uri(uri: str):
     """MLflow's fluent API on ``uri`` for a moment; the process's own tracking URI (and its
     MLFLOW_TRACKING_URI) are exactly as they were afterwards."""
-    from mlflow.tracking._tracking_service import utils
-
     import mlflow
+    from mlflow.tracking._tracking_service import utils
 
     previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)  # also exports MLFLOW_TRACKING_URI
@@ -139,11 +138,11 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
     """The compact model as an ``mlflow.pytorch`` model in the pt2 (``torch.export``) format: MLflow loads it
     without pickle and without the model's class, so its environment needs torch and numpy only (chex-tune
     itself is not required: a pin of it would name a package no index serves)."""
+    import mlflow
     import mlflow.pytorch
     import numpy
     import torch
 
-    import mlflow
     from chex_tune import load_compact
 
     model = load_compact(compact_path)

@@ -59,8 +59,9 @@ def log_trial(client, experiment_id, parent, name, metrics, *, sparsity="0.5", s
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, trained):
     """Experiment "exp": the real run R between cheaper/weaker A, dominated C, and better/costlier E and B."""
-    from chex_tune.tuning.tracking import log_pytorch_model
     from mlflow import MlflowClient
+
+    from chex_tune.tuning.tracking import log_pytorch_model
 
     run_dir, result = trained
     root = tmp_path_factory.mktemp("store")

@@ -41,9 +41,8 @@ np.save(out, mlflow.pyfunc.load_model(model_dir).predict(example))
 
 
 def test_the_logged_mlflow_model_loads_and_predicts_in_a_fresh_venv_with_only_its_requirements(tmp_path):
-    from mlflow.models import get_model_info
-
     import mlflow.artifacts
+    from mlflow.models import get_model_info
 
     store = tmp_path / "store"
     result = run_sweep(SearchSpace.from_dict(SPACE, source="synthetic"),
