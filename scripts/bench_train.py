@@ -347,13 +347,16 @@ def plot_front(rows: dict, path: Path) -> None:
 
 def write_markdown(path: Path, data: dict) -> None:
     rows, base, machine = data["rows"], data["base"], data["machine"]
-    command = shlex.join(["python", "scripts/bench_train.py", *data["argv"]])
+    command = "` + `".join(shlex.join(["python", "scripts/bench_train.py", *argv])
+                             for argv in data.get("commands", [data["argv"]]))
     throughput = "n/a (no dense row)" if math.isnan(data["throughput"]) else round(data["throughput"])
+    uneven = " (not every row ran every seed: each row lists its own)" if any(
+        row["seeds"] != data["seeds"] for row in rows.values()) else ""
     out = ["# Training benchmark: CHEX against the simpler things a user could do", "",
            f"Protocol **{data['mode']}** on {machine['gpu'] or machine['cpu_model']} "
            f"({machine['torch_threads']} torch threads), {data['minutes']:.0f} min in all; dense throughput "
            f"{throughput} training images/s. `{command}`", "",
-           f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}, chex-tune's "
+           f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}{uneven}, chex-tune's "
            f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
            f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
            "t-interval's half-width; the test set (10,000 images) is evaluated once per run, after training. "
@@ -363,10 +366,10 @@ def write_markdown(path: Path, data: dict) -> None:
         if not members:
             continue
         out += [f"## {'Dense' if level is None else f'{level:.0%} of dense MACs'}", "",
-                "| row | test acc | per seed | CHEX − row | MACs | params | train time |",
+                "| row | test acc | per seed (seeds) | CHEX − row | MACs | params | train time |",
                 "|---|---|---|---|---|---|---|"]
         for row in sorted(members.values(), key=lambda r: -r["test_acc"]):
-            each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"])
+            each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"]) + f" ({_seed_list(row['seeds'])})"
             diff = (f"{row['chex_minus_row'] * 100:+.2f} ± {_pt(row.get('chex_minus_row_ci95'))}"
                     if "chex_minus_row" in row else "")
             out.append(f"| {row['name']} | {row['test_acc']:.2%} ± {_pt(row['test_acc_ci95'])} | {each} | {diff} | "
@@ -383,6 +386,11 @@ def write_markdown(path: Path, data: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
+def _seed_list(seeds: list[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2 else \
+        ", ".join(map(str, seeds))
+
+
 def parse_settings(items: list[str]) -> dict:
     values = {}
     for item in items:
@@ -405,6 +413,23 @@ def plan(row_names: list[str], levels: list[float]) -> list[tuple[str, float | N
     return pairs
 
 
+def merged(path: Path, runs: dict, base: dict, chex: dict, commands: list, minutes: float):
+    """``runs`` added to the runs stored in ``path`` (a run of the same row, level and seed replaces the stored
+    one), with the commands and minutes of both; refused when the protocol or the CHEX settings differ."""
+    if not path.exists():
+        raise SystemExit(f"--merge: no {path} to add to")
+    stored = json.loads(path.read_text())
+    if stored["base"] != base or stored.get("chex_overrides", {}) != chex:
+        raise SystemExit(f"--merge: {path} was made with another protocol or other CHEX settings "
+                         f"({stored['base']}, {stored.get('chex_overrides', {})})")
+    together = {key: list(results) for key, results in stored["runs"].items()}
+    for key, results in runs.items():
+        new_seeds = {r["seed"] for r in results}
+        together[key] = [r for r in together.get(key, []) if r["seed"] not in new_seeds] + results
+        together[key].sort(key=lambda r: r["seed"])
+    return together, stored.get("commands", [stored.get("argv", [])]) + commands, stored["minutes"] + minutes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the GPU protocol: 30 epochs, all images, small stem")
@@ -417,6 +442,9 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override protocol settings")
     parser.add_argument("--data-dir")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--merge", action="store_true",
+                        help="add these runs (e.g. more seeds of some rows) to the train.json in --out; the protocol "
+                             "and CHEX settings must be the same")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite train.md and train_front.png from the train.json in --out (no training)")
     args = parser.parse_args(argv)
@@ -453,13 +481,18 @@ def main(argv=None) -> int:
                 log(f"seed {seed} [{n}/{len(pairs)}] {name} @ {level}: test {result['test_acc']:.4f} "
                     f"MACs {result['macs_ratio']:.3f} train {result['train_seconds']:.0f} s "
                     f"({(time.perf_counter() - started) / 60:.1f} min so far)")
+    commands = [sys.argv[1:] if argv is None else argv]
+    minutes = (time.perf_counter() - started) / 60
+    if args.merge:
+        runs, commands, minutes = merged(args.out / "train.json", runs, base, chex, commands, minutes)
     rows = summarise(runs)
     dense_runs = runs.get("dense @ None", [])
     throughput = (statistics.mean(r["train_size"] * r["epochs"] / r["train_seconds"] for r in dense_runs)
                   if dense_runs else float("nan"))
-    data = {"mode": mode, "base": base, "chex": {**ChexConfig().to_dict(), **chex}, "seeds": args.seeds,
-            "argv": sys.argv[1:] if argv is None else argv, "machine": machine_info(), "torch": torch.__version__,
-            "minutes": (time.perf_counter() - started) / 60, "throughput": throughput, "rows": rows,
+    seeds = sorted({r["seed"] for results in runs.values() for r in results})
+    data = {"mode": mode, "base": base, "chex": {**ChexConfig().to_dict(), **chex}, "chex_overrides": chex,
+            "seeds": seeds, "argv": commands[0], "commands": commands, "machine": machine_info(),
+            "torch": torch.__version__, "minutes": minutes, "throughput": throughput, "rows": rows,
             "targets": targets(rows),
             "runs": {k: [{key: value for key, value in r.items() if key != "widths"} | {"widths": r["widths"]}
                          for r in v] for k, v in runs.items()}}
