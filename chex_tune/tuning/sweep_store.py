@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import tempfile
 
 from chex_tune.errors import UserError
 
@@ -34,12 +35,10 @@ def check_writable(store: pathlib.Path, *, min_free: int = MIN_FREE_BYTES) -> No
     """Raise ``UserError`` naming ``--store`` when it cannot be created or written, or has too little room."""
     try:
         store.mkdir(parents=True, exist_ok=True)
-        probe = store / ".write-check"
-        with probe.open("wb") as handle:
-            handle.write(b"\0" * 4096)
-            handle.flush()
-            os.fsync(handle.fileno())
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=store) as probe:  # one of its own per process: sweeps may start at once
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         raise UserError(f"--store {store}: cannot write there ({exc.strerror or exc}); choose a writable "
                         f"directory") from None

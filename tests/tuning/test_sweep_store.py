@@ -108,3 +108,13 @@ def test_a_disk_that_fills_mid_sweep_stops_it_with_one_line_and_resume_completes
         # a trial finished after Ray last saved its state is run again on resume (its first run is replaced)
         states = [t.state.name for t in study_trials(store, runs[0].data.tags["chex.sweep"])]
         assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
+
+
+def test_sweeps_checking_one_new_store_at_once_do_not_trip_over_each_other(tmp_path):
+    """Two sweeps started together check the same new store at the same moment (each with its own probe)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = tmp_path / "store"
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: check_writable(store), range(64))) == [None] * 64
+    assert list(store.iterdir()) == []  # no probe left behind
