@@ -275,8 +275,9 @@ class ChexReporter:
                         if self.recipe_args else {"builder": small.chex_recipe["model_name"]})}
         atomic_write_text(yaml.safe_dump(described, sort_keys=False), out / SETTINGS_FILE)
         self.result = ChexResult(final, small, out, settings, self.history)
-        params = {"builder": described["builder"], **({"chex_warning": " | ".join(self.warnings)[:500]}
-                                                      if self.warnings else {})}
+        params = {"builder": described["builder"]}
+        if self.warnings:
+            params["chex_warning"] = " | ".join(self.warnings)[:500]
         if self.ray:
             from ray import tune
 

@@ -30,7 +30,7 @@ from ray.tune.search import Searcher
 from chex_tune.tuning.chex_space import ChexSpace, merge_spaces
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, format_metric, parse_objectives
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
-from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, STOPPED_TAG, SWEEP_TAG, tag_front, trial_rows
+from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, SWEEP_TAG, tag_front, trial_rows
 from chex_tune.tuning.space import OBJECTIVE_METRICS, SearchSpace
 from chex_tune.tuning.sweep_store import prepare_store
 from chex_tune.tuning.tracking import SweepRecorder, artifact_location_for, time_stamp
@@ -241,8 +241,8 @@ def _sweep(trainable, options: SweepOptions, *, param_space: dict, objectives, s
     interrupted = done < expected
     if not interrupted:
         fail_orphans(store / "optuna.db", recorder.sweep)
-        if retire_orphan_runs(recorder):
-            rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], objectives)
+        retired = retire_orphan_runs(recorder, rows)
+        rows = [row for row in rows if row["run_id"] not in retired]  # KILLED rows: the others' ranks stay
     tag_front(client, rows)
     importance = None
     if not interrupted:
@@ -286,20 +286,19 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
         recorder.client.set_terminated(run.info.run_id, "KILLED")
 
 
-def retire_orphan_runs(recorder: SweepRecorder) -> int:
+def retire_orphan_runs(recorder: SweepRecorder, rows: list[dict]) -> set[str]:
     """Delete (MLflow's soft delete, tagged ``chex.orphan``) the KILLED runs left in a complete sweep: attempts
     of trials that Ray's saved state lost (its driver died or the disk filled before Ray saved them), whose
-    places new trials took on resume. Without this the sweep would show N+1 runs for N trials."""
-    killed = recorder.client.search_runs([recorder.experiment_id], filter_string=(
-        f"tags.`{PARENT_TAG}` = '{recorder.parent_run_id}' and attributes.status = 'KILLED'"))
-    orphans = [run for run in killed if STOPPED_TAG not in run.data.tags]
-    for run in orphans:
-        recorder.client.set_tag(run.info.run_id, "chex.orphan", "true")
-        recorder.client.delete_run(run.info.run_id)
+    places new trials took on resume. Without this the sweep would show N+1 runs for N trials. ``rows``: the
+    sweep's trial rows (``trial_rows``); returns the deleted run ids."""
+    orphans = {row["run_id"] for row in rows if row["status"] == "KILLED" and row["stopped_at"] is None}
+    for run_id in orphans:
+        recorder.client.set_tag(run_id, "chex.orphan", "true")
+        recorder.client.delete_run(run_id)
     if orphans:
         logger.info("%d interrupted trial run(s) that Ray did not resume (new trials took their places) deleted "
                     "from MLflow (restorable: tag chex.orphan)", len(orphans))
-    return len(orphans)
+    return orphans
 
 
 def fail_orphans(optuna_db: pathlib.Path, study_name: str) -> int:

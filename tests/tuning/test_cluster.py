@@ -6,11 +6,10 @@ Two Ray nodes (a head and a worker, separate raylets with one CPU each) run on t
 
 from __future__ import annotations
 
-import signal
 import subprocess
 
 import pytest
-from test_sweep import child_runs, client_of, study_trials, sweep_process
+from test_sweep import child_runs, client_of, interrupt_after_first_trial, study_trials, sweep_process
 
 from chex_tune import load_compact
 from chex_tune.tuning.runs import default_tracking_uri
@@ -37,16 +36,8 @@ def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes_logs_everything
     assert len(nodes) == 2
     store, command, env = sweep_process(tmp_path, "cluster", epochs=4)
     command = [*command, "--ray-address", cluster.address, "--concurrent", "2", "--cpus-per-trial", "1"]
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in driver.stdout:  # Ctrl-C once the first trial is done, then resume on the same cluster
-        lines.append(line)
-        if " done: " in line:
-            driver.send_signal(signal.SIGINT)
-            break
-    rest, _ = driver.communicate(timeout=180)
-    output = "".join(lines) + rest
-    assert driver.returncode == 130, output
+    returncode, output = interrupt_after_first_trial(command, env)  # then resume on the same cluster
+    assert returncode == 130, output
     finished = {r.info.run_id for r in child_runs(client_of(store), "cluster") if r.info.status == "FINISHED"}
     assert 1 <= len(finished) < 4, output
 

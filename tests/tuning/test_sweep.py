@@ -119,18 +119,24 @@ def sweep_process(tmp_path, experiment: str, *, epochs: int):
     return store, command, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
-    store, command, env = sweep_process(tmp_path, "resume", epochs=6)
+def interrupt_after_first_trial(command: list[str], env: dict) -> tuple[int, str]:
+    """Run a sweep process, send Ctrl-C as soon as its progress says the first trial is done; its exit status
+    and everything it printed."""
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
-    for line in driver.stdout:  # interrupt as soon as the progress says the first trial is done
+    for line in driver.stdout:
         lines.append(line)
         if " done: " in line:
             driver.send_signal(signal.SIGINT)
             break
     rest, _ = driver.communicate(timeout=180)
-    output = "".join(lines) + rest
-    assert driver.returncode == 130, output
+    return driver.returncode, "".join(lines) + rest
+
+
+def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
+    store, command, env = sweep_process(tmp_path, "resume", epochs=6)
+    returncode, output = interrupt_after_first_trial(command, env)
+    assert returncode == 130, output
     before = {r.info.run_id for r in child_runs(client_of(store), "resume") if r.info.status == "FINISHED"}
     assert 1 <= len(before) < 4, output
     interrupted = [r for r in child_runs(client_of(store), "resume") if r.info.status != "FINISHED"]
