@@ -74,16 +74,22 @@ def sample_configs(space: SearchSpace, count: int, seed: int) -> list[dict]:
     return [study.ask(distributions).params for _ in range(count)]
 
 
-def record_bank(space: SearchSpace, path: Path, count: int, seed: int) -> dict:
-    """Train every configuration (resuming a partly written bank) and store its curve."""
+def record_bank(space: SearchSpace, path: Path, count: int, seed: int, train_seed: int | None = None) -> dict:
+    """Train every configuration (resuming a partly written bank) and store its curve.
+
+    The configurations are drawn with ``seed``; each trains with ``train_seed`` (default: ``seed``), so a
+    second bank of the same configurations under another training seed measures run-to-run noise."""
     from chex_tune.train.loop import train
 
+    train_seed = seed if train_seed is None else train_seed
     bank = json.loads(path.read_text()) if path.exists() else {}
     configs = sample_configs(space, count, seed)
-    if bank.get("configs") and [e["config"] for e in bank["entries"]] != configs[:len(bank["entries"])]:
-        raise SystemExit(f"{path} holds other configurations; move it away to record a new bank")
-    bank.update(space=str(SPACE.name), settings={**space.fixed, **BANK_SETTINGS}, seed=seed, configs=count,
-                objectives=OBJECTIVES, machine=machine_info())
+    if bank.get("configs") and ([e["config"] for e in bank["entries"]] != configs[:len(bank["entries"])]
+                                or bank.get("train_seed", bank["seed"]) != train_seed):
+        raise SystemExit(f"{path} holds other configurations or another training seed; move it away to record a "
+                         "new bank")
+    bank.update(space=str(SPACE.name), settings={**space.fixed, **BANK_SETTINGS}, seed=seed, train_seed=train_seed,
+                configs=count, objectives=OBJECTIVES, machine=machine_info())
     bank.setdefault("entries", [])
     started = time.perf_counter()
     for index in range(len(bank["entries"]), count):
@@ -93,7 +99,7 @@ def record_bank(space: SearchSpace, path: Path, count: int, seed: int) -> dict:
         def keep(metrics: dict, curve: list[dict] = curve) -> None:
             curve.append({k: metrics[k] for k in ("epoch", "val_acc", "macs", "params", "sparsity", "epoch_seconds")})
 
-        run = space.run_config(config, **BANK_SETTINGS, seed=seed, device="cpu")
+        run = space.run_config(config, **BANK_SETTINGS, seed=train_seed, device="cpu")
         with tempfile.TemporaryDirectory() as out:
             result = train(run, out, callback=keep)
         final = {k: result[k] for k in ("val_acc", "macs", "params", "dense_macs", "train_seconds")}
@@ -120,6 +126,26 @@ def rank_correlation(entries: list[dict]) -> list[dict]:
             row[metric] = float(tau.statistic)
         out.append(row)
     return out
+
+
+def replicate_agreement(bank: dict, replicate: dict) -> dict:
+    """How much of the configurations' final val_acc is theirs and how much is the run's luck: the same
+    configurations trained again under another seed. Kendall tau of each epoch's val_acc in the bank with
+    the replicate's final val_acc (what an early rung can know of a fresh run's result), and Pearson r of
+    the two final val_accs (r is the share of the spread between configurations that repeats)."""
+    from scipy.stats import kendalltau, pearsonr
+
+    entries = bank["entries"][:len(replicate["entries"])]
+    again = [e["final"]["val_acc"] for e in replicate["entries"]]
+    epochs = min(len(e["curve"]) for e in entries)
+    per_epoch = [float(kendalltau([e["curve"][k]["val_acc"] for e in entries], again).statistic)
+                 for k in range(epochs)]
+    finals = [e["final"]["val_acc"] for e in entries]
+    return {"configs": len(entries), "train_seeds": [bank.get("train_seed", bank["seed"]), replicate["train_seed"]],
+            "tau_epoch_vs_replicate_final": per_epoch,
+            "pearson_final": float(pearsonr(finals, again).statistic),
+            "spread_final": [float(np.std(finals)), float(np.std(again))],
+            "mean_abs_change": float(np.mean(np.abs(np.subtract(finals, again))))}
 
 
 # ------------------------------------------------------------------------------------ 2. the replay
@@ -388,7 +414,21 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
            "| epoch | " + " | ".join(str(r["epoch"]) for r in bank["correlation"]) + " |",
            "|---|" + "---|" * len(bank["correlation"]),
            "| val_acc | " + " | ".join(f"{r['val_acc']:.2f}" for r in bank["correlation"]) + " |",
-           "| MACs | " + " | ".join(f"{r['macs']:.2f}" for r in bank["correlation"]) + " |", "",
+           "| MACs | " + " | ".join(f"{r['macs']:.2f}" for r in bank["correlation"]) + " |", ""]
+    agreement = data.get("replicate")
+    if agreement:
+        seeds = agreement["train_seeds"]
+        out += [f"**Replicate** (`curve_bank_replicate.json`): the first {agreement['configs']} configurations "
+                f"trained again with training seed {seeds[1]} (the bank: {seeds[0]}), same data. Kendall tau of the "
+                "bank's val_acc at each epoch with the replicate's final val_acc:", "",
+                "| epoch | " + " | ".join(str(k + 1) for k in range(len(agreement["tau_epoch_vs_replicate_final"])))
+                + " |", "|---|" + "---|" * len(agreement["tau_epoch_vs_replicate_final"]),
+                "| val_acc | " + " | ".join(f"{t:.2f}" for t in agreement["tau_epoch_vs_replicate_final"]) + " |", "",
+                f"The two final val_accs of a configuration: Pearson r {agreement['pearson_final']:.2f}, mean "
+                f"absolute change {100 * agreement['mean_abs_change']:.2f} pt, against a spread between "
+                f"configurations of {100 * agreement['spread_final'][0]:.2f} / {100 * agreement['spread_final'][1]:.2f}"
+                " pt (standard deviation).", ""]
+    out += [
            f"**Replays**: {replay['repeats']} sweeps per method through Ray Tune with chex-tune's `ObjectiveGuard`"
            f"(OptunaSearch) and `ParetoAsha` (grace {replay['rule']['grace']}, eta {replay['rule']['eta']}, MACs at a "
            f"rung read from the trial's {'MACs budget' if replay['rule']['cost'] == 'budget' else 'masked model'}; "
@@ -453,9 +493,11 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=("all", "bank", "replay", "real", "report"), default="all",
+    parser.add_argument("--phase", choices=("all", "bank", "replicate", "replay", "real", "report"), default="all",
                         help="report: rewrite the .md and .png from early_stop.json")
     parser.add_argument("--configs", type=int, default=144)  # more than the 96 trials an early-stopping sweep proposes
+    parser.add_argument("--replicate", type=int, default=48,
+                        help="train the bank's first N configurations again under another seed (run-to-run noise)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--scale", type=float, default=0.004, help="replay seconds per recorded second")
@@ -479,6 +521,12 @@ def main() -> None:
         bank = record_bank(space, bank_path, args.configs, args.seed)
     else:
         bank = json.loads(bank_path.read_text())
+    if args.phase in ("all", "replicate") and args.replicate:
+        replicate = record_bank(space, args.out / "curve_bank_replicate.json", args.replicate, args.seed,
+                                train_seed=args.seed + 1)
+        data["replicate"] = replicate_agreement(bank, replicate)
+        if args.phase == "replicate":
+            log(f"replicate: {data['replicate']}")
     rule = {"grace": args.grace, "eta": args.eta, "cost": args.rung_cost}
     if args.phase in ("all", "replay"):
         data["replay"] = run_replays(bank, space, args.repeats, args.concurrent, args.scale, rule)
