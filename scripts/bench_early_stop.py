@@ -244,6 +244,13 @@ def hypervolume_curve(events: list[dict], dense_macs: float, grid: np.ndarray, a
     return np.array(volumes)[index]
 
 
+def quartiles(curves: list[np.ndarray]) -> dict:
+    """Median and quartiles of several sweeps' hypervolume curves, and each sweep's final value."""
+    curves = np.array(curves)
+    return {"median": np.median(curves, axis=0).tolist(), "q25": np.quantile(curves, 0.25, axis=0).tolist(),
+            "q75": np.quantile(curves, 0.75, axis=0).tolist(), "final": curves[:, -1].tolist()}
+
+
 def epochs_of_first(events: list[dict], trials: int) -> int:
     """Trial-epochs the first ``trials`` trials (in start order) spent."""
     order: list[str] = []
@@ -285,20 +292,13 @@ def run_replays(bank_data: dict, space: SearchSpace, repeats: int, concurrent: i
                         tests.append(hypervolume_curve(events, dense_macs, grid, accuracy="test_acc"))
                     used.append(sum(e["kind"] == "epoch" for e in events))
                     first.append(epochs_of_first(events, FULL_TRIALS // 2))
-                curves = np.array(curves)
-                per_method[name] = {"trials": trials, "median": np.median(curves, axis=0).tolist(),
-                                    "q25": np.quantile(curves, 0.25, axis=0).tolist(),
-                                    "q75": np.quantile(curves, 0.75, axis=0).tolist(),
-                                    "final": curves[:, -1].tolist(), "epochs_used": used,
+                per_method[name] = {"trials": trials, **quartiles(curves), "epochs_used": used,
                                     "epochs_first_half": first}
                 if len(tests) == repeats:  # a bank recorded with test accuracy
-                    tests = np.array(tests)
-                    per_method[name]["test"] = {"median": np.median(tests, axis=0).tolist(),
-                                                "q25": np.quantile(tests, 0.25, axis=0).tolist(),
-                                                "q75": np.quantile(tests, 0.75, axis=0).tolist(),
-                                                "final": tests[:, -1].tolist()}
+                    per_method[name]["test"] = quartiles(tests)
                 log(f"replay {name}: {repeats} sweeps in {time.perf_counter() - started:.0f} s; median final "
-                    f"hypervolume {np.median(curves[:, -1]):.4f}; trial-epochs used {statistics.median(used):.0f}")
+                    f"hypervolume {per_method[name]['median'][-1]:.4f}; trial-epochs used "
+                    f"{statistics.median(used):.0f}")
     finally:
         ray.shutdown()
     return {"budget": budget, "epochs": epochs, "repeats": repeats, "concurrent": concurrent, "scale": scale,
@@ -345,17 +345,26 @@ def epochs_to_reach(curve: list[float], level: float) -> int | None:
     return hits[0] if hits else None
 
 
+def standing(median: list[float], reference: float, twin: list[float], budget: int) -> dict:
+    """A method's median hypervolume curve against full-fidelity random's final value (``reference``) and
+    against its full-fidelity twin's curve."""
+    reach = epochs_to_reach(median, reference)
+    return {"median_final": median[-1], "reach_random_final": reach,
+            "reach_fraction": None if reach is None else reach / budget,
+            "gap_to_full": (twin[-1] - median[-1]) / twin[-1]}
+
+
+def twin_of(name: str) -> str:
+    return "TPE, full fidelity" if "TPE" in name else "random, full fidelity"
+
+
 def summarise(data: dict) -> dict:
     replay = data["replay"]
     methods, budget = replay["methods"], replay["budget"]
     reference = methods["random, full fidelity"]["median"][-1]
     summary = {}
     for name, method in methods.items():
-        reach = epochs_to_reach(method["median"], reference)
-        full = methods["TPE, full fidelity" if "TPE" in name else "random, full fidelity"]
-        summary[name] = {"median_final": method["median"][-1], "reach_random_final": reach,
-                         "reach_fraction": None if reach is None else reach / budget,
-                         "gap_to_full": (full["median"][-1] - method["median"][-1]) / full["median"][-1],
+        summary[name] = {**standing(method["median"], reference, methods[twin_of(name)]["median"], budget),
                          "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
                          (FULL_TRIALS // 2 * replay["epochs"])}
     asha = summary["Pareto-ASHA + random"]
@@ -370,12 +379,8 @@ def summarise(data: dict) -> dict:
         # pick of the luckiest val_acc among more finished trials does not count here (see the replicate).
         test_reference = methods["random, full fidelity"]["test"]["median"][-1]
         for name, method in methods.items():
-            full = methods["TPE, full fidelity" if "TPE" in name else "random, full fidelity"]["test"]
-            reach = epochs_to_reach(method["test"]["median"], test_reference)
-            summary[name]["test"] = {"median_final": method["test"]["median"][-1], "reach_random_final": reach,
-                                     "reach_fraction": None if reach is None else reach / budget,
-                                     "gap_to_full": (full["median"][-1] - method["test"]["median"][-1]) /
-                                     full["median"][-1]}
+            summary[name]["test"] = standing(method["test"]["median"], test_reference,
+                                             methods[twin_of(name)]["test"]["median"], budget)
         test = summary["Pareto-ASHA + random"]["test"]
         targets["epochs_fraction_test"] = (test["reach_fraction"] is not None and
                                            test["reach_fraction"] <= TARGETS["epochs_fraction"], test["reach_fraction"])
@@ -430,6 +435,12 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def reach_text(reach: int | None, fraction: float | None = None) -> str:
+    if reach is None:
+        return "never"
+    return str(reach) if fraction is None else f"{reach} ({fraction:.0%})"
+
+
 def write_markdown(path: Path, data: dict, bank: dict) -> None:
     replay, summary = data["replay"], data["summary"]
     machine = data["machine"]
@@ -469,8 +480,7 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
            "gap to its full-fidelity twin | epochs saved on the first 12 trials |", "|---|---|---|---|---|---|"]
     for name, method in replay["methods"].items():
         s = summary["methods"][name]
-        reach = "never" if s["reach_random_final"] is None else \
-            f"{s['reach_random_final']} ({s['reach_fraction']:.0%})"
+        reach = reach_text(s["reach_random_final"], s["reach_fraction"])
         out.append(f"| {name} | {method['trials']} | {s['median_final']:.4f} | {reach} | "
                    f"{s['gap_to_full']:+.2%} | {s['saving_first_half']:.0%} |")
     if "test" in summary["methods"]["random, full fidelity"]:
@@ -480,8 +490,7 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
                 "gap to its full-fidelity twin |", "|---|---|---|---|"]
         for name in replay["methods"]:
             s = summary["methods"][name]["test"]
-            reach = "never" if s["reach_random_final"] is None else \
-                f"{s['reach_random_final']} ({s['reach_fraction']:.0%})"
+            reach = reach_text(s["reach_random_final"], s["reach_fraction"])
             out.append(f"| {name} | {s['median_final']:.4f} | {reach} | {s['gap_to_full']:+.2%} |")
     out += ["", "![hypervolume against trial-epochs](early_stop.png)", ""]
     if data.get("variants"):
@@ -493,12 +502,11 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
                 "|---|---|---|---|---|---|" + ("---|---|" if tested else "")]
         for v in data["variants"]:
             r = v["rule"]
-            reach = "never" if v["reach_random_final"] is None else str(v["reach_random_final"])
+            reach = reach_text(v["reach_random_final"])
             row = (f"| {r['grace']} | {r['eta']} | {'budget' if r['cost'] == 'budget' else 'masked model'} | "
                    f"{v['median_final']:.4f} | {reach} | {v['saving_first_half']:.0%} |")
             if tested:
-                reach_test = "never" if v["reach_random_final_test"] is None else str(v["reach_random_final_test"])
-                row += f" {v['median_final_test']:.4f} | {reach_test} |"
+                row += f" {v['median_final_test']:.4f} | {reach_text(v['reach_random_final_test'])} |"
             out.append(row)
         out.append("")
     real = data.get("real")
