@@ -61,7 +61,7 @@ FULL_TRIALS = 24  # a full-fidelity sweep; every method gets its budget of trial
 TARGETS = {"epochs_fraction": 0.5, "final_gap": 0.01, "real_vs_replay": 0.2}
 VARIANTS = [{"grace": g, "eta": e, "cost": c} for g, e, c in
             ((1, 3, "reported"), (1, 3, "budget"), (2, 3, "budget"), (3, 3, "budget"), (1, 2, "budget"),
-             (1, 4, "budget"))]
+             (1, 4, "budget"), (2, 2, "budget"), (2, 4, "budget"), (2, 5, "budget"))]
 
 
 # ------------------------------------------------------------------------------------ 1. the bank
