@@ -504,6 +504,7 @@ def main(argv=None) -> int:
     runs: dict[str, list[dict]] = {}
     pairs = plan(rows_to_run, args.levels)
     machine = machine_info()
+    host = machine_name(machine)
 
     def seeds_of(name: str, level: float | None):
         if args.seeds is not None:
@@ -518,7 +519,7 @@ def main(argv=None) -> int:
                 result = run_row(name, level, base, chex, seed, args.device, Path(workdir), widths.get(level))
                 if name == "CHEX":
                     widths[level] = result["widths"]
-                result.update(row=name, level=level, seed=seed, machine=machine_name(machine))
+                result.update(row=name, level=level, seed=seed, machine=host)
                 if level is not None and abs(result["macs_ratio"] - level) > MACS_TOLERANCE * level:
                     log(f"WARNING {name} @ {level}: MACs ratio {result['macs_ratio']:.4f} is not within "
                         f"{MACS_TOLERANCE:.0%} of the target")
