@@ -262,7 +262,11 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
     A trial Ray saw finish, whose run the MLflow writer never closed (the driver was killed in between, and
     this is the resume), is completed from Ray's record of it: its last report and its files. A run whose
     trial did not end (Ctrl-C, or a killed driver) is KILLED; ``--resume`` runs that trial again in a new run.
+    That includes a trial whose final report arrived but whose return Ray had not seen when Ctrl-C came
+    (no ``done``): Ray's saved state holds it as running and reruns it, so its run must not say FINISHED.
     """
+    from ray.tune import result as ray_result
+
     from chex_tune.tuning.ray_callback import reported_params, trainable_metrics
     from chex_tune.tuning.reporter import FINAL_KEY
 
@@ -277,7 +281,7 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
             continue
         if result.error is not None:
             recorder.fail_trial(key, str(result.error))
-        elif metrics.get(FINAL_KEY) and result.checkpoint is not None:
+        elif metrics.get(FINAL_KEY) and metrics.get(ray_result.DONE) and result.checkpoint is not None:
             recorder.complete_trial(key, trainable_metrics(metrics), pathlib.Path(result.checkpoint.path),
                                     params=reported_params(metrics))
     left = recorder.client.search_runs([recorder.experiment_id], filter_string=(
