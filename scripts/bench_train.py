@@ -79,7 +79,13 @@ ABLATIONS = {  # row name -> CHEX settings that differ from the defaults
 BASELINES = ("uniform widths from scratch", "CHEX widths from scratch",
              "torch-pruning per-layer @30%", "torch-pruning per-layer @70%",
              "torch-pruning global @30%", "torch-pruning global @70%", "torch-pruning gradual")
+# Diagnostics (not in the default run; at the ablation level): how much the width allocation alone is worth
+# at this scale. Two deliberately skewed allocations trained from scratch, against uniform widths from scratch:
+# keep fraction proportional to (channels / fewest channels) ** -exponent, scaled to the MACs level.
+SKEWED = {"early-heavy widths from scratch": 0.5, "late-heavy widths from scratch": -0.5,
+          "equal channel counts from scratch": 1.0}  # every layer the same number of channels
 ROW_NAMES = ("dense", "CHEX", *ABLATIONS, *BASELINES)
+ALL_ROWS = (*ROW_NAMES, *SKEWED)
 MODES = {
     # The GPU protocol: the small-input stem (456M MACs), all 55k training images, 30 epochs.
     "full": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "small", "epochs": 30, "batch_size": 128,
@@ -195,6 +201,33 @@ def from_scratch(masks_of: Callable[[ChannelExplorer], list[torch.Tensor]], leve
     return prune
 
 
+def skewed_masks(exponent: float, model, example, target_macs: float):
+    """Masks whose keep fraction is proportional to (channels / fewest channels) ** -exponent, scaled by
+    bisection so the pruned network lands nearest ``target_macs``."""
+    def masks(explorer: ChannelExplorer) -> list[torch.Tensor]:
+        groups = explorer.state.groups
+        fewest = min(g.channels for g in groups)
+
+        def at(scale: float) -> list[torch.Tensor]:
+            out = []
+            for group in groups:
+                width = min(group.units, max(1, round(scale * (group.channels / fewest) ** -exponent * group.units)))
+                mask = torch.zeros(group.units, dtype=torch.bool)
+                mask[:width] = True
+                out.append(mask)
+            return out
+
+        def macs(scale: float) -> float:
+            return count_macs(prune_copy(model, removed_channels(groups, at(scale)), example), example)
+
+        low, high = 0.0, 1.0 / min((g.channels / fewest) ** -exponent for g in groups)
+        for _ in range(16):
+            mid = (low + high) / 2
+            low, high = (mid, high) if macs(mid) < target_macs else (low, mid)
+        return at(min((low, high), key=lambda scale: abs(macs(scale) - target_macs)))
+    return masks
+
+
 def uniform_masks(explorer: ChannelExplorer) -> list[torch.Tensor]:
     return explorer.state.masks  # step 0 of a uniform-allocator explorer: uniform widths at the budget
 
@@ -231,6 +264,12 @@ def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, d
         trainer = PrunedTrainer(config, out, prune_epochs=[0], prune=from_scratch(uniform_masks, level))
     elif name == "CHEX widths from scratch":
         trainer = PrunedTrainer(config, out, prune_epochs=[0], prune=from_scratch(widths_masks(chex_widths), level))
+    elif name in SKEWED:
+        def prune(trainer: Trainer, index: int) -> dict[str, list[int]]:
+            example = trainer.example[:1]
+            masks = skewed_masks(SKEWED[name], trainer.model, example, level * trainer.dense_macs)
+            return from_scratch(masks, level)(trainer, index)
+        trainer = PrunedTrainer(config, out, prune_epochs=[0], prune=prune)
     elif name == "torch-pruning gradual":
         prune_epochs = sorted({max(1, round(f * epochs)) for f in (0.1, 0.2, 0.3, 0.4, 0.5)})
         trainer = PrunedTrainer(config, out, prune_epochs=prune_epochs, prune=gradual_tp(level, len(prune_epochs)))
@@ -439,7 +478,7 @@ def plan(row_names: list[str], levels: list[float]) -> list[tuple[str, float | N
     pairs = [("dense", None)] if "dense" in row_names else []
     for level in levels:
         for name in row_names:
-            if name == "dense" or (name in ABLATIONS and level != ABLATION_LEVEL and len(levels) > 1):
+            if name == "dense" or (name in (*ABLATIONS, *SKEWED) and level != ABLATION_LEVEL and len(levels) > 1):
                 continue
             pairs.append((name, level))
     return pairs
@@ -471,7 +510,8 @@ def main(argv=None) -> int:
                         help=f"seeds for every row (default: {SEEDS[0]}-{SEEDS[-1]}, and "
                              + ", ".join(f"{s[0]}-{s[-1]} at level {level}" for level, s in LEVEL_SEEDS.items())
                              + " except the ablations)")
-    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ROW_NAMES, metavar="ROW")
+    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ALL_ROWS, metavar="ROW",
+                        help=f"default: every row but the diagnostics ({', '.join(SKEWED)})")
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
     parser.add_argument("--chex", nargs="*", default=[], metavar="KEY=VALUE",
                         help="CHEX settings for the CHEX rows (a candidate method change)")
@@ -509,7 +549,7 @@ def main(argv=None) -> int:
     def seeds_of(name: str, level: float | None):
         if args.seeds is not None:
             return args.seeds
-        return SEEDS if name in ABLATIONS else LEVEL_SEEDS.get(level, SEEDS)
+        return SEEDS if name in (*ABLATIONS, *SKEWED) else LEVEL_SEEDS.get(level, SEEDS)
 
     with tempfile.TemporaryDirectory() as workdir:
         for seed in sorted({seed for name, level in pairs for seed in seeds_of(name, level)}):
