@@ -131,6 +131,29 @@ def rank_correlation(entries: list[dict]) -> list[dict]:
     return out
 
 
+def beyond_budget(entries: list[dict]) -> dict:
+    """What could tell a rung more than the MACs budget it already reads exactly: Kendall tau with the part of
+    the final val_acc that the budget does not explain (the residual of a quadratic fit on ``macs_target``),
+    for each epoch's val_acc (its own budget fit removed too) and for each other searched number."""
+    from scipy.stats import kendalltau
+
+    def residual(values: list[float]) -> np.ndarray:
+        values = np.array(values, dtype=float)
+        return values - np.polyval(np.polyfit(budgets, values, 2), budgets)
+
+    budgets = np.array([e["config"]["macs_target"] for e in entries])
+    final = residual([e["final"]["val_acc"] for e in entries])
+    epochs = min(len(e["curve"]) for e in entries)
+    per_epoch = [float(kendalltau(residual([e["curve"][k]["val_acc"] for e in entries]), final).statistic)
+                 for k in range(epochs - 1)]
+    numbers = sorted(name for name, value in entries[0]["config"].items()
+                     if name != "macs_target" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    params = {name: float(kendalltau([e["config"][name] for e in entries], final).statistic) for name in numbers}
+    return {"tau_budget_final": float(kendalltau(budgets, [e["final"]["val_acc"] for e in entries]).statistic),
+            "tau_epoch_residual": per_epoch, "tau_param_residual": params,
+            "residual_sd": float(final.std()), "final_sd": float(np.std([e["final"]["val_acc"] for e in entries]))}
+
+
 def replicate_agreement(bank: dict, replicate: dict) -> dict:
     """How much of the configurations' final val_acc is theirs and how much is the run's luck: the same
     configurations trained again under another seed. Kendall tau of each epoch's val_acc in the bank with
@@ -472,6 +495,16 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
                 f"absolute change {100 * agreement['mean_abs_change']:.2f} pt, against a spread between "
                 f"configurations of {100 * agreement['spread_final'][0]:.2f} / {100 * agreement['spread_final'][1]:.2f}"
                 " pt (standard deviation).", ""]
+    beyond = beyond_budget(bank["entries"])
+    out += [f"**Beyond the budget**: the MACs budget ranks the final val_acc at Kendall tau "
+            f"{beyond['tau_budget_final']:.2f}; the rest of it (the residual of a quadratic fit on the budget, "
+            f"{100 * beyond['residual_sd']:.2f} pt of {100 * beyond['final_sd']:.2f} pt standard deviation) ranks "
+            "with each epoch's val_acc (its budget fit removed too) and each other searched number at:", "",
+            "| epoch | " + " | ".join(str(k + 1) for k in range(len(beyond["tau_epoch_residual"]))) + " | "
+            + " | ".join(beyond["tau_param_residual"]) + " |",
+            "|---|" + "---|" * (len(beyond["tau_epoch_residual"]) + len(beyond["tau_param_residual"])),
+            "| tau | " + " | ".join(f"{t:.2f}" for t in beyond["tau_epoch_residual"]) + " | "
+            + " | ".join(f"{t:.2f}" for t in beyond["tau_param_residual"].values()) + " |", ""]
     out += [
            f"**Replays**: {replay['repeats']} sweeps per method through Ray Tune with chex-tune's `ObjectiveGuard`"
            f"(OptunaSearch) and `ParetoAsha` (grace {replay['rule']['grace']}, eta {replay['rule']['eta']}, MACs at a "
