@@ -522,12 +522,14 @@ def main(argv=None) -> int:
                         help="add these runs (e.g. more seeds of some rows) to the train.json in --out; the protocol "
                              "and CHEX settings must be the same")
     parser.add_argument("--report-only", action="store_true",
-                        help="rewrite train.md and train_front.png from the train.json in --out (no training)")
+                        help="recompute the rows and targets of --out/train.json from its runs; rewrite train.md, "
+                             "train_front.png (no training)")
     args = parser.parse_args(argv)
     if args.report_only:
         data = json.loads((args.out / "train.json").read_text())
         data["rows"] = summarise(data["runs"])
         data["targets"] = targets(data["rows"])
+        (args.out / "train.json").write_text(json.dumps(data, indent=1) + "\n")  # rows and targets from the runs
         plot_front(data["rows"], args.out / "train_front.png")
         write_markdown(args.out / "train.md", data)
         print((args.out / "train.md").read_text())
