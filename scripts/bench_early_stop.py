@@ -142,16 +142,17 @@ def beyond_budget(entries: list[dict]) -> dict:
         return values - np.polyval(np.polyfit(budgets, values, 2), budgets)
 
     budgets = np.array([e["config"]["macs_target"] for e in entries])
-    final = residual([e["final"]["val_acc"] for e in entries])
+    finals = [e["final"]["val_acc"] for e in entries]
+    final = residual(finals)
     epochs = min(len(e["curve"]) for e in entries)
     per_epoch = [float(kendalltau(residual([e["curve"][k]["val_acc"] for e in entries]), final).statistic)
                  for k in range(epochs - 1)]
     numbers = sorted(name for name, value in entries[0]["config"].items()
                      if name != "macs_target" and isinstance(value, (int, float)) and not isinstance(value, bool))
     params = {name: float(kendalltau([e["config"][name] for e in entries], final).statistic) for name in numbers}
-    return {"tau_budget_final": float(kendalltau(budgets, [e["final"]["val_acc"] for e in entries]).statistic),
+    return {"tau_budget_final": float(kendalltau(budgets, finals).statistic),
             "tau_epoch_residual": per_epoch, "tau_param_residual": params,
-            "residual_sd": float(final.std()), "final_sd": float(np.std([e["final"]["val_acc"] for e in entries]))}
+            "residual_sd": float(final.std()), "final_sd": float(np.std(finals))}
 
 
 def replicate_agreement(bank: dict, replicate: dict) -> dict:
@@ -634,8 +635,9 @@ def main() -> None:
             done = {}  # a new main replay: its variants are replayed again beside it
         data["variants"] = []
         for variant in VARIANTS:
-            if json.dumps(variant, sort_keys=True) in done:  # replayed already, on the same bank and main replay
-                data["variants"].append(done[json.dumps(variant, sort_keys=True)])
+            previous = done.get(json.dumps(variant, sort_keys=True))
+            if previous is not None:  # replayed already, on the same bank and main replay
+                data["variants"].append(previous)
                 continue
             replayed = run_replays(bank, space, args.repeats, args.concurrent, args.scale, variant,
                                    methods=("Pareto-ASHA + random",))

@@ -456,6 +456,15 @@ def write_markdown(path: Path, data: dict) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
+def write_outputs(out: Path, data: dict) -> None:
+    """train.json, train_front.png and train.md under ``out``; the .md is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(data, indent=1) + "\n")
+    plot_front(data["rows"], out / "train_front.png")
+    write_markdown(out / "train.md", data)
+    print((out / "train.md").read_text())
+
+
 # ------------------------------------------------------------------------------------ main
 def _seed_list(seeds: list[int]) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2 else \
@@ -529,10 +538,7 @@ def main(argv=None) -> int:
         data = json.loads((args.out / "train.json").read_text())
         data["rows"] = summarise(data["runs"])
         data["targets"] = targets(data["rows"])
-        (args.out / "train.json").write_text(json.dumps(data, indent=1) + "\n")  # rows and targets from the runs
-        plot_front(data["rows"], args.out / "train_front.png")
-        write_markdown(args.out / "train.md", data)
-        print((args.out / "train.md").read_text())
+        write_outputs(args.out, data)  # the rows and targets recomputed from the runs
         return 0
     mode = "full" if args.full else "cpu"
     base = dict(MODES[mode]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
@@ -585,11 +591,7 @@ def main(argv=None) -> int:
             "runs": {k: [{key: value for key, value in r.items() if key != "widths"} | {"widths": r["widths"]}
                          for r in v] for k, v in runs.items()}}
     data["chex"] = {k: v for k, v in data["chex"].items() if k not in ("seed", "macs_target", "sparsity")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train.json").write_text(json.dumps(data, indent=1) + "\n")
-    plot_front(rows, args.out / "train_front.png")
-    write_markdown(args.out / "train.md", data)
-    print((args.out / "train.md").read_text())
+    write_outputs(args.out, data)
     return 0
 
 
