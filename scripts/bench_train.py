@@ -254,7 +254,8 @@ def row_config(name: str, level: float | None, base: dict, chex: dict, seed: int
 
 
 def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, device: str, workdir: Path,
-            chex_widths: list[dict] | None) -> dict:
+            chex_widths: list[dict] | None, *, inspect: Callable[[Trainer], dict] | None = None) -> dict:
+    """One row's run; ``inspect(trainer)`` (after training) adds its own entries to the result."""
     config = row_config(name, level, base, chex, seed, device)
     epochs = config.train.epochs
     out = workdir / f"{name.replace(' ', '_').replace('%', '').replace('@', '')}-{level}-{seed}"
@@ -282,6 +283,8 @@ def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, d
     result["wall_seconds"] = time.perf_counter() - start
     result["prune_seconds"] = getattr(trainer, "prune_seconds", 0.0)
     result["widths"] = json.loads((out / "widths.json").read_text())
+    if inspect is not None:
+        result.update(inspect(trainer))
     return result
 
 

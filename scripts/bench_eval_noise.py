@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""How much of the training benchmark's seed spread is evaluation noise? (a diagnostic for bench_train.py)
+
+The training benchmark (``bench_train.py``) needs 6-12 seeds a row to resolve differences of 0.2-0.4 pt.
+Part of a paired difference's spread is the finite test set: two models that disagree on a fraction d of
+the images differ in test accuracy by a noise of standard deviation about sqrt(d / n) on n images, even at
+equal true accuracy. If that part were large, scoring on more images would be a cheap way to a tighter
+protocol: the CPU protocol trains on 8,000 Fashion-MNIST images and validates on 1,000, so 51,000 training
+images are never seen and could join the 10,000 test images.
+
+This script trains some of ``bench_train.py``'s rows with its protocol (same code, same seeds: the test
+accuracies are the committed table's on the same machine), scores every compact model on the test set and
+on the 51,000 unseen training images, and splits the variance of CHEX's paired difference to each row
+into the part the test set's size explains and the rest (the training's own seed-to-seed spread).
+Writes ``eval_noise.json`` and ``eval_noise.md`` under ``--out``.
+
+    python scripts/bench_eval_noise.py --levels 0.12 0.25 --seeds 6 7 8 9 10 11
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import chex_tune  # noqa: F401  (before timm)
+
+# isort: split
+import numpy as np
+import torch
+
+from chex_tune.train.data import Data, _read_fashion_mnist, _resize, _TensorSplit, carve_split
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import MODES, interval, run_row  # noqa: E402
+from benchlib import log, machine_info  # noqa: E402
+
+ROWS = ("CHEX", "uniform widths from scratch", "torch-pruning gradual")
+
+
+def unseen_images(trainer) -> Data:
+    """The Fashion-MNIST training images the run neither trained nor validated on, as a test split."""
+    settings, data = trainer.settings, trainer.data
+    images, labels, _, _ = _read_fashion_mnist(settings.data_dir)
+    images = _resize(images, data.image_size)
+    train_idx, val_idx = carve_split(labels, val_size=settings.val_size, train_subset=settings.train_subset,
+                                     dataset=settings.dataset)
+    rest = np.setdiff1d(np.arange(len(labels)), np.concatenate([train_idx, val_idx]))
+    return copy_with_test(data, _TensorSplit(torch.from_numpy(images[rest]), torch.from_numpy(labels[rest]),
+                                             data.device))
+
+
+def copy_with_test(data: Data, test) -> Data:
+    """``data`` with its test split replaced (the same normalisation)."""
+    other = Data.__new__(Data)
+    other.__dict__.update(data.__dict__)
+    other._splits = {**data._splits, "test": test}
+    other.test_size = len(test)
+    return other
+
+
+@torch.no_grad()
+def correct(model: torch.nn.Module, data: Data) -> np.ndarray:
+    """Per test image of ``data``: did ``model`` classify it right."""
+    model.eval()
+    return np.concatenate([(model(images).argmax(1) == labels).cpu().numpy()
+                           for images, labels in data.eval_batches("test")])
+
+
+def paired(chex: list[np.ndarray], row: list[np.ndarray]) -> dict:
+    """CHEX − row over seeds on these images: mean, sd, 95% half-width, disagreement and its noise share."""
+    diffs = [a.mean() - b.mean() for a, b in zip(chex, row)]
+    mean, half = interval(diffs)
+    disagree = statistics.mean(float((a != b).mean()) for a, b in zip(chex, row))
+    sd = statistics.stdev(diffs)
+    eval_sd = math.sqrt(disagree / len(chex[0]))  # the difference's noise from a finite image set
+    return {"images": len(chex[0]), "mean": mean, "ci95": half, "sd": sd, "disagreement": disagree,
+            "eval_sd": eval_sd, "eval_share": min(1.0, eval_sd ** 2 / sd ** 2) if sd > 0 else None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.12, 0.25])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(6)))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, metavar="ROW",
+                        help="CHEX (always first) and the rows to compare it with")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = parser.parse_args(argv)
+    rows = ["CHEX", *(r for r in args.rows if r != "CHEX")]
+    base = dict(MODES["cpu"])
+    started = time.perf_counter()
+    pool: Data | None = None
+    runs, hits = [], {}  # hits[row @ level][images] -> one array of per-image correctness per seed
+
+    def score(trainer) -> dict:
+        nonlocal pool
+        pool = pool or unseen_images(trainer)
+        return {"correct": (correct(trainer.small, trainer.data), correct(trainer.small, pool))}
+
+    with tempfile.TemporaryDirectory() as workdir:
+        for seed in args.seeds:
+            for level in args.levels:
+                for name in rows:
+                    result = run_row(name, level, base, {}, seed, "cpu", Path(workdir), None, inspect=score)
+                    test, unseen = result.pop("correct")
+                    per_row = hits.setdefault(f"{name} @ {level}", {"test": [], "unseen": [], "all": []})
+                    per_row["test"].append(test)
+                    per_row["unseen"].append(unseen)
+                    per_row["all"].append(np.concatenate([test, unseen]))
+                    runs.append({"row": name, "level": level, "seed": seed, "test_acc": result["test_acc"],
+                                 "unseen_acc": float(unseen.mean()), "macs_ratio": result["macs_ratio"]})
+                    log(f"seed {seed} {name} @ {level}: test {result['test_acc']:.4f} unseen {unseen.mean():.4f} "
+                        f"({(time.perf_counter() - started) / 60:.1f} min so far)")
+    comparisons = []
+    for level in args.levels:
+        chex = hits[f"CHEX @ {level}"]
+        for name in rows[1:]:
+            row = hits[f"{name} @ {level}"]
+            comparisons.append({"level": level, "row": name,
+                                **{which: paired(chex[which], row[which]) for which in ("test", "unseen", "all")}})
+    data = {"base": base, "seeds": args.seeds, "levels": args.levels, "rows": rows, "machine": machine_info(),
+            "minutes": (time.perf_counter() - started) / 60, "runs": runs, "comparisons": comparisons}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "eval_noise.json").write_text(json.dumps(data, indent=1))
+    (args.out / "eval_noise.md").write_text(markdown(data))
+    return 0
+
+
+def markdown(data: dict) -> str:
+    m = data["machine"]
+    rows = "" if tuple(data["rows"]) == ROWS else " --rows " + " ".join(f"'{r}'" for r in data["rows"])
+    out = ["# How much of the training benchmark's seed spread is evaluation noise", "",
+           f"`python scripts/bench_eval_noise.py --levels {' '.join(map(str, data['levels']))} --seeds "
+           f"{' '.join(map(str, data['seeds']))}{rows}` on {m['cpu_model']} ({m['nproc']} cores), "
+           f"{data['minutes']:.0f} min. The rows are trained with `bench_train.py`'s CPU protocol; every compact "
+           "model is scored on the 10,000 test images and on the 51,000 Fashion-MNIST training images outside "
+           "its 8,000-image training subset and 1,000-image validation split.", "",
+           "*CHEX − row*: the paired difference over seeds (mean ± 95% interval, and its sd). *disagree*: the "
+           "share of images on which CHEX and the row differ in correctness (mean over seeds). *eval sd*: "
+           "sqrt(disagree / images), the sd a finite image set adds to a paired difference; *eval share*: "
+           "its part of the difference's variance.", "",
+           "| level | row | images | CHEX − row | sd | disagree | eval sd | eval share |",
+           "|---|---|---|---|---|---|---|---|"]
+    for c in data["comparisons"]:
+        for which, label in (("test", "10,000 test"), ("unseen", "51,000 unseen"), ("all", "61,000 both")):
+            p = c[which]
+            share = "" if p["eval_share"] is None else f"{p['eval_share']:.0%}"
+            diff = f"{p['mean'] * 100:+.2f} ± {p['ci95'] * 100:.2f} pt"
+            out.append(f"| {c['level']:.0%} | {c['row']} | {label} | {diff} | {p['sd'] * 100:.2f} pt | "
+                       f"{p['disagreement']:.1%} | {p['eval_sd'] * 100:.2f} pt | {share} |")
+    out += ["", "| level | row | seed | test acc | unseen acc |", "|---|---|---|---|---|"]
+    out += [f"| {r['level']:.0%} | {r['row']} | {r['seed']} | {r['test_acc']:.2%} | {r['unseen_acc']:.2%} |"
+            for r in data["runs"]]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
