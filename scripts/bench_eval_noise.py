@@ -34,7 +34,7 @@ import chex_tune  # noqa: F401  (before timm)
 import numpy as np
 import torch
 
-from chex_tune.train.data import Data, _read_fashion_mnist, _resize, _TensorSplit, carve_split
+from chex_tune.train.data import STATS, Data, _read_fashion_mnist, _resize, _TensorSplit, carve_split
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import MODES, interval, run_row  # noqa: E402
@@ -44,24 +44,17 @@ ROWS = ("CHEX", "uniform widths from scratch", "torch-pruning gradual")
 
 
 def unseen_images(trainer) -> Data:
-    """The Fashion-MNIST training images the run neither trained nor validated on, as a test split."""
+    """The training images of the run's dataset that it neither trained nor validated on, as one split."""
     settings, data = trainer.settings, trainer.data
     images, labels, _, _ = _read_fashion_mnist(settings.data_dir)
-    images = _resize(images, data.image_size)
     train_idx, val_idx = carve_split(labels, val_size=settings.val_size, train_subset=settings.train_subset,
                                      dataset=settings.dataset)
     rest = np.setdiff1d(np.arange(len(labels)), np.concatenate([train_idx, val_idx]))
-    return copy_with_test(data, _TensorSplit(torch.from_numpy(images[rest]), torch.from_numpy(labels[rest]),
-                                             data.device))
-
-
-def copy_with_test(data: Data, test) -> Data:
-    """``data`` with its test split replaced (the same normalisation)."""
-    other = Data.__new__(Data)
-    other.__dict__.update(data.__dict__)
-    other._splits = {**data._splits, "test": test}
-    other.test_size = len(test)
-    return other
+    split = _TensorSplit(torch.from_numpy(_resize(images[rest], data.image_size)), torch.from_numpy(labels[rest]),
+                         data.device)
+    mean, std = STATS[settings.dataset]  # normalised as the run's own splits are
+    return Data(name=f"{settings.dataset} unseen", num_classes=data.num_classes, mean=mean, std=std,
+                train=split, val=split, test=split, device=data.device)
 
 
 @torch.no_grad()
