@@ -101,14 +101,15 @@ def main(argv=None) -> int:
                 for name in rows:
                     result = run_row(name, level, base, {}, seed, "cpu", Path(workdir), None, inspect=score)
                     test, unseen = result.pop("correct")
-                    per_row = hits.setdefault(f"{name} @ {level}", {"test": [], "unseen": [], "all": []})
+                    per_row = hits.setdefault(f"{name} @ {level}", {"test": [], "unseen": []})
                     per_row["test"].append(test)
                     per_row["unseen"].append(unseen)
-                    per_row["all"].append(np.concatenate([test, unseen]))
                     runs.append({"row": name, "level": level, "seed": seed, "test_acc": result["test_acc"],
                                  "unseen_acc": float(unseen.mean()), "macs_ratio": result["macs_ratio"]})
                     log(f"seed {seed} {name} @ {level}: test {result['test_acc']:.4f} unseen {unseen.mean():.4f} "
                         f"({(time.perf_counter() - started) / 60:.1f} min so far)")
+    for per_row in hits.values():  # both image sets as one
+        per_row["all"] = [np.concatenate(pair) for pair in zip(per_row["test"], per_row["unseen"])]
     comparisons = []
     for level in args.levels:
         chex = hits[f"CHEX @ {level}"]
