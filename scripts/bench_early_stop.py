@@ -6,7 +6,8 @@ method is used: a **curve bank**.
 
 1. ``bank``: real per-epoch curves (val_acc, macs, params, sparsity) of ``--configs`` CHEX configurations
    drawn at random from the shipped space, trained with chex-tune's own loop (``chex_tune.train``) in the
-   reduced CPU setting ``BANK_SETTINGS``; stored with their exact settings in ``benchmarks/curve_bank.json``
+   reduced CPU setting ``BANK_SETTINGS``; stored with their exact settings and the space they were drawn
+   from (a recorded bank keeps its space when the shipped bounds move) in ``benchmarks/curve_bank.json``
    with the rank correlation (Kendall tau) of each epoch's val_acc (and MACs) with the final ones.
 2. ``replay``: sweeps through the real code (Ray Tune, ``OptunaSearch`` wrapped in chex-tune's
    ``ObjectiveGuard``, the ``ParetoAsha`` scheduler) with a trainable that reads the bank: a proposed
@@ -68,6 +69,15 @@ VARIANTS += [{"grace": g, "eta": 3, "cost": "budget", "foresight": True} for g i
 
 
 # ------------------------------------------------------------------------------------ 1. the bank
+def bank_space(path: Path) -> SearchSpace:
+    """The space the bank at ``path`` was drawn from (recorded in it), or the shipped space for a new bank.
+
+    A bank's configurations, their replays' nearest-neighbour lookup and the real sweeps beside them all
+    belong to one space; recording it keeps a bank usable after the shipped space's bounds move."""
+    recorded = json.loads(path.read_text()).get("search_space") if path.exists() else None
+    return SearchSpace.from_dict(recorded, source=f"{path}: search_space") if recorded else SearchSpace.load(SPACE)
+
+
 def sample_configs(space: SearchSpace, count: int, seed: int) -> list[dict]:
     import optuna
 
@@ -91,8 +101,8 @@ def record_bank(space: SearchSpace, path: Path, count: int, seed: int, train_see
                                 or bank.get("train_seed", bank["seed"]) != train_seed):
         raise SystemExit(f"{path} holds other configurations or another training seed; move it away to record a "
                          "new bank")
-    bank.update(space=str(SPACE.name), settings={**space.fixed, **BANK_SETTINGS}, seed=seed, train_seed=train_seed,
-                configs=count, objectives=OBJECTIVES, machine=machine_info())
+    bank.update(space=str(SPACE.name), search_space=space.to_dict(), settings={**space.fixed, **BANK_SETTINGS},
+                seed=seed, train_seed=train_seed, configs=count, objectives=OBJECTIVES, machine=machine_info())
     bank.setdefault("entries", [])
     started = time.perf_counter()
     for index in range(len(bank["entries"]), count):
@@ -473,11 +483,15 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
     replay, summary = data["replay"], data["summary"]
     machine = data["machine"]
     settings = ", ".join(f"{k}={v}" for k, v in bank["settings"].items())
+    searched = ", ".join(f"{name} {spec['choices']}" if "choices" in spec else
+                         f"{name} {spec['low']}-{spec['high']}{' (log)' if spec.get('log') else ''}"
+                         for name, spec in bank["search_space"]["search"].items())
     out = ["# Early stopping: Pareto-ASHA against full-fidelity search", "",
            f"{machine['cpu_model']}, {machine['nproc']} cores. Reproduce: `python scripts/bench_early_stop.py "
            "--variants` (every phase; a bank already recorded is reused: `--phase bank|replay|real|report`).", "",
            f"**Curve bank** (`curve_bank.json`): {len(bank['entries'])} CHEX configurations drawn at random "
-           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}`, each trained with {settings}. "
+           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}` as it was then ({searched}), each "
+           f"trained with {settings}. "
            "Rank correlation (Kendall tau) of each epoch's value with the final one:", "",
            "| epoch | " + " | ".join(str(r["epoch"]) for r in bank["correlation"]) + " |",
            "|---|" + "---|" * len(bank["correlation"]),
@@ -611,9 +625,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    space = SearchSpace.load(SPACE)
     args.out.mkdir(parents=True, exist_ok=True)
     bank_path = args.out / "curve_bank.json"
+    space = bank_space(bank_path)
     results_path = args.out / "early_stop.json"
     data = json.loads(results_path.read_text()) if results_path.exists() else {}
     if args.phase in ("all", "bank"):
