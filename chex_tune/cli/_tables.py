@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-COLUMNS = (("val_acc", "val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"), ("macs", "MACs", "M"),
-           ("params", "params", "M"), ("latency_ms", "latency ms", "{:.3f}"))
+from chex_tune.units import format_count
+
+COLUMNS = (("val_acc", "val acc", "{:.4f}"), ("test_acc", "test acc", "{:.4f}"), ("macs", "MACs", "count"),
+           ("params", "params", "count"), ("latency_ms", "latency ms", "{:.3f}"))
 METRIC_TITLES = [title for _, title, _ in COLUMNS]
 
 
@@ -16,7 +18,7 @@ def metric_cells(metrics: dict) -> list[str]:
     cells = []
     for key, _, style in COLUMNS:
         value = metrics.get(key)
-        cells.append("-" if value is None else f"{value / 1e6:.2f}M" if style == "M" else style.format(value))
+        cells.append("-" if value is None else format_count(value, ".2f") if style == "count" else style.format(value))
     return cells
 
 

@@ -9,6 +9,7 @@ import torch
 
 from chex_tune import ChannelExplorer
 from chex_tune.train.models import create_timm_model
+from chex_tune.units import format_count
 
 HELP = "show a timm model's channel groups, what stays dense and why, and MACs/params at a sparsity"
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'group (root layer)':<40} {'channels':>8} {'width':>6}  note")
     for row in rows:
         print(f"{row['group']:<40} {row['channels']:>8} {row['width']:>6}  {row.get('reason', '')}")
-    print(f"\nMACs {ex.dense_macs() / 1e6:.1f}M -> {ex.macs() / 1e6:.1f}M at uniform sparsity {args.sparsity} "
-          f"(CHEX re-allocates widths during training); params {ex.dense_params() / 1e6:.2f}M -> "
-          f"{ex.params() / 1e6:.2f}M")
+    print(f"\nMACs {format_count(ex.dense_macs())} -> {format_count(ex.macs())} at uniform sparsity {args.sparsity} "
+          f"(CHEX re-allocates widths during training); params {format_count(ex.dense_params())} -> "
+          f"{format_count(ex.params())}")
     return 0

@@ -13,6 +13,7 @@ import yaml
 
 from chex_tune.config import DATASETS, RunConfig
 from chex_tune.errors import UserError, load_yaml
+from chex_tune.units import format_count
 
 HELP = "train one model with CHEX (or dense with --sparsity 0) and write the compact model and metrics.json"
 
@@ -88,9 +89,9 @@ def print_summary(result: dict, out: pathlib.Path) -> None:
     rows = [
         ("val accuracy", f"{result['val_acc']:.4f}"),
         ("test accuracy", f"{result['test_acc']:.4f}"),
-        ("MACs", f"{result['macs'] / 1e6:.1f}M of {result['dense_macs'] / 1e6:.1f}M dense "
+        ("MACs", f"{format_count(result['macs'])} of {format_count(result['dense_macs'])} dense "
                  f"({1 - result['macs_ratio']:.0%} fewer)"),
-        ("params", f"{result['params'] / 1e6:.2f}M of {result['dense_params'] / 1e6:.2f}M dense"),
+        ("params", f"{format_count(result['params'])} of {format_count(result['dense_params'])} dense"),
         ("latency", f"{result['latency_ms']:.3g} ms (IQR {result['latency']['iqr_ms']:.2g} ms; CPU, batch "
                     f"{result['latency']['batch_size']}, {result['latency']['threads']} threads)"),
         ("training", f"{result['epochs']} epochs, {result['train_seconds']:.0f} s on {result['device']}"),

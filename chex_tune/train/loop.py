@@ -38,6 +38,7 @@ from chex_tune.core.latency import measure_latency
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
 from chex_tune.train.models import create_model, model_recipe, resolve_stem
+from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
 EPOCH_METRICS = ("epoch", "train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
@@ -329,7 +330,8 @@ def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback |
 def _epoch_line(metrics: dict, epochs: int) -> str:
     m = metrics
     return (f"epoch {m['epoch']}/{epochs}: train_loss {m['train_loss']:.4f} val_acc {m['val_acc']:.4f} "
-            f"lr {m['lr']:.4f} sparsity {m['sparsity']:.3f} MACs {m['macs'] / 1e6:.1f}M ({m['epoch_seconds']:.1f} s)")
+            f"lr {m['lr']:.4f} sparsity {m['sparsity']:.3f} MACs {format_count(m['macs'])} "
+            f"({m['epoch_seconds']:.1f} s)")
 
 
 def _progress_bar(total: int, description: str, enabled: bool):

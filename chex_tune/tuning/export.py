@@ -35,27 +35,14 @@ from chex_tune.core.builders import BuilderImportError
 from chex_tune.core.compact import load_compact
 from chex_tune.tuning.pareto import non_dominated_ranks
 from chex_tune.tuning.runs import format_metric
+from chex_tune.units import parse_count
 
 FORMATS = ("state", "torchscript", "onnx")
-SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 SHOWN_CANDIDATES = 3  # nearest misses listed when no run meets a constraint
 MODEL_ARTIFACT = "model"  # the mlflow.pytorch model every trial logs (tracking.py)
 
 
 # ------------------------------------------------------------------------------------ the constraint
-def parse_amount(text, what: str) -> float:
-    """``2.5e6``, ``2500000`` or ``2.5M`` (k, M and G suffixes) as a positive number."""
-    raw = str(text).strip()
-    factor = SUFFIXES.get(raw[-1:], 1.0)
-    try:
-        value = float(raw[:-1] if raw[-1:] in SUFFIXES else raw) * factor
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{what} must be a positive number like 2.5e6 or 2.5M (suffixes k, M, G), got {text!r}")
-    return value
-
-
 def parse_accuracy(text) -> float:
     """A fraction (``0.9``) or a percentage (``90%``), as a fraction in (0, 1]."""
     raw = str(text).strip()
@@ -83,9 +70,9 @@ class Constraint:
         if len(given) != 1:
             raise ValueError("give exactly one of --max-macs, --max-latency-ms, --min-acc (or --run)")
         if max_macs is not None:
-            return cls("macs", parse_amount(max_macs, "--max-macs"), True)
+            return cls("macs", parse_count(max_macs, "--max-macs"), True)
         if max_latency_ms is not None:
-            return cls("latency_ms", parse_amount(max_latency_ms, "--max-latency-ms"), True)
+            return cls("latency_ms", parse_count(max_latency_ms, "--max-latency-ms"), True)
         return cls("val_acc", parse_accuracy(min_acc), False)
 
     @property

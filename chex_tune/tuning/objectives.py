@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from chex_tune.units import format_count
+
 KNOWN_MODES = {"val_acc": "max", "macs": "min", "params": "min", "latency_ms": "min", "sparsity": "max",
                "macs_ratio": "min"}
 COST_METRICS = ("macs", "params", "latency_ms", "macs_ratio")
@@ -109,11 +111,12 @@ def quality_objective(objectives) -> Objective:
 
 
 def format_metric(metric: str, value) -> str:
-    """A trial metric as people read it: MACs and params in millions, latency in ms, the rest to 4 digits."""
+    """A trial metric as people read it: MACs and params as counts (33.4M, 740K), latency in ms, the rest to 4
+    digits."""
     if value is None:
         return "-"
     if metric in ("macs", "params"):
-        return f"{value / 1e6:.3g}M"
+        return format_count(value)
     if metric == "latency_ms":
         return f"{value:.3g} ms"
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"

@@ -48,6 +48,7 @@ from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.tuning.chex_space import chex_values, resolve_chex_settings, searched_names
 from chex_tune.tuning.objectives import parse_objectives
+from chex_tune.units import format_count
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +288,8 @@ class ChexReporter:
         if self.trial is not None:
             self.trial.set_user_attr(OPTUNA_ATTR, {"metrics": final, "artifacts": str(out), "temporary": temporary,
                                                    "settings": settings, "params": params})
-        logger.info("compact model: %s (%.3g M MACs of %.3g M dense)", out / "compact.pt", final["macs"] / 1e6,
-                    final["dense_macs"] / 1e6)
+        logger.info("compact model: %s (%s MACs of %s dense)", out / "compact.pt", format_count(final["macs"]),
+                    format_count(final["dense_macs"]))
         return self.result
 
     def _directory(self) -> tuple[pathlib.Path, bool]:

@@ -172,7 +172,7 @@ def test_a_missing_store_is_not_created(tmp_path, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["nope", "--max-macs", "1M"], "no experiment 'nope'"),
     (["sweeps", "--max-macs", "0.5M"], "no trial of experiment 'sweeps' on the val_acc/macs front has "
-                                       "macs <= 0.5M; nearest: run "),
+                                       "macs <= 500K; nearest: run "),
     (["bare", "--max-latency-ms", "5"], "objective 'latency_ms' was never logged by a run of experiment 'bare'"),
     (["sweeps", "--min-acc", "0.95"], "has val_acc >= 0.9500; nearest: run "),
     (["sweeps", "--min-acc", "95"], "--min-acc must be a validation accuracy in (0, 1]"),
