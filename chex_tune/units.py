@@ -10,11 +10,14 @@ SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9}
 
 
 def format_count(value: float, spec: str = ".3g") -> str:
-    """``value`` scaled to the largest suffix it reaches, formatted with ``spec``: 33.4M, 740K, 12."""
-    for suffix in ("G", "M", "K"):
-        if abs(value) >= SUFFIXES[suffix]:
-            return f"{value / SUFFIXES[suffix]:{spec}}{suffix}"
-    return f"{value:{spec}}"
+    """``value`` with the largest suffix that still shows a number >= 1, formatted with ``spec``: 33.4M, 740K,
+    12. The choice is made on the number as shown, so 999,999 reads "1M", not "1e+03K"."""
+    shown = f"{value:{spec}}"
+    for suffix, scale in SUFFIXES.items():  # smallest first
+        if abs(float(shown.rstrip("".join(SUFFIXES)))) < 1000:
+            break
+        shown = f"{value / scale:{spec}}{suffix}"
+    return shown
 
 
 def parse_count(text, what: str) -> float:

@@ -12,6 +12,11 @@ def test_counts_take_the_largest_suffix_they_reach():
     assert format_count(1e6, ".2f") == "1.00M" and format_count(4_600, ".2f") == "4.60K"  # a tiny model is not 0.00M
 
 
+def test_a_count_that_rounds_up_to_1000_takes_the_next_suffix():
+    assert format_count(999_999) == "1M" and format_count(999_996, ".2f") == "1.00M" and format_count(999) == "999"
+    assert format_count(5e12) == "5e+03G"  # nothing above G
+
+
 def test_a_printed_count_parses_back():
     for value in (4_600, 740_000, 33_400_000, 1.8e9):
         assert parse_count(format_count(value), "x") == pytest.approx(value)
