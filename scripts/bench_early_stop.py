@@ -486,11 +486,12 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
     searched = ", ".join(f"{name} {spec['choices']}" if "choices" in spec else
                          f"{name} {spec['low']}-{spec['high']}{' (log)' if spec.get('log') else ''}"
                          for name, spec in bank["search_space"]["search"].items())
+    then = "" if bank["search_space"] == SearchSpace.load(SPACE).to_dict() else " as it was then"
     out = ["# Early stopping: Pareto-ASHA against full-fidelity search", "",
            f"{machine['cpu_model']}, {machine['nproc']} cores. Reproduce: `python scripts/bench_early_stop.py "
            "--variants` (every phase; a bank already recorded is reused: `--phase bank|replay|real|report`).", "",
            f"**Curve bank** (`curve_bank.json`): {len(bank['entries'])} CHEX configurations drawn at random "
-           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}` as it was then ({searched}), each "
+           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}`{then} ({searched}), each "
            f"trained with {settings}. "
            "Rank correlation (Kendall tau) of each epoch's value with the final one:", "",
            "| epoch | " + " | ".join(str(r["epoch"]) for r in bank["correlation"]) + " |",
@@ -562,6 +563,11 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
             if tested:
                 row += f" {v['median_final_test']:.4f} | {reach_text(v['reach_random_final_test'])} |"
             out.append(row)
+        elsewhere = sorted({v["machine"] for v in data["variants"] if v.get("machine", machine["cpu_model"])
+                            != machine["cpu_model"]})
+        if elsewhere:  # a report that replayed only some rules (``--phase report --variants``)
+            out += ["", f"Some rules were replayed on another machine ({', '.join(elsewhere)}): replays read "
+                        "recorded curves, so only Ray's timing (which trials share a rung) differs."]
         out.append("")
     real = data.get("real")
     if real:
@@ -657,7 +663,7 @@ def main() -> None:
                                    methods=("Pareto-ASHA + random",))
             method = replayed["methods"]["Pareto-ASHA + random"]
             full = data["replay"]["methods"]["random, full fidelity"]["median"]
-            entry = {"rule": variant, "median_final": method["median"][-1],
+            entry = {"rule": variant, "machine": machine_info()["cpu_model"], "median_final": method["median"][-1],
                      "reach_random_final": epochs_to_reach(method["median"], full[-1]),
                      "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
                      (FULL_TRIALS // 2 * replayed["epochs"])}
