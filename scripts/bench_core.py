@@ -42,7 +42,7 @@ from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, median  # noqa: E402
+from benchlib import log, machine_info, median, recorded_argv  # noqa: E402
 
 EPOCH_STEPS = 938  # Fashion-MNIST: 60,000 images at batch 64
 EVERY_STEPS = 100
@@ -351,8 +351,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     started = time.perf_counter()
     load_start = os.getloadavg()
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
-    data = {"meta": {"command": command, "argv": sys.argv, "quick": q,
+    recorded = [sys.argv[0], *recorded_argv(sys.argv[1:])]
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *recorded])
+    data = {"meta": {"command": command, "argv": recorded, "quick": q,
                      "date": dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
                      "loadavg_start": load_start,
                      "settings": {"repeats": repeats, "b1_repeats": b1_repeats, "heavy_repeats": heavy,

@@ -47,7 +47,7 @@ from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE
 from chex_tune.tuning.space import SearchSpace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, verdict  # noqa: E402
+from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "fashion_mnist_resnet18.yaml"
 BANK_SETTINGS = {"epochs": 9, "train_subset": 1500, "val_size": 1000}  # rungs 1 and 3 below 9 epochs (eta 3)
@@ -654,6 +654,7 @@ def main() -> None:
         if args.phase in ("all", "replay"):
             done = {}  # a new main replay: its variants are replayed again beside it
         data["variants"] = []
+        here = machine_info()["cpu_model"]
         for variant in VARIANTS:
             previous = done.get(json.dumps(variant, sort_keys=True))
             if previous is not None:  # replayed already, on the same bank and main replay
@@ -663,7 +664,7 @@ def main() -> None:
                                    methods=("Pareto-ASHA + random",))
             method = replayed["methods"]["Pareto-ASHA + random"]
             full = data["replay"]["methods"]["random, full fidelity"]["median"]
-            entry = {"rule": variant, "machine": machine_info()["cpu_model"], "median_final": method["median"][-1],
+            entry = {"rule": variant, "machine": here, "median_final": method["median"][-1],
                      "reach_random_final": epochs_to_reach(method["median"], full[-1]),
                      "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
                      (FULL_TRIALS // 2 * replayed["epochs"])}
@@ -676,7 +677,7 @@ def main() -> None:
         data["real"] = run_real(space, args.real_trials, args.concurrent, args.seed)
     if "replay" in data:
         if args.phase != "report":
-            data.update(argv=sys.argv[1:], machine=machine_info())
+            data.update(argv=recorded_argv(sys.argv[1:]), machine=machine_info())
         data["summary"] = summarise(data)
         results_path.write_text(json.dumps(data, indent=1))
         plot(data, args.out / "early_stop.png")

@@ -35,7 +35,7 @@ from chex_tune.core.latency import measure_latency
 from chex_tune.train.models import create_model, model_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, verdict  # noqa: E402
+from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
 
 TARGET = 0.05  # each round within 5% of the median of the rounds
 # (timm name, stem, input shape C/H/W, classes): the main job's model at Fashion-MNIST size, a wider
@@ -143,7 +143,8 @@ def main(argv=None) -> int:
     rounds = args.rounds or (3 if args.quick else 10)
     started = time.perf_counter()
     rows = bench(QUICK_MODELS if args.quick else MODELS, rounds, args.threads, args.sparsity)
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    recorded = [sys.argv[0], *recorded_argv(sys.argv[1:])]
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *recorded])
     data = {"meta": {"command": command, "quick": args.quick, "rounds": rounds, "threads": args.threads,
                      "sparsity": args.sparsity, "target_max_deviation": TARGET,
                      "date": dt.datetime.now().isoformat(timespec="seconds"),

@@ -57,7 +57,7 @@ from chex_tune.core.groups import classifier_modules
 from chex_tune.train.loop import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, verdict  # noqa: E402
+from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
 
 LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
 SEEDS = tuple(range(6))
@@ -588,7 +588,7 @@ def main(argv=None) -> int:
                 log(f"seed {seed} [{n}/{len(todo)}] {name} @ {level}: test {result['test_acc']:.4f} "
                     f"MACs {result['macs_ratio']:.3f} train {result['train_seconds']:.0f} s "
                     f"({(time.perf_counter() - started) / 60:.1f} min so far)")
-    commands = [sys.argv[1:] if argv is None else argv]
+    commands = [recorded_argv(sys.argv[1:] if argv is None else argv)]
     minutes = (time.perf_counter() - started) / 60
     if args.merge:
         runs, commands, minutes = merged(args.out / "train.json", runs, base, chex, commands, minutes)

@@ -20,6 +20,18 @@ def median(values):
     return statistics.median(values)
 
 
+def recorded_argv(argv: list[str]) -> list[str]:
+    """A benchmark's arguments as its results record them: an output folder outside the project (an absolute
+    path, a scratch folder of this machine) reads ``DIR``, so recorded commands name no machine's paths."""
+    recorded = list(argv)
+    for n, arg in enumerate(recorded):
+        if arg == "--out" and n + 1 < len(recorded) and Path(recorded[n + 1]).is_absolute():
+            recorded[n + 1] = "DIR"
+        elif arg.startswith("--out=") and Path(arg.removeprefix("--out=")).is_absolute():
+            recorded[n] = "--out=DIR"
+    return recorded
+
+
 def machine_info() -> dict:
     """CPU/GPU model, cores, memory, library versions: what a reader needs to compare numbers."""
     cpu_model = "unknown"
