@@ -68,6 +68,10 @@ class AllocationProblem:
         owner = torch.cat([torch.full((len(s),), n) for n, s in ranked])
         values = torch.cat([s.float() for _, s in ranked])
         admitted = int(round(fraction * ranked_total))
+        # A tie at the cut goes to the groups listed first (a stable sort). Ties are real: units never trained
+        # hold their initial scale exactly. With regrowth that barely moves the widths; without it, a timm
+        # ResNet's residual streams (listed first) take the whole tie. Splitting ties by how many tied units
+        # each group has was measured and not kept: no resolved change (benchmarks/train_notes.md).
         order = torch.sort(values, descending=True, stable=True).indices[:admitted]
         counts = torch.bincount(owner[order], minlength=len(scores))
         for n, _ in ranked:

@@ -55,6 +55,19 @@ def parse_accuracy(text) -> float:
     return value
 
 
+def parse_milliseconds(text) -> float:
+    """A latency bound in milliseconds (``2.5``, or ``2.5ms``), as a positive number."""
+    raw = str(text).strip()
+    raw = raw[:-2] if raw.lower().endswith("ms") else raw
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--max-latency-ms must be a positive number of milliseconds like 2.5, got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Constraint:
     """A bound on one logged metric: ``metric <= bound`` (costs) or ``metric >= bound`` (accuracy)."""
@@ -72,7 +85,7 @@ class Constraint:
         if max_macs is not None:
             return cls("macs", parse_count(max_macs, "--max-macs"), True)
         if max_latency_ms is not None:
-            return cls("latency_ms", parse_count(max_latency_ms, "--max-latency-ms"), True)
+            return cls("latency_ms", parse_milliseconds(max_latency_ms), True)
         return cls("val_acc", parse_accuracy(min_acc), False)
 
     @property

@@ -263,7 +263,8 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
     this is the resume), is completed from Ray's record of it: its last report and its files. A run whose
     trial did not end (Ctrl-C, or a killed driver) is KILLED; ``--resume`` runs that trial again in a new run.
     That includes a trial whose final report arrived but whose return Ray had not seen when Ctrl-C came
-    (no ``done``): Ray's saved state holds it as running and reruns it, so its run must not say FINISHED.
+    (no ``done``): Ray's saved state holds it as running and restarts it, so its run must not say FINISHED.
+    (The built-in trainable, restarted from its final checkpoint, reports it again without training.)
     """
     from ray.tune import result as ray_result
 

@@ -7,7 +7,8 @@ and ``chex_threads`` (torch threads for this trial's CPU share).
 
 The trial never talks to MLflow: it reports metrics to Ray every epoch, and its final report (marked
 ``chex_final``, like ChexReporter's) carries a checkpoint directory with the compact model and its
-files. The driver is MLflow's only writer (see tracking.py).
+files. The driver is MLflow's only writer (see tracking.py). A trial that ``--resume`` restarts from that
+checkpoint had already finished: it reports its epochs and result again rather than training again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import chex_tune  # noqa: F401  (first in every Ray worker: makes `import timm` work; registers builders)
 
 # isort: split
+import json
 import math
 import pathlib
 import shutil
@@ -28,6 +30,7 @@ from chex_tune.tuning.chex_space import FIXED_KEY, SEARCHED_KEY
 from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY, trial_location
 
 ARTIFACTS = ("compact.pt", "metrics.json", "widths.json", "config.yaml")
+TRIAL_KEY = "trial"  # in a trial's metrics.json: its whole time and where it ran
 FINAL_METRICS = ("val_acc", "val_acc_masked", "test_acc", "macs", "dense_macs", "params", "dense_params",
                  "latency_ms", "macs_ratio", "train_seconds", "epochs")
 
@@ -55,28 +58,61 @@ def run_trial(config: dict) -> None:
     started = time.perf_counter()
     if config.get("chex_threads"):
         torch.set_num_threads(int(config["chex_threads"]))
-    settings = trial_settings(config)
-    run = RunConfig.from_dict(settings)
     out = pathlib.Path(tune.get_context().get_trial_dir()) / "run"
-    if out.exists():  # a trial restarted after an interruption trains from scratch
+    if out.exists():  # a trial restarted after an interruption starts over
         shutil.rmtree(out)
+    if report_again(tune.get_checkpoint(), out / "artifacts"):
+        return
+    run = RunConfig.from_dict(trial_settings(config))
 
     def report_epoch(metrics: dict) -> None:
         tune.report(dict(metrics))
 
     result = train(run, out, callback=report_epoch)
-    final = {k: result[k] for k in FINAL_METRICS}
-    latency = result["latency"]
-    final.update(epoch=result["epochs"], latency_batch_size=latency["batch_size"], latency_threads=latency["threads"],
-                 latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"])  # is a latency gap noise?
-    if not all(math.isfinite(v) for v in final.values() if isinstance(v, float)):
-        raise FloatingPointError(f"non-finite final metrics: {final}")
     artifacts = out / "artifacts"
     artifacts.mkdir()
     for name in ARTIFACTS:
         shutil.copy2(out / name, artifacts / name)
     (out / "checkpoint.pt").unlink(missing_ok=True)  # a trial's resume state; the sweep keeps only results
-    final["trial_seconds"] = time.perf_counter() - started  # everything in the trial: data, training, eval
-    params = {"stem_used": result["stem"], "latency_device": result["latency"]["device"], **trial_location()}
-    tune.report({**final, FINAL_KEY: True, PARAMS_KEY: params},
-                checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+    # everything in the trial (data, training, eval) and where it ran, kept with the result: reporting it
+    # again after an interruption repeats them too
+    result[TRIAL_KEY] = {"seconds": time.perf_counter() - started, "location": trial_location()}
+    report = final_report(result)
+    if not all(math.isfinite(v) for v in report.values() if isinstance(v, float)):
+        raise FloatingPointError(f"non-finite final metrics: {report}")
+    (artifacts / "metrics.json").write_text(json.dumps(result, indent=1))
+    tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+
+
+def final_report(result: dict) -> dict:
+    """A finished trial's last report to Ray, from its ``metrics.json``: the final metrics and its params."""
+    final = {k: result[k] for k in FINAL_METRICS}
+    latency = result["latency"]
+    final.update(epoch=result["epochs"], latency_batch_size=latency["batch_size"], latency_threads=latency["threads"],
+                 latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"],  # is a latency gap noise?
+                 trial_seconds=result[TRIAL_KEY]["seconds"])
+    params = {"stem_used": result["stem"], "latency_device": latency["device"], **result[TRIAL_KEY]["location"]}
+    return {**final, FINAL_KEY: True, PARAMS_KEY: params}
+
+
+def report_again(checkpoint, artifacts: pathlib.Path) -> bool:
+    """Report a finished trial's epochs and result again, from its checkpoint, instead of training it again.
+
+    Only a final report carries a checkpoint, so a trial that starts with one had finished when its sweep was
+    interrupted, before Ray recorded its return (Ctrl-C or a killed driver in between); ``--resume`` restarts
+    it from that checkpoint. Returns False (train) for a checkpoint this trainable did not write.
+    """
+    if checkpoint is None:
+        return False
+    from ray import tune
+
+    with checkpoint.as_directory() as finished:
+        saved = pathlib.Path(finished) / "metrics.json"
+        result = json.loads(saved.read_text()) if saved.exists() else {}
+        if TRIAL_KEY not in result or not all((pathlib.Path(finished) / name).exists() for name in ARTIFACTS):
+            return False
+        shutil.copytree(finished, artifacts)
+    for metrics in result["history"]:
+        tune.report(dict(metrics))
+    tune.report(final_report(result), checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ import torch
 from chex_tune import load_compact
 from chex_tune.cli import main
 from chex_tune.config import RunConfig
-from chex_tune.tuning.export import Constraint, choose, export_run, parse_accuracy, register
+from chex_tune.tuning.export import Constraint, choose, export_run, parse_accuracy, parse_milliseconds, register
 from chex_tune.tuning.runs import read_trials
 
 TINY = {"dataset": "synthetic", "model": "test_resnet", "stem": "timm", "epochs": 1, "train_subset": 64,
@@ -99,6 +100,14 @@ def test_accuracies_parse():
     for bad in ("90", "0", "x", "-5%"):
         with pytest.raises(ValueError, match=r"in \(0, 1\]"):
             parse_accuracy(bad)
+
+
+def test_latency_bounds_parse_as_milliseconds_only():
+    assert parse_milliseconds("2.5") == parse_milliseconds(" 2.5ms ") == parse_milliseconds("2.5 MS") == 2.5
+    for bad in ("2.5M", "1K", "0", "-1", "ms", "nan", "inf", "fast"):  # a count's suffix is not a time unit
+        with pytest.raises(ValueError, match=rf"--max-latency-ms must be a positive number of milliseconds .* "
+                                             rf"got {re.escape(repr(bad))}"):
+            parse_milliseconds(bad)
 
 
 def test_the_most_accurate_front_member_under_a_cost_bound(store):

@@ -27,7 +27,7 @@ def test_only_trials_ray_saw_return_finish_and_the_rest_are_killed_or_failed(tmp
     for key in ("returned", "final_report_only", "mid_training", "errored"):
         recorder.start_trial(key, {"sparsity": "0.5"})
     grid = [ray_result("returned", done=True, final=True, checkpoint=files),
-            # Ctrl-C between its final report and its return: Ray's saved state reruns it on --resume
+            # Ctrl-C between its final report and its return: Ray's saved state restarts it on --resume
             ray_result("final_report_only", done=False, final=True, checkpoint=files),
             ray_result("mid_training", done=False, final=False),
             ray_result("errored", done=True, final=False, error=RuntimeError("boom"))]
