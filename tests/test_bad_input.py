@@ -127,6 +127,11 @@ CASES = [
                                "--register", "tiny", "--alias", "latest"], "--alias 'latest' is reserved by MLflow"),
     ("export-no-choice", ["export", "exp", "--format", "state", "-o", "{tmp}/m.pt"],
      "one of the arguments --run --max-macs --max-latency-ms --min-acc is required"),
+    ("export-latency-with-a-count-suffix", ["export", "exp", "--max-latency-ms", "2.5M", "--format", "state",
+                                            "-o", "{tmp}/m.pt"],
+     "--max-latency-ms must be a positive number of milliseconds like 2.5, got '2.5M'"),
+    ("export-macs-text", ["export", "exp", "--max-macs", "lots", "--format", "state", "-o", "{tmp}/m.pt"],
+     "--max-macs must be a positive number like 2.5e6 or 2.5M (suffixes K, M, G), got 'lots'"),
     ("ui-store-missing", ["ui", "--store", "{tmp}/store"], "no MLflow store at {tmp}/store/mlflow.db"),
 ]
 

@@ -43,13 +43,13 @@ def run(args: argparse.Namespace) -> int:
                          "the alias names the version)")
     if args.alias:
         check_alias(args.alias)  # before any work: a bad alias should not cost an export
+    constraint = None if args.run else Constraint.parse(max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
+                                                        min_acc=args.min_acc)  # a bad bound before any store
     client, uri = open_store(args.store, args.tracking_uri)
-    if args.run:
+    if constraint is None:
         trials = read_trials(client, args.experiment, args.sweep, DEFAULT_OBJECTIVES)
         row, why = find_run(trials, args.run)
     else:
-        constraint = Constraint.parse(max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
-                                      min_acc=args.min_acc)
         trials = read_trials(client, args.experiment, args.sweep, constraint.objectives)
         row, why = choose(trials, constraint)
     searched = ", ".join(f"{name}={row['params'].get(name)}" for name in row["searched"])
