@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import chex_tune  # noqa: F401  (before timm)
@@ -42,8 +43,8 @@ import chex_tune  # noqa: F401  (before timm)
 import numpy as np
 import torch
 
-from chex_tune.tuning.pareto import hypervolume_2d
-from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE
+from chex_tune.tuning.pareto import hypervolume_2d, preference_keys
+from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
 from chex_tune.tuning.space import SearchSpace
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -66,6 +67,9 @@ VARIANTS = [{"grace": g, "eta": e, "cost": c} for g, e, c in
 # Foresight: every epoch reports the trial's *final* val_acc, so a rung ranks trials as they will end. No real
 # rule can know this; it bounds what any rung rule could save on this bank with this budget and these rungs.
 VARIANTS += [{"grace": g, "eta": 3, "cost": "budget", "foresight": True} for g in (1, 2)]
+# Budget peers: a rung ranks a trial only among the trials whose budget is within this factor of its own, so
+# stopping cannot thin out the budgets a front needs, and accuracy decides only between like budgets.
+VARIANTS += [{"grace": 2, "eta": 3, "cost": "budget", "peers": f} for f in (1.5, 1.25)]
 
 
 # ------------------------------------------------------------------------------------ 1. the bank
@@ -226,6 +230,23 @@ def replay_trainable(config: dict, bank: Bank, seconds_per_second: float, foresi
     tune.report({**entry["final"], "epoch": len(entry["curve"]), FINAL_KEY: True})
 
 
+class BudgetPeers(ParetoAsha):
+    """Pareto-ASHA whose rung holds a trial only against the trials of a budget within ``factor`` of its own."""
+
+    def __init__(self, *args, factor: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.factor = factor
+        self.cost = next(n for n, o in enumerate(self.objectives) if o.name == "macs")
+
+    def promotable(self, milestone: int, trial_id: str) -> bool:
+        rung = self.rungs[milestone]
+        mine = rung[trial_id][self.cost]
+        ids = [i for i, v in rung.items() if max(v[self.cost], mine) <= self.factor * min(v[self.cost], mine)]
+        keys = preference_keys([rung[i] for i in ids], [o.maximize for o in self.objectives])
+        cutoff = sorted(keys)[math.ceil(len(ids) / self.eta) - 1]
+        return keys[ids.index(trial_id)] <= cutoff
+
+
 def replay_sweep(bank: Bank, space: SearchSpace, sampler: str, early_stop: bool, *, trials: int, seed: int,
                  concurrent: int, epochs: int, seconds_per_second: float, storage: Path, rule: dict) -> list[dict]:
     """One sweep; returns its events in order: {"kind": "epoch"|"final", "trial", ...}."""
@@ -233,12 +254,12 @@ def replay_sweep(bank: Bank, space: SearchSpace, sampler: str, early_stop: bool,
     from ray.tune.search.optuna import OptunaSearch
 
     from chex_tune.tuning.objectives import parse_objectives
-    from chex_tune.tuning.pareto_asha import ParetoAsha
     from chex_tune.tuning.search import ObjectiveGuard, make_sampler
 
     objectives = parse_objectives(OBJECTIVES)
-    scheduler = ParetoAsha(objectives, grace=rule["grace"], eta=rule["eta"], max_t=epochs,
-                           rung_metrics={"macs": "macs_budget"} if rule["cost"] == "budget" else None) \
+    kind = partial(BudgetPeers, factor=rule["peers"]) if rule.get("peers") else ParetoAsha
+    scheduler = kind(objectives, grace=rule["grace"], eta=rule["eta"], max_t=epochs,
+                     rung_metrics={"macs": "macs_budget"} if rule["cost"] == "budget" else None) \
         if early_stop else None
     searcher = OptunaSearch(space=space.optuna_distributions(), metric=[o.name for o in objectives],
                             mode=[o.mode for o in objectives],
@@ -557,7 +578,8 @@ def write_markdown(path: Path, data: dict, bank: dict) -> None:
             r = v["rule"]
             reach = reach_text(v["reach_random_final"])
             rung = ("budget" if r["cost"] == "budget" else "masked model") + (
-                ", **foresight** (final val_acc)" if r.get("foresight") else "")
+                ", **foresight** (final val_acc)" if r.get("foresight") else "") + (
+                f", ranked only among budgets within {r['peers']:g}x" if r.get("peers") else "")
             row = (f"| {r['grace']} | {r['eta']} | {rung} | "
                    f"{v['median_final']:.4f} | {reach} | {v['saving_first_half']:.0%} |")
             if tested:
