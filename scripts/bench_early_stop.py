@@ -43,7 +43,7 @@ import chex_tune  # noqa: F401  (before timm)
 import numpy as np
 import torch
 
-from chex_tune.tuning.pareto import hypervolume_2d, preference_keys
+from chex_tune.tuning.pareto import hypervolume_2d
 from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
 from chex_tune.tuning.space import SearchSpace
 
@@ -238,13 +238,10 @@ class BudgetPeers(ParetoAsha):
         self.factor = factor
         self.cost = next(n for n, o in enumerate(self.objectives) if o.name == "macs")
 
-    def promotable(self, milestone: int, trial_id: str) -> bool:
+    def rivals(self, milestone: int, trial_id: str) -> list[str]:
         rung = self.rungs[milestone]
         mine = rung[trial_id][self.cost]
-        ids = [i for i, v in rung.items() if max(v[self.cost], mine) <= self.factor * min(v[self.cost], mine)]
-        keys = preference_keys([rung[i] for i in ids], [o.maximize for o in self.objectives])
-        cutoff = sorted(keys)[math.ceil(len(ids) / self.eta) - 1]
-        return keys[ids.index(trial_id)] <= cutoff
+        return [i for i, v in rung.items() if max(v[self.cost], mine) <= self.factor * min(v[self.cost], mine)]
 
 
 def replay_sweep(bank: Bank, space: SearchSpace, sampler: str, early_stop: bool, *, trials: int, seed: int,

@@ -112,10 +112,14 @@ class ParetoAsha(FIFOScheduler):
         """Whether ``trial_id`` is among the best ceil(n / eta) recorded at ``milestone``; a tie with the last
         one kept counts as in (as ASHA lets a value equal to its cutoff go on)."""
         rung = self.rungs[milestone]
-        ids = list(rung)
+        ids = self.rivals(milestone, trial_id)
         keys = preference_keys([rung[i] for i in ids], [o.maximize for o in self.objectives])
         cutoff = sorted(keys)[math.ceil(len(ids) / self.eta) - 1]
         return keys[ids.index(trial_id)] <= cutoff
+
+    def rivals(self, milestone: int, trial_id: str) -> list[str]:
+        """The trials ``trial_id`` is ranked among at ``milestone`` (itself included): all that reached it."""
+        return list(self.rungs[milestone])
 
     def stopped_at(self, trial_id: str) -> int | None:
         return self.stopped.get(trial_id)
