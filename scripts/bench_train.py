@@ -23,6 +23,7 @@ test accuracy with its 95% t-interval and CHEX's paired difference to each row (
 ``train.json``, ``train.md`` and ``train_front.png`` under ``--out``.
 
     python scripts/bench_train.py                       # the CPU protocol (6 or 12 seeds a row: ~6 h here)
+    python scripts/bench_train.py --quick               # CHEX and its 3 closest rivals at 3%, 24 seeds (~40 min)
     python scripts/bench_train.py --full --device cuda  # the GPU protocol: 30 epochs, all 55k images
     python scripts/bench_train.py --levels 0.25 --rows CHEX "uniform widths from scratch" --chex explore_until=0.3
 """
@@ -94,6 +95,11 @@ MODES = {
     "cpu": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 8, "batch_size": 128,
             "train_subset": 8000, "val_size": 1000, "norm_init": 0.5},
 }
+# The development protocol (``--quick``): CHEX against its three closest rivals at the one level where they
+# differ, with the seeds a 0.3 pt paired difference needs (24: half-widths 0.27-0.29 pt in the full table).
+# At 3% of dense MACs every row trains a tiny compact model for most of the run, so it takes ~40 min here.
+QUICK = {"rows": ["CHEX", "uniform widths from scratch", "torch-pruning gradual", "torch-pruning per-layer @30%"],
+         "levels": [0.03], "seeds": list(range(24)), "out": Path("benchmarks/train_quick")}
 MACS_TOLERANCE = 0.02  # every pruning row within 2% of its MACs target
 TARGETS = {"near_dense_25": 0.010, "near_dense_50": 0.003, "time_ratio_25": 0.6}
 
@@ -527,19 +533,23 @@ def merged(path: Path, runs: dict, base: dict, chex: dict, commands: list, minut
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the GPU protocol: 30 epochs, all images, small stem")
+    parser.add_argument("--quick", action="store_true",
+                        help="the development protocol: " + ", ".join(QUICK["rows"]).replace("%", "%%")
+                             + " at 3%% of dense MACs, seeds 0-23, into benchmarks/train_quick (~40 min on 2 cores); "
+                               "--rows, --levels, --seeds and --out still override it")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help=f"seeds for every row (default: {SEEDS[0]}-{SEEDS[-1]}, and "
                              + ", ".join(f"{s[0]}-{s[-1]} at level {level}" for level, s in LEVEL_SEEDS.items())
                              + " except the ablations)")
-    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=ALL_ROWS, metavar="ROW",
+    parser.add_argument("--rows", nargs="+", choices=ALL_ROWS, metavar="ROW",
                         help=f"default: every row but the diagnostics ({', '.join(SKEWED)})")
-    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
+    parser.add_argument("--levels", type=float, nargs="+")
     parser.add_argument("--chex", nargs="*", default=[], metavar="KEY=VALUE",
                         help="CHEX settings for the CHEX rows (a candidate method change)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override protocol settings")
     parser.add_argument("--data-dir")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--out", type=Path, help="default: benchmarks (with --quick: benchmarks/train_quick)")
     parser.add_argument("--merge", action="store_true",
                         help="add these runs (e.g. more seeds of some rows) to the train.json in --out; the protocol "
                              "and CHEX settings must be the same")
@@ -547,14 +557,22 @@ def main(argv=None) -> int:
                         help="recompute the rows and targets of --out/train.json from its runs; rewrite train.md, "
                              "train_front.png (no training)")
     args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else {"rows": list(ROW_NAMES), "levels": list(LEVELS), "seeds": None,
+                                         "out": Path("benchmarks")}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick and args.full:
+        raise SystemExit("--quick is a CPU protocol; it does not combine with --full")
     if args.report_only:
         data = json.loads((args.out / "train.json").read_text())
         data["rows"] = summarise(data["runs"])
         data["targets"] = targets(data["rows"])
         write_outputs(args.out, data)  # the rows and targets recomputed from the runs
         return 0
-    mode = "full" if args.full else "cpu"
-    base = dict(MODES[mode]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    mode = "full" if args.full else "quick" if args.quick else "cpu"
+    base = dict(MODES["cpu" if args.quick else mode])
+    base |= {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     if args.data_dir:
         base["data_dir"] = args.data_dir
     chex = parse_settings(args.chex)
