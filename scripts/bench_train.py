@@ -534,9 +534,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the GPU protocol: 30 epochs, all images, small stem")
     parser.add_argument("--quick", action="store_true",
-                        help="the development protocol: " + ", ".join(QUICK["rows"]).replace("%", "%%")
-                             + " at 3%% of dense MACs, seeds 0-23, into benchmarks/train_quick (~40 min on 2 cores); "
-                               "--rows, --levels, --seeds and --out still override it")
+                        help=(f"the development protocol: {', '.join(QUICK['rows'])} at "
+                              f"{', '.join(f'{level:.0%}' for level in QUICK['levels'])} of dense MACs, seeds "
+                              f"{_seed_list(QUICK['seeds'])}, into {QUICK['out']} (~40 min on 2 cores); --rows, "
+                              "--levels, --seeds and --out still override it").replace("%", "%%"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help=f"seeds for every row (default: {SEEDS[0]}-{SEEDS[-1]}, and "
@@ -557,8 +558,7 @@ def main(argv=None) -> int:
                         help="recompute the rows and targets of --out/train.json from its runs; rewrite train.md, "
                              "train_front.png (no training)")
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else {"rows": list(ROW_NAMES), "levels": list(LEVELS), "seeds": None,
-                                         "out": Path("benchmarks")}
+    defaults = QUICK if args.quick else {"rows": list(ROW_NAMES), "levels": list(LEVELS), "out": Path("benchmarks")}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -570,9 +570,9 @@ def main(argv=None) -> int:
         data["targets"] = targets(data["rows"])
         write_outputs(args.out, data)  # the rows and targets recomputed from the runs
         return 0
-    mode = "full" if args.full else "quick" if args.quick else "cpu"
-    base = dict(MODES["cpu" if args.quick else mode])
-    base |= {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    protocol = "full" if args.full else "cpu"  # --quick: the CPU protocol's settings on fewer rows
+    mode = "quick" if args.quick else protocol
+    base = dict(MODES[protocol]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     if args.data_dir:
         base["data_dir"] = args.data_dir
     chex = parse_settings(args.chex)
