@@ -20,7 +20,7 @@ def _logged_init(self, *args, **kwargs):
 
 loop.Trainer.__init__ = _logged_init
 out = Path(os.environ["OUT"])
-base = dict(bt.MODES["full"]) | {"epochs": int(os.environ.get("EP", 30)), "train_subset": os.environ.get("SUB") and int(os.environ["SUB"]), "data_dir": ".gpu/data"}
+base = dict(bt.MODES["full"]) | {"epochs": int(os.environ.get("EP", 30)), "train_subset": os.environ.get("SUB") and int(os.environ["SUB"]), "data_dir": os.environ.get("DATA_DIR", ".gpu/data")}
 device = sys.argv[1]
 for spec in sys.argv[2:]:
     name, _, level = spec.partition("@")

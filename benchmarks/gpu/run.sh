@@ -9,5 +9,5 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.
 timeout 150 bash scripts/gpu_check.sh > $OUT/gpu_check.log 2>&1
 echo "gpu_check rc=$? at $(( $(date +%s) - start )) s"; tail -15 $OUT/gpu_check.log
 export PYTHONPATH=$PWD:$PYTHONPATH
-timeout $(( ${BUDGET:-330} - ($(date +%s) - start) )) python3 .gpu/rows.py cuda dense CHEX@0.03 CHEX@0.25 2>&1 | tee $OUT/rows.log | grep -v "^$" | tail -80
+timeout $(( ${BUDGET:-330} - ($(date +%s) - start) )) python3 scripts/gpu_rows.py cuda dense CHEX@0.03 CHEX@0.25 2>&1 | tee $OUT/rows.log | grep -v "^$" | tail -80
 echo "rows rc=${PIPESTATUS[0]} at $(( $(date +%s) - start )) s"
