@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, "scripts")
 import bench_train as bt  # noqa: E402
+
 from chex_tune.train import loop  # noqa: E402
 
 _init = loop.Trainer.__init__
@@ -20,7 +21,10 @@ def _logged_init(self, *args, **kwargs):
 
 loop.Trainer.__init__ = _logged_init
 out = Path(os.environ["OUT"])
-base = dict(bt.MODES["full"]) | {"epochs": int(os.environ.get("EP", 30)), "train_subset": os.environ.get("SUB") and int(os.environ["SUB"]), "data_dir": os.environ.get("DATA_DIR", ".gpu/data")}
+# EP and SUB shorten the protocol for a dry run on the CPU; DATA_DIR: the four Fashion-MNIST files carried along
+base = dict(bt.MODES["full"]) | {"epochs": int(os.environ.get("EP", 30)),
+                                 "train_subset": int(os.environ["SUB"]) if os.environ.get("SUB") else None,
+                                 "data_dir": os.environ.get("DATA_DIR", ".gpu/data")}
 device = sys.argv[1]
 for spec in sys.argv[2:]:
     name, _, level = spec.partition("@")
