@@ -17,7 +17,6 @@ and Optuna's state go to a temporary directory. Runs on 2 CPU cores in a few min
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import torch
@@ -26,7 +25,7 @@ from digits import build_model, digits_loss, evaluate, load_digits_split, steps_
 from ray import tune
 
 from chex_tune.tuning import ChexReporter, ChexSpace, SweepOptions, run_sweep
-from chex_tune.tuning.runs import default_tracking_uri
+from chex_tune.tuning.track.store import tracking_uri_for
 
 
 def train_digits(config: dict) -> None:
@@ -59,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     param_space = {"lr": tune.loguniform(3e-3, 3e-2), "width": 16, "epochs": args.epochs}
     chex_space = ChexSpace(sparsity=(0.3, 0.8), period=(2, 12))
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri("mlflow")
+    tracking_uri = tracking_uri_for("mlflow")  # MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db
     with tempfile.TemporaryDirectory(prefix="chex-example-") as work:
-        options = SweepOptions(trials=args.trials, concurrent=args.concurrent, cpus_per_trial=1, sampler="tpe",
+        options = SweepOptions(trials=args.trials, concurrent=args.concurrent, cpus_per_trial=1, optuna_sampler="tpe",
                                experiment=args.experiment, store=work, tracking_uri=tracking_uri)
         result = run_sweep(train_digits, options, param_space=param_space, chex_space=chex_space,
                            objectives="val_acc:max,macs:min", log=print)
@@ -69,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nPareto front of {result.experiment!r} ({len(result.front)} of {len(result.rows)} trials), "
           "cheapest first:")
     print(f"{'run id':<34} {'val_acc':>8} {'MACs':>9} {'sparsity':>9} {'lr':>8}")
-    for row in sorted(result.front, key=lambda r: r["metrics"]["macs"]):
-        m, p = row["metrics"], row["params"]
-        print(f"{row['run_id']:<34} {m['val_acc']:>8.4f} {m['macs'] / 1e3:>8.1f}k {float(p['sparsity']):>9.3f} "
+    for row in sorted(result.front, key=lambda r: r.metrics["macs"]):
+        m, p = row.metrics, row.params
+        print(f"{row.run_id:<34} {m['val_acc']:>8.4f} {m['macs'] / 1e3:>8.1f}k {float(p['sparsity']):>9.3f} "
               f"{float(p['lr']):>8.4f}")
     print(f"\nMLflow: {result.tracking_uri} (experiment {result.experiment!r})")
     return 0 if not result.interrupted else 130

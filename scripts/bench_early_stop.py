@@ -48,7 +48,7 @@ from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha
 from chex_tune.tuning.space import SearchSpace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
+from benchlib import cpu_line, log, machine_info, md_table, notes, pyplot, recorded_argv, verdict, write_report  # noqa: E402
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "fashion_mnist_resnet18.yaml"
 BANK_SETTINGS = {"epochs": 9, "train_subset": 1500, "val_size": 1000}  # rungs 1 and 3 below 9 epochs (eta 3)
@@ -219,7 +219,7 @@ class Bank:
 def replay_trainable(config: dict, bank: Bank, seconds_per_second: float, foresight: bool = False) -> None:
     from ray import tune
 
-    from chex_tune.tuning.reporter import FINAL_KEY
+    from chex_tune.tuning.protocol import FINAL_KEY
 
     entry = bank.nearest(config)
     budget = entry["config"]["macs_target"] * entry["final"]["dense_macs"]  # what the loop reports as macs_budget
@@ -251,7 +251,7 @@ def replay_sweep(bank: Bank, space: SearchSpace, sampler: str, early_stop: bool,
     from ray.tune.search.optuna import OptunaSearch
 
     from chex_tune.tuning.objectives import parse_objectives
-    from chex_tune.tuning.search import ObjectiveGuard, make_sampler
+    from chex_tune.tuning.searcher import ObjectiveGuard, make_sampler
 
     objectives = parse_objectives(OBJECTIVES)
     kind = partial(BudgetPeers, factor=rule["peers"]) if rule.get("peers") else ParetoAsha
@@ -363,7 +363,7 @@ def run_replays(bank_data: dict, space: SearchSpace, repeats: int, concurrent: i
 
 # ------------------------------------------------------------------------------------ 3. the real sweeps
 def run_real(space: SearchSpace, trials: int, concurrent: int, seed: int) -> dict:
-    from chex_tune.tuning.search import SweepOptions, run_space_sweep
+    from chex_tune.tuning.sweep import SweepOptions, run_sweep
 
     settings = {**space.to_dict()}
     settings["fixed"] = {**settings["fixed"], **BANK_SETTINGS}
@@ -376,15 +376,15 @@ def run_real(space: SearchSpace, trials: int, concurrent: int, seed: int) -> dic
         real_space = SearchSpace.load(source)
         for early in (False, True):
             started = time.perf_counter()
-            result = run_space_sweep(real_space, SweepOptions(
-                trials=trials, concurrent=concurrent, sampler="tpe", seed=seed, store=str(Path(tmp) / "store"),
+            result = run_sweep(real_space, SweepOptions(
+                trials=trials, concurrent=concurrent, optuna_sampler="tpe", seed=seed, store=str(Path(tmp) / "store"),
                 experiment=f"early-stop-{early}", early_stop=early), log=log)
             wall = time.perf_counter() - started
-            epochs = sum(int(row["metrics"].get("epochs", 0)) if row["stopped_at"] is None else row["stopped_at"]
+            epochs = sum(int(row.metrics.get("epochs", 0)) if row.stopped_at is None else row.stopped_at
                          for row in result.rows)  # a finished trial logs its epochs; a stopped one is tagged
-            finished = [row for row in result.rows if row["status"] == "FINISHED"]
-            dense = finished[0]["metrics"]["dense_macs"] if finished else 1.0
-            volume = hypervolume_2d([[r["metrics"]["val_acc"], r["metrics"]["macs"] / dense] for r in finished],
+            finished = [row for row in result.rows if row.finished]
+            dense = finished[0].metrics["dense_macs"] if finished else 1.0
+            volume = hypervolume_2d([[r.metrics["val_acc"], r.metrics["macs"] / dense] for r in finished],
                                     [True, False], reference=[0.0, 1.0])
             out["early_stop" if early else "full"] = {
                 "wall_seconds": wall, "trial_epochs": epochs, "finished": len(finished),
@@ -410,6 +410,11 @@ def standing(median: list[float], reference: float, twin: list[float], budget: i
             "gap_to_full": (twin[-1] - median[-1]) / twin[-1]}
 
 
+def saving_first_half(method: dict, epochs: int) -> float:
+    """The share of trial-epochs a method saved on the first half of a full-fidelity sweep's trials (median)."""
+    return 1 - statistics.median(method["epochs_first_half"]) / (FULL_TRIALS // 2 * epochs)
+
+
 def twin_of(name: str) -> str:
     return "TPE, full fidelity" if "TPE" in name else "random, full fidelity"
 
@@ -421,8 +426,7 @@ def summarise(data: dict) -> dict:
     summary = {}
     for name, method in methods.items():
         summary[name] = {**standing(method["median"], reference, methods[twin_of(name)]["median"], budget),
-                         "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
-                         (FULL_TRIALS // 2 * replay["epochs"])}
+                         "saving_first_half": saving_first_half(method, replay["epochs"])}
     asha = summary["Pareto-ASHA + random"]
     gap = max(summary["Pareto-ASHA + random"]["gap_to_full"], summary["Pareto-ASHA + TPE"]["gap_to_full"])
     targets = {
@@ -452,11 +456,7 @@ def summarise(data: dict) -> dict:
 
 
 def plot(data: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     replay = data["replay"]
     methods = replay["methods"]
     grid = np.arange(replay["budget"] + 1)
@@ -497,138 +497,182 @@ def reach_text(reach: int | None, fraction: float | None = None) -> str:
     return str(reach) if fraction is None else f"{reach} ({fraction:.0%})"
 
 
-def write_markdown(path: Path, data: dict, bank: dict) -> None:
-    replay, summary = data["replay"], data["summary"]
-    machine = data["machine"]
+def epoch_table(taus: dict[str, list[float]], extra: dict[str, float] | None = None) -> list[str]:
+    """A table of Kendall taus by epoch (1, 2, ...), a line per measure; ``extra``: more columns, by name, after
+    the epochs."""
+    extra = extra or {}
+    epochs = len(next(iter(taus.values())))
+    return md_table(["epoch", *(str(k + 1) for k in range(epochs)), *extra],
+                    ([label, *(f"{t:.2f}" for t in values), *(f"{t:.2f}" for t in extra.values())]
+                     for label, values in taus.items()))
+
+
+def bank_section(data: dict, bank: dict) -> list[str]:
+    """Title, machine, and the curve bank: where its configurations come from, how their ranks settle."""
     settings = ", ".join(f"{k}={v}" for k, v in bank["settings"].items())
     searched = ", ".join(f"{name} {spec['choices']}" if "choices" in spec else
                          f"{name} {spec['low']}-{spec['high']}{' (log)' if spec.get('log') else ''}"
                          for name, spec in bank["search_space"]["search"].items())
     then = "" if bank["search_space"] == SearchSpace.load(SPACE).to_dict() else " as it was then"
-    out = ["# Early stopping: Pareto-ASHA against full-fidelity search", "",
-           f"{machine['cpu_model']}, {machine['nproc']} cores. Reproduce: `python scripts/bench_early_stop.py "
-           "--variants` (every phase; a bank already recorded is reused: `--phase bank|replay|real|report`).", "",
-           f"**Curve bank** (`curve_bank.json`): {len(bank['entries'])} CHEX configurations drawn at random "
-           f"(seed {bank['seed']}) from `search_spaces/{bank['space']}`{then} ({searched}), each "
-           f"trained with {settings}. "
-           "Rank correlation (Kendall tau) of each epoch's value with the final one:", "",
-           "| epoch | " + " | ".join(str(r["epoch"]) for r in bank["correlation"]) + " |",
-           "|---|" + "---|" * len(bank["correlation"]),
-           "| val_acc | " + " | ".join(f"{r['val_acc']:.2f}" for r in bank["correlation"]) + " |",
-           "| MACs | " + " | ".join(f"{r['macs']:.2f}" for r in bank["correlation"]) + " |", ""]
-    agreement = data.get("replicate")
-    if agreement:
-        seeds = agreement["train_seeds"]
-        out += [f"**Replicate** (`curve_bank_replicate.json`): the first {agreement['configs']} configurations "
-                f"trained again with training seed {seeds[1]} (the bank: {seeds[0]}), same data. Kendall tau of the "
-                "bank's val_acc at each epoch with the replicate's final val_acc:", "",
-                "| epoch | " + " | ".join(str(k + 1) for k in range(len(agreement["tau_epoch_vs_replicate_final"])))
-                + " |", "|---|" + "---|" * len(agreement["tau_epoch_vs_replicate_final"]),
-                "| val_acc | " + " | ".join(f"{t:.2f}" for t in agreement["tau_epoch_vs_replicate_final"]) + " |", "",
-                f"The two final val_accs of a configuration: Pearson r {agreement['pearson_final']:.2f}, mean "
-                f"absolute change {100 * agreement['mean_abs_change']:.2f} pt, against a spread between "
-                f"configurations of {100 * agreement['spread_final'][0]:.2f} / {100 * agreement['spread_final'][1]:.2f}"
-                " pt (standard deviation).", ""]
+    correlation = bank["correlation"]
+    return ["# Early stopping: Pareto-ASHA against full-fidelity search", "",
+            f"{cpu_line(data['machine'])}. Reproduce: `python scripts/bench_early_stop.py "
+            "--variants` (every phase; a bank already recorded is reused: `--phase bank|replay|real|report`).", "",
+            f"**Curve bank** (`curve_bank.json`): {len(bank['entries'])} CHEX configurations drawn at random "
+            f"(seed {bank['seed']}) from `search_spaces/{bank['space']}`{then} ({searched}), each "
+            f"trained with {settings}. "
+            "Rank correlation (Kendall tau) of each epoch's value with the final one:", "",
+            *epoch_table({"val_acc": [r["val_acc"] for r in correlation], "MACs": [r["macs"] for r in correlation]}),
+            ""]
+
+
+def replicate_section(agreement: dict) -> list[str]:
+    """The same configurations trained again under another seed: how much of a final val_acc repeats."""
+    seeds = agreement["train_seeds"]
+    return [f"**Replicate** (`curve_bank_replicate.json`): the first {agreement['configs']} configurations "
+            f"trained again with training seed {seeds[1]} (the bank: {seeds[0]}), same data. Kendall tau of the "
+            "bank's val_acc at each epoch with the replicate's final val_acc:", "",
+            *epoch_table({"val_acc": agreement["tau_epoch_vs_replicate_final"]}), "",
+            f"The two final val_accs of a configuration: Pearson r {agreement['pearson_final']:.2f}, mean "
+            f"absolute change {100 * agreement['mean_abs_change']:.2f} pt, against a spread between "
+            f"configurations of {100 * agreement['spread_final'][0]:.2f} / {100 * agreement['spread_final'][1]:.2f}"
+            " pt (standard deviation).", ""]
+
+
+def beyond_section(bank: dict) -> list[str]:
+    """What could rank trials beyond their MACs budget (see ``beyond_budget``)."""
     beyond = beyond_budget(bank["entries"])
-    out += [f"**Beyond the budget**: the MACs budget ranks the final val_acc at Kendall tau "
+    return [f"**Beyond the budget**: the MACs budget ranks the final val_acc at Kendall tau "
             f"{beyond['tau_budget_final']:.2f}; the rest of it (the residual of a quadratic fit on the budget, "
             f"{100 * beyond['residual_sd']:.2f} pt of {100 * beyond['final_sd']:.2f} pt standard deviation) ranks "
             "with each epoch's val_acc (its budget fit removed too) and each other searched number at:", "",
-            "| epoch | " + " | ".join(str(k + 1) for k in range(len(beyond["tau_epoch_residual"]))) + " | "
-            + " | ".join(beyond["tau_param_residual"]) + " |",
-            "|---|" + "---|" * (len(beyond["tau_epoch_residual"]) + len(beyond["tau_param_residual"])),
-            "| tau | " + " | ".join(f"{t:.2f}" for t in beyond["tau_epoch_residual"]) + " | "
-            + " | ".join(f"{t:.2f}" for t in beyond["tau_param_residual"].values()) + " |", ""]
-    out += [
-           f"**Replays**: {replay['repeats']} sweeps per method through Ray Tune with chex-tune's `ObjectiveGuard`"
-           f"(OptunaSearch) and `ParetoAsha` (grace {replay['rule']['grace']}, eta {replay['rule']['eta']}, MACs at a "
-           f"rung read from the trial's {'MACs budget' if replay['rule']['cost'] == 'budget' else 'masked model'}; "
+            *epoch_table({"tau": beyond["tau_epoch_residual"]}, beyond["tau_param_residual"]), ""]
+
+
+def replay_section(data: dict) -> list[str]:
+    """The replayed sweeps: each method's hypervolume against its budget, on val_acc and (if recorded) test."""
+    replay, summary = data["replay"], data["summary"]
+    rule = replay["rule"]
+    out = [f"**Replays**: {replay['repeats']} sweeps per method through Ray Tune with chex-tune's `ObjectiveGuard`"
+           f"(OptunaSearch) and `ParetoAsha` (grace {rule['grace']}, eta {rule['eta']}, MACs at a "
+           f"rung read from the trial's {'MACs budget' if rule['cost'] == 'budget' else 'masked model'}; "
            f"{replay['epochs']} epochs), "
            f"{replay['concurrent']} trials at a time, a budget of {replay['budget']} trial-epochs "
            f"({FULL_TRIALS} full trials). Hypervolume of the finished trials under the reference (val_acc 0, "
            "dense MACs), MACs as a fraction of dense: 1.0 would be a perfect model at no cost.", "",
-           "| method | trials | median final hypervolume | trial-epochs to reach random's final | "
-           "gap to its full-fidelity twin | epochs saved on the first 12 trials |", "|---|---|---|---|---|---|"]
-    for name, method in replay["methods"].items():
-        s = summary["methods"][name]
-        reach = reach_text(s["reach_random_final"], s["reach_fraction"])
-        out.append(f"| {name} | {method['trials']} | {s['median_final']:.4f} | {reach} | "
-                   f"{s['gap_to_full']:+.2%} | {s['saving_first_half']:.0%} |")
+           *md_table(["method", "trials", "median final hypervolume", "trial-epochs to reach random's final",
+                      "gap to its full-fidelity twin", "epochs saved on the first 12 trials"],
+                     ([name, str(method["trials"]), f"{s['median_final']:.4f}",
+                       reach_text(s["reach_random_final"], s["reach_fraction"]), f"{s['gap_to_full']:+.2%}",
+                       f"{s['saving_first_half']:.0%}"]
+                      for name, method in replay["methods"].items() for s in [summary["methods"][name]]))]
     if "test" in summary["methods"]["random, full fidelity"]:
         out += ["", "**The same sweeps scored on test accuracy** (10,000 held-out images; every decision above used "
                 "val_acc only): the hypervolume of the finished trials' test accuracy and MACs.", "",
-                "| method | median final test hypervolume | trial-epochs to reach random's final | "
-                "gap to its full-fidelity twin |", "|---|---|---|---|"]
-        for name in replay["methods"]:
-            s = summary["methods"][name]["test"]
-            reach = reach_text(s["reach_random_final"], s["reach_fraction"])
-            out.append(f"| {name} | {s['median_final']:.4f} | {reach} | {s['gap_to_full']:+.2%} |")
-    out += ["", "![hypervolume against trial-epochs](early_stop.png)", ""]
-    if data.get("variants"):
-        tested = all("median_final_test" in v for v in data["variants"])
-        out += ["**Rules compared** (Pareto-ASHA + random, the same repeats; what the defaults rest on):", "",
-                "| grace | eta | a rung reads | median final hypervolume | trial-epochs to reach random's final "
-                "| epochs saved on the first 12 trials |" + (" on test: median final | on test: to reach random's |"
-                                                              if tested else ""),
-                "|---|---|---|---|---|---|" + ("---|---|" if tested else "")]
-        for v in data["variants"]:
-            r = v["rule"]
-            reach = reach_text(v["reach_random_final"])
-            rung = ("budget" if r["cost"] == "budget" else "masked model") + (
-                ", **foresight** (final val_acc)" if r.get("foresight") else "") + (
-                f", ranked only among budgets within {r['peers']:g}x" if r.get("peers") else "")
-            row = (f"| {r['grace']} | {r['eta']} | {rung} | "
-                   f"{v['median_final']:.4f} | {reach} | {v['saving_first_half']:.0%} |")
-            if tested:
-                row += f" {v['median_final_test']:.4f} | {reach_text(v['reach_random_final_test'])} |"
-            out.append(row)
-        elsewhere = sorted({v["machine"] for v in data["variants"] if v.get("machine", machine["cpu_model"])
-                            != machine["cpu_model"]})
-        if elsewhere:  # a report that replayed only some rules (``--phase report --variants``)
-            out += ["", f"Some rules were replayed on another machine ({', '.join(elsewhere)}): replays read "
-                        "recorded curves, so only Ray's timing (which trials share a rung) differs."]
-        out.append("")
-    real = data.get("real")
-    if real:
-        out += [f"**Real sweeps** (the bank's setting, {real['trials']} trials, {real['concurrent']} at a time, TPE, "
-                f"seed {real['seed']}):", "", "| sweep | trial-epochs | finished | stopped | hypervolume | wall time |",
-                "|---|---|---|---|---|---|"]
-        for key, title in (("full", "without early stopping"), ("early_stop", "with --early-stop")):
-            r = real[key]
-            out.append(f"| {title} | {r['trial_epochs']} | {r['finished']} | {r['stopped']} | {r['hypervolume']:.4f} "
-                       f"| {r['wall_seconds']:.0f} s |")
-        s = summary["methods"]["real"]
-        out += ["", f"Saving in trial-epochs: real {s['saving_real']:.0%}, replay (Pareto-ASHA + TPE, first "
-                    f"{real['trials']} trials, median) {s['saving_replay']:.0%}.", ""]
-    out += ["## Targets", ""]
-    texts = {"epochs_fraction": "Pareto-ASHA + random reaches the final median hypervolume of full-fidelity random "
-                                "with <= 50% of its trial-epochs",
-             "final_gap": "Pareto-ASHA's final median hypervolume within 1% of its full-fidelity twin",
-             "real_vs_replay": "the real sweep's saving within 20% (relative) of the replay's",
-             "epochs_fraction_test": "the same, scored on test accuracy: Pareto-ASHA + random reaches full-fidelity "
-                                     "random's final median test hypervolume with <= 50% of its trial-epochs"}
-    for key, (ok, value) in summary["targets"].items():
+                *md_table(["method", "median final test hypervolume", "trial-epochs to reach random's final",
+                           "gap to its full-fidelity twin"],
+                          ([name, f"{s['median_final']:.4f}", reach_text(s["reach_random_final"], s["reach_fraction"]),
+                            f"{s['gap_to_full']:+.2%}"]
+                           for name in replay["methods"] for s in [summary["methods"][name]["test"]]))]
+    return out + ["", "![hypervolume against trial-epochs](early_stop.png)", ""]
+
+
+def variant_cells(v: dict, tested: bool) -> list[str]:
+    r = v["rule"]
+    rung = ("budget" if r["cost"] == "budget" else "masked model") + (
+        ", **foresight** (final val_acc)" if r.get("foresight") else "") + (
+        f", ranked only among budgets within {r['peers']:g}x" if r.get("peers") else "")
+    cells = [str(r["grace"]), str(r["eta"]), rung, f"{v['median_final']:.4f}", reach_text(v["reach_random_final"]),
+             f"{v['saving_first_half']:.0%}"]
+    if tested:
+        cells += [f"{v['median_final_test']:.4f}", reach_text(v["reach_random_final_test"])]
+    return cells
+
+
+def variants_section(data: dict) -> list[str]:
+    """Pareto-ASHA + random under other rules (grace, eta, what a rung reads)."""
+    tested = all("median_final_test" in v for v in data["variants"])
+    out = ["**Rules compared** (Pareto-ASHA + random, the same repeats; what the defaults rest on):", "",
+           *md_table(["grace", "eta", "a rung reads", "median final hypervolume",
+                      "trial-epochs to reach random's final", "epochs saved on the first 12 trials",
+                      *(["on test: median final", "on test: to reach random's"] if tested else [])],
+                     (variant_cells(v, tested) for v in data["variants"]))]
+    here = data["machine"]["cpu_model"]
+    elsewhere = sorted({v["machine"] for v in data["variants"] if v.get("machine", here) != here})
+    if elsewhere:  # a report that replayed only some rules (``--phase report --variants``)
+        out += ["", f"Some rules were replayed on another machine ({', '.join(elsewhere)}): replays read "
+                    "recorded curves, so only Ray's timing (which trials share a rung) differs."]
+    return out + [""]
+
+
+def real_section(data: dict) -> list[str]:
+    """The real sweeps with and without early stopping, and their saving against the replay's."""
+    real = data["real"]
+    s = data["summary"]["methods"]["real"]
+    return [f"**Real sweeps** (the bank's setting, {real['trials']} trials, {real['concurrent']} at a time, TPE, "
+            f"seed {real['seed']}):", "",
+            *md_table(["sweep", "trial-epochs", "finished", "stopped", "hypervolume", "wall time"],
+                      ([title, str(r["trial_epochs"]), str(r["finished"]), str(r["stopped"]),
+                        f"{r['hypervolume']:.4f}", f"{r['wall_seconds']:.0f} s"]
+                       for key, title in (("full", "without early stopping"), ("early_stop", "with --early-stop"))
+                       for r in [real[key]])),
+            "", f"Saving in trial-epochs: real {s['saving_real']:.0%}, replay (Pareto-ASHA + TPE, first "
+                f"{real['trials']} trials, median) {s['saving_replay']:.0%}.", ""]
+
+
+TARGET_TEXTS = {
+    "epochs_fraction": "Pareto-ASHA + random reaches the final median hypervolume of full-fidelity random "
+                       "with <= 50% of its trial-epochs",
+    "final_gap": "Pareto-ASHA's final median hypervolume within 1% of its full-fidelity twin",
+    "real_vs_replay": "the real sweep's saving within 20% (relative) of the replay's",
+    "epochs_fraction_test": "the same, scored on test accuracy: Pareto-ASHA + random reaches full-fidelity "
+                            "random's final median test hypervolume with <= 50% of its trial-epochs"}
+
+
+def missed_reach(replay: dict, key: str, value: float | None) -> str:
+    """A missed trial-epochs target: when (if ever) Pareto-ASHA + random reached the mark, and how far short
+    it is at half the budget."""
+    half = replay["budget"] // 2
+    view = (lambda m: m["test"]) if key.endswith("_test") else (lambda m: m)
+    asha = view(replay["methods"]["Pareto-ASHA + random"])["median"]
+    reference = view(replay["methods"]["random, full fidelity"])["median"][-1]
+    reached = (f"never reached within the whole budget ({replay['budget']} trial-epochs)" if value is None
+               else f"reached with {value:.0%} of them, missed by "
+                    f"{100 * (value - TARGETS['epochs_fraction']):.0f} points")
+    return (f"- MISS: {TARGET_TEXTS[key]}: {reached}; at half the budget its median hypervolume is "
+            f"{asha[half]:.4f}, {reference - asha[half]:.4f} ({(reference - asha[half]) / reference:.1%}) "
+            f"short of random's final {reference:.4f}")
+
+
+def targets_section(data: dict) -> list[str]:
+    out = ["## Targets", ""]
+    for key, (ok, value) in data["summary"]["targets"].items():
         shown = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
         if key in ("epochs_fraction", "epochs_fraction_test") and not ok:
-            half = replay["budget"] // 2
-            view = (lambda m: m["test"]) if key.endswith("_test") else (lambda m: m)
-            asha = view(replay["methods"]["Pareto-ASHA + random"])["median"]
-            reference = view(replay["methods"]["random, full fidelity"])["median"][-1]
-            reached = (f"never reached within the whole budget ({replay['budget']} trial-epochs)" if value is None
-                       else f"reached with {value:.0%} of them, missed by "
-                            f"{100 * (value - TARGETS['epochs_fraction']):.0f} points")
-            out.append(f"- MISS: {texts[key]}: {reached}; at half the budget its median hypervolume is "
-                       f"{asha[half]:.4f}, {reference - asha[half]:.4f} ({(reference - asha[half]) / reference:.1%}) "
-                       f"short of random's final {reference:.4f}")
-            continue
-        out.append(f"- {verdict(ok, shown if not ok else '')}: {texts[key]} (measured {shown})")
-    notes = path.with_name("early_stop_notes.md")
-    if notes.exists():
-        out += ["", notes.read_text().strip()]
-    path.write_text("\n".join(out) + "\n")
+            out.append(missed_reach(data["replay"], key, value))
+        else:
+            out.append(f"- {verdict(ok, shown if not ok else '')}: {TARGET_TEXTS[key]} (measured {shown})")
+    return out
 
 
-def main() -> None:
+def markdown(data: dict, bank: dict, notes_path: Path) -> str:
+    """early_stop.md: the bank, the replays, the rules compared, the real sweeps, the targets, then the notes."""
+    out = bank_section(data, bank)
+    if data.get("replicate"):
+        out += replicate_section(data["replicate"])
+    out += beyond_section(bank) + replay_section(data)
+    if data.get("variants"):
+        out += variants_section(data)
+    if data.get("real"):
+        out += real_section(data)
+    out += targets_section(data)
+    text = notes(notes_path)
+    if text is not None:
+        out += ["", text.strip()]
+    return "\n".join(out) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=("all", "bank", "replicate", "replay", "real", "report"), default="all",
                         help="report: rewrite the .md and .png from early_stop.json")
@@ -648,7 +692,39 @@ def main() -> None:
                         help="replay Pareto-ASHA + random under other rules too (grace, eta, rung cost, "
                              "foresight); rules in early_stop.json are reused unless the main replay reruns")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def replay_variants(data: dict, bank: dict, space: SearchSpace, args: argparse.Namespace) -> list[dict]:
+    """Pareto-ASHA + random under each rule of ``VARIANTS``, against the main replay's full-fidelity random; a rule
+    already in ``data`` is reused unless the main replay ran again."""
+    done = {json.dumps(v["rule"], sort_keys=True): v for v in data.get("variants", [])}
+    if args.phase in ("all", "replay"):
+        done = {}  # a new main replay: its variants are replayed again beside it
+    variants = []
+    here = machine_info()["cpu_model"]
+    for variant in VARIANTS:
+        previous = done.get(json.dumps(variant, sort_keys=True))
+        if previous is not None:  # replayed already, on the same bank and main replay
+            variants.append(previous)
+            continue
+        replayed = run_replays(bank, space, args.repeats, args.concurrent, args.scale, variant,
+                               methods=("Pareto-ASHA + random",))
+        method = replayed["methods"]["Pareto-ASHA + random"]
+        full = data["replay"]["methods"]["random, full fidelity"]
+        entry = {"rule": variant, "machine": here, "median_final": method["median"][-1],
+                 "reach_random_final": epochs_to_reach(method["median"], full["median"][-1]),
+                 "saving_first_half": saving_first_half(method, replayed["epochs"])}
+        if "test" in method:
+            entry.update(median_final_test=method["test"]["median"][-1],
+                         reach_random_final_test=epochs_to_reach(method["test"]["median"],
+                                                                 full["test"]["median"][-1]))
+        variants.append(entry)
+    return variants
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
     bank_path = args.out / "curve_bank.json"
@@ -669,38 +745,15 @@ def main() -> None:
     if args.phase in ("all", "replay"):
         data["replay"] = run_replays(bank, space, args.repeats, args.concurrent, args.scale, rule)
     if args.variants:
-        done = {json.dumps(v["rule"], sort_keys=True): v for v in data.get("variants", [])}
-        if args.phase in ("all", "replay"):
-            done = {}  # a new main replay: its variants are replayed again beside it
-        data["variants"] = []
-        here = machine_info()["cpu_model"]
-        for variant in VARIANTS:
-            previous = done.get(json.dumps(variant, sort_keys=True))
-            if previous is not None:  # replayed already, on the same bank and main replay
-                data["variants"].append(previous)
-                continue
-            replayed = run_replays(bank, space, args.repeats, args.concurrent, args.scale, variant,
-                                   methods=("Pareto-ASHA + random",))
-            method = replayed["methods"]["Pareto-ASHA + random"]
-            full = data["replay"]["methods"]["random, full fidelity"]["median"]
-            entry = {"rule": variant, "machine": here, "median_final": method["median"][-1],
-                     "reach_random_final": epochs_to_reach(method["median"], full[-1]),
-                     "saving_first_half": 1 - statistics.median(method["epochs_first_half"]) /
-                     (FULL_TRIALS // 2 * replayed["epochs"])}
-            if "test" in method:
-                full_test = data["replay"]["methods"]["random, full fidelity"]["test"]["median"]
-                entry.update(median_final_test=method["test"]["median"][-1],
-                             reach_random_final_test=epochs_to_reach(method["test"]["median"], full_test[-1]))
-            data["variants"].append(entry)
+        data["variants"] = replay_variants(data, bank, space, args)
     if args.phase in ("all", "real"):
         data["real"] = run_real(space, args.real_trials, args.concurrent, args.seed)
     if "replay" in data:
         if args.phase != "report":
             data.update(argv=recorded_argv(sys.argv[1:]), machine=machine_info())
         data["summary"] = summarise(data)
-        results_path.write_text(json.dumps(data, indent=1))
-        plot(data, args.out / "early_stop.png")
-        write_markdown(args.out / "early_stop.md", data, bank)
+        write_report(args.out, "early_stop", data, markdown(data, bank, args.out / "early_stop_notes.md"),
+                     plot=("early_stop.png", partial(plot, data)), final_newline=False)
         log(f"wrote {results_path}, early_stop.md, early_stop.png")
 
 

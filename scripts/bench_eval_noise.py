@@ -20,7 +20,6 @@ Writes ``eval_noise.json`` and ``eval_noise.md`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -34,11 +33,11 @@ import chex_tune  # noqa: F401  (before timm)
 import numpy as np
 import torch
 
-from chex_tune.train.data import STATS, Data, _read_fashion_mnist, _resize, _TensorSplit, carve_split
+from chex_tune.train.data import STATS, Data, TensorSplit, carve_split, read_fashion_mnist, resize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import MODES, interval, run_row  # noqa: E402
-from benchlib import log, machine_info  # noqa: E402
+from bench_train import MODES, run_row  # noqa: E402
+from benchlib import log, machine_info, md_table, paired_difference, write_report  # noqa: E402
 
 ROWS = ("CHEX", "uniform widths from scratch", "torch-pruning gradual")
 
@@ -46,12 +45,12 @@ ROWS = ("CHEX", "uniform widths from scratch", "torch-pruning gradual")
 def unseen_images(trainer) -> Data:
     """The training images of the run's dataset that it neither trained nor validated on, as one split."""
     settings, data = trainer.settings, trainer.data
-    images, labels, _, _ = _read_fashion_mnist(settings.data_dir)
+    images, labels, _, _ = read_fashion_mnist(settings.data_dir)
     train_idx, val_idx = carve_split(labels, val_size=settings.val_size, train_subset=settings.train_subset,
                                      dataset=settings.dataset)
     rest = np.setdiff1d(np.arange(len(labels)), np.concatenate([train_idx, val_idx]))
-    split = _TensorSplit(torch.from_numpy(_resize(images[rest], data.image_size)), torch.from_numpy(labels[rest]),
-                         data.device)
+    split = TensorSplit(torch.from_numpy(resize(images[rest], data.image_size)), torch.from_numpy(labels[rest]),
+                        data.device)
     mean, std = STATS[settings.dataset]  # normalised as the run's own splits are
     return Data(name=f"{settings.dataset} unseen", num_classes=data.num_classes, mean=mean, std=std,
                 train=split, val=split, test=split, device=data.device)
@@ -67,8 +66,7 @@ def correct(model: torch.nn.Module, data: Data) -> np.ndarray:
 
 def paired(chex: list[np.ndarray], row: list[np.ndarray]) -> dict:
     """CHEX − row over seeds on these images: mean, sd, 95% half-width, disagreement and its noise share."""
-    diffs = [a.mean() - b.mean() for a, b in zip(chex, row)]
-    mean, half = interval(diffs)
+    diffs, mean, half = paired_difference([a.mean() for a in chex], [b.mean() for b in row])
     disagree = statistics.mean(float((a != b).mean()) for a, b in zip(chex, row))
     sd = statistics.stdev(diffs)
     eval_sd = math.sqrt(disagree / len(chex[0]))  # the difference's noise from a finite image set
@@ -119,9 +117,7 @@ def main(argv=None) -> int:
                                 **{which: paired(chex[which], row[which]) for which in ("test", "unseen", "all")}})
     data = {"base": base, "seeds": args.seeds, "levels": args.levels, "rows": rows, "machine": machine_info(),
             "minutes": (time.perf_counter() - started) / 60, "runs": runs, "comparisons": comparisons}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval_noise.json").write_text(json.dumps(data, indent=1))
-    (args.out / "eval_noise.md").write_text(markdown(data))
+    write_report(args.out, "eval_noise", data, markdown(data), final_newline=False)
     return 0
 
 
@@ -138,19 +134,23 @@ def markdown(data: dict) -> str:
            "share of images on which CHEX and the row differ in correctness (mean over seeds). *eval sd*: "
            "sqrt(disagree / images), the sd a finite image set adds to a paired difference; *eval share*: "
            "its part of the difference's variance.", "",
-           "| level | row | images | CHEX − row | sd | disagree | eval sd | eval share |",
-           "|---|---|---|---|---|---|---|---|"]
-    for c in data["comparisons"]:
+           *md_table(["level", "row", "images", "CHEX − row", "sd", "disagree", "eval sd", "eval share"],
+                     comparison_rows(data["comparisons"])),
+           "", *md_table(["level", "row", "seed", "test acc", "unseen acc"],
+                         ([f"{r['level']:.0%}", r["row"], str(r["seed"]), f"{r['test_acc']:.2%}",
+                           f"{r['unseen_acc']:.2%}"] for r in data["runs"]))]
+    return "\n".join(out) + "\n"
+
+
+def comparison_rows(comparisons: list[dict]):
+    """Table cells of each comparison, on each image set."""
+    for c in comparisons:
         for which, label in (("test", "10,000 test"), ("unseen", "51,000 unseen"), ("all", "61,000 both")):
             p = c[which]
             share = "" if p["eval_share"] is None else f"{p['eval_share']:.0%}"
             diff = f"{p['mean'] * 100:+.2f} ± {p['ci95'] * 100:.2f} pt"
-            out.append(f"| {c['level']:.0%} | {c['row']} | {label} | {diff} | {p['sd'] * 100:.2f} pt | "
-                       f"{p['disagreement']:.1%} | {p['eval_sd'] * 100:.2f} pt | {share} |")
-    out += ["", "| level | row | seed | test acc | unseen acc |", "|---|---|---|---|---|"]
-    out += [f"| {r['level']:.0%} | {r['row']} | {r['seed']} | {r['test_acc']:.2%} | {r['unseen_acc']:.2%} |"
-            for r in data["runs"]]
-    return "\n".join(out) + "\n"
+            yield [f"{c['level']:.0%}", c["row"], label, diff, f"{p['sd'] * 100:.2f} pt", f"{p['disagreement']:.1%}",
+                   f"{p['eval_sd'] * 100:.2f} pt", share]
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import shlex
 import statistics
 import sys
 import time
@@ -35,7 +33,7 @@ from chex_tune.core.latency import measure_latency
 from chex_tune.train.models import create_model, model_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
+from benchlib import log, machine_info, md_table, recorded_command, verdict, write_report  # noqa: E402
 
 TARGET = 0.05  # each round within 5% of the median of the rounds
 # (timm name, stem, input shape C/H/W, classes): the main job's model at Fashion-MNIST size, a wider
@@ -103,19 +101,19 @@ def markdown(data: dict) -> str:
              f"One compact model (channel sparsity {meta['sparsity']}) measured {meta['rounds']} times in one process "
              "with `measure_latency` as trials do (`torch.utils.benchmark` `adaptive_autorange`: blocks of calls "
              "until IQR/median < 5%, 0.2-2 s), a dense forward pass between rounds; beside it the previous method "
-             "(median of 20 single calls). Deviation: the largest |round - median of rounds| / median.", "",
-             "| model | input | compact MACs | median ms | max deviation (adaptive) | range (adaptive) "
-             "| calls/round | s/round | max deviation (20 calls) | target <= 5% |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["rows"]:
-        a, f = r["adaptive"], r["fixed20"]
-        miss = f"{100 * (a['max_deviation'] - TARGET):.1f} points"
-        lines.append(f"| {r['model']} ({r['stem']} stem) | {'x'.join(map(str, r['input']))} | "
-                     f"{r['compact_macs'] / 1e6:.1f}M | {a['median_ms']:.4g} | {100 * a['max_deviation']:.1f}% | "
-                     f"{100 * a['range_over_median']:.1f}% | {statistics.median(r['adaptive_calls']):.0f} | "
-                     f"{statistics.median(r['adaptive_seconds']):.2f} | {100 * f['max_deviation']:.1f}% | "
-                     f"**{verdict(r['pass'], miss)}** |")
-    return "\n".join(lines) + "\n"
+             "(median of 20 single calls). Deviation: the largest |round - median of rounds| / median.", ""]
+    return "\n".join(lines + md_table(
+        ["model", "input", "compact MACs", "median ms", "max deviation (adaptive)", "range (adaptive)", "calls/round",
+         "s/round", "max deviation (20 calls)", "target <= 5%"], map(table_row, data["rows"]))) + "\n"
+
+
+def table_row(r: dict) -> list[str]:
+    a, f = r["adaptive"], r["fixed20"]
+    miss = f"{100 * (a['max_deviation'] - TARGET):.1f} points"
+    return [f"{r['model']} ({r['stem']} stem)", "x".join(map(str, r["input"])), f"{r['compact_macs'] / 1e6:.1f}M",
+            f"{a['median_ms']:.4g}", f"{100 * a['max_deviation']:.1f}%", f"{100 * a['range_over_median']:.1f}%",
+            f"{statistics.median(r['adaptive_calls']):.0f}", f"{statistics.median(r['adaptive_seconds']):.2f}",
+            f"{100 * f['max_deviation']:.1f}%", f"**{verdict(r['pass'], miss)}**"]
 
 
 def write_section(path: Path, section: str) -> None:
@@ -143,18 +141,15 @@ def main(argv=None) -> int:
     rounds = args.rounds or (3 if args.quick else 10)
     started = time.perf_counter()
     rows = bench(QUICK_MODELS if args.quick else MODELS, rounds, args.threads, args.sparsity)
-    recorded = [sys.argv[0], *recorded_argv(sys.argv[1:])]
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *recorded])
+    command, _ = recorded_command()
     data = {"meta": {"command": command, "quick": args.quick, "rounds": rounds, "threads": args.threads,
                      "sparsity": args.sparsity, "target_max_deviation": TARGET,
                      "date": dt.datetime.now().isoformat(timespec="seconds"),
                      "duration_s": time.perf_counter() - started, "machine": machine_info()},
             "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency.json").write_text(json.dumps(data, indent=1) + "\n")
     section = markdown(data)
-    (args.out / "latency.md").write_text(section.replace(f"## Latency repeatability {SECTION}",
-                                                         "# Latency repeatability"))
+    write_report(args.out, "latency", data,
+                 section.replace(f"## Latency repeatability {SECTION}", "# Latency repeatability"))
     if args.core_md:
         write_section(args.core_md, section)
     print(section)

@@ -13,7 +13,6 @@ per trial minus the time spent inside the trial function. Writes ``sweep.json`` 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,11 +22,11 @@ from pathlib import Path
 import chex_tune  # noqa: F401  (before timm)
 
 # isort: split
-from chex_tune.tuning.search import SweepOptions, run_sweep
 from chex_tune.tuning.space import SearchSpace
+from chex_tune.tuning.sweep import SweepOptions, run_sweep
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, verdict  # noqa: E402
+from benchlib import cpu_line, log, machine_info, md_table, verdict, write_report  # noqa: E402
 
 # Sparsity is fixed so that every trial costs about the same; the searched parameters do not change cost.
 SPACE = {
@@ -43,16 +42,41 @@ OVERHEAD_TARGET = 0.05
 def timed_sweep(concurrent: int, trials: int, store: Path) -> dict:
     space = SearchSpace.from_dict(SPACE, source="bench_sweep")
     options = SweepOptions(trials=trials, concurrent=concurrent, cpus_per_trial=1, store=str(store),
-                           experiment=f"bench-{concurrent}", sampler="random")
+                           experiment=f"bench-{concurrent}", optuna_sampler="random")
     start = time.perf_counter()
     result = run_sweep(space, options, log=log)
     wall = time.perf_counter() - start
-    finished = [r for r in result.rows if r["status"] == "FINISHED"]
-    inside = [r["metrics"]["trial_seconds"] for r in finished]
+    finished = [r for r in result.rows if r.finished]
+    inside = [r.metrics["trial_seconds"] for r in finished]
     return {"concurrent": concurrent, "trials": trials, "finished": len(finished), "wall_seconds": wall,
             "trials_per_hour": len(finished) / wall * 3600, "trial_seconds": inside,
             "trial_seconds_median": statistics.median(inside),
-            "train_seconds": [r["metrics"]["train_seconds"] for r in finished]}
+            "train_seconds": [r.metrics["train_seconds"] for r in finished]}
+
+
+def markdown(data: dict, trials: int) -> str:
+    one, two = data["sequential"], data["concurrent"]
+    efficiency, overhead = data["parallel_efficiency"], data["driver_overhead_seconds_per_trial"]
+    overhead_share = data["driver_overhead_share"]
+    mean_trial = statistics.mean(one["trial_seconds"])
+    targets = [("parallel efficiency, 2 concurrent trials (1 core each) vs 1", f"{efficiency:.2f}",
+                verdict(efficiency >= EFFICIENCY_TARGET, f"{EFFICIENCY_TARGET - efficiency:.2f}")),
+               ("driver overhead per trial / trial time",
+                f"{overhead:.1f} s / {mean_trial:.0f} s = {overhead_share:.1%}",
+                verdict(overhead_share <= OVERHEAD_TARGET, f"{(overhead_share - OVERHEAD_TARGET) * 100:.1f} pt")),
+               ("1 vs 4 trials sharing one GPU", "not measured: no GPU was lent for this run", "NOT RUN")]
+    md = ["# Sweep benchmark", "",
+          f"{cpu_line(data['machine'])}. `python scripts/bench_sweep.py "
+          f"--trials {trials}`. Each trial (the main job's): resnet18 (timm stem) on 10,000 Fashion-MNIST "
+          "images, 4 epochs, "
+          "S = 0.5, one CPU core (torch threads = 1); the whole chain runs (local Ray, Optuna with its SQLite "
+          "study, MLflow SQLite store with the compact model logged as artifacts and as an mlflow.pytorch model).",
+          "", *md_table(["sweep", "trials", "wall time", "trials/hour", "time inside a trial (median)"],
+                        ([f"{run['concurrent']} at a time", f"{run['finished']}/{run['trials']}",
+                          f"{run['wall_seconds']:.0f} s", f"{run['trials_per_hour']:.1f}",
+                          f"{run['trial_seconds_median']:.1f} s"] for run in (one, two))),
+          "", *md_table(["target", "measured", "verdict"], targets)]
+    return "\n".join(md) + "\n"
 
 
 def main(argv=None) -> int:
@@ -69,27 +93,7 @@ def main(argv=None) -> int:
     data = {"machine": machine_info(), "space": SPACE, "sequential": one, "concurrent": two,
             "parallel_efficiency": efficiency, "driver_overhead_seconds_per_trial": overhead,
             "driver_overhead_share": overhead_share}
-    mean_trial = statistics.mean(one["trial_seconds"])
-    rows = [("parallel efficiency, 2 concurrent trials (1 core each) vs 1", f"{efficiency:.2f}",
-             verdict(efficiency >= EFFICIENCY_TARGET, f"{EFFICIENCY_TARGET - efficiency:.2f}")),
-            ("driver overhead per trial / trial time", f"{overhead:.1f} s / {mean_trial:.0f} s = {overhead_share:.1%}",
-             verdict(overhead_share <= OVERHEAD_TARGET, f"{(overhead_share - OVERHEAD_TARGET) * 100:.1f} pt")),
-            ("1 vs 4 trials sharing one GPU", "not measured: no GPU was lent for this run", "NOT RUN")]
-    md = ["# Sweep benchmark", "",
-          f"{data['machine']['cpu_model']}, {data['machine']['nproc']} cores. `python scripts/bench_sweep.py "
-          f"--trials {args.trials}`. Each trial (the main job's): resnet18 (timm stem) on 10,000 Fashion-MNIST "
-          "images, 4 epochs, "
-          "S = 0.5, one CPU core (torch threads = 1); the whole chain runs (local Ray, Optuna with its SQLite "
-          "study, MLflow SQLite store with the compact model logged as artifacts and as an mlflow.pytorch model).",
-          "", "| sweep | trials | wall time | trials/hour | time inside a trial (median) |", "|---|---|---|---|---|"]
-    for run in (one, two):
-        md.append(f"| {run['concurrent']} at a time | {run['finished']}/{run['trials']} | "
-                  f"{run['wall_seconds']:.0f} s | {run['trials_per_hour']:.1f} | {run['trial_seconds_median']:.1f} s |")
-    md += ["", "| target | measured | verdict |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep.json").write_text(json.dumps(data, indent=1) + "\n")
-    (args.out / "sweep.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(args.out, "sweep", data, markdown(data, args.trials), echo=True)
     return 0
 
 

@@ -35,12 +35,12 @@ import collections
 import copy
 import json
 import math
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import chex_tune  # noqa: F401  (before timm)
@@ -58,7 +58,20 @@ from chex_tune.core.groups import classifier_modules
 from chex_tune.train.loop import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchlib import log, machine_info, recorded_argv, verdict  # noqa: E402
+from benchlib import (  # noqa: E402
+    interval,
+    log,
+    machine_info,
+    machine_name,
+    md_table,
+    notes,
+    paired_difference,
+    pyplot,
+    recorded_argv,
+    script_command,
+    verdict,
+    write_report,
+)
 
 LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
 SEEDS = tuple(range(6))
@@ -91,7 +104,7 @@ MODES = {
     # The GPU protocol: the small-input stem (456M MACs), all 55k training images, 30 epochs.
     "full": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "small", "epochs": 30, "batch_size": 128,
              "val_size": 5000, "norm_init": 0.5},
-    # The CPU protocol (see write_markdown for why these settings).
+    # The CPU protocol (see benchmarks/train_notes.md for why these settings).
     "cpu": {"model": "resnet18", "dataset": "fashion-mnist", "stem": "timm", "epochs": 8, "batch_size": 128,
             "train_subset": 8000, "val_size": 1000, "norm_init": 0.5},
 }
@@ -155,6 +168,17 @@ def tp_prune(model, example, ratio: float, *, global_pruning: bool, in_place: bo
     return removed
 
 
+def nearest_by_bisection(f: Callable[[float], float], target: float, low: float, high: float, *, steps: int,
+                         increasing: bool) -> float:
+    """The end of the last bracket, after ``steps`` bisections of [low, high], where the monotone ``f`` is nearest
+    ``target``."""
+    for _ in range(steps):
+        mid = (low + high) / 2
+        below = f(mid) < target if increasing else f(mid) > target  # where f meets the target: above mid
+        low, high = (mid, high) if below else (low, mid)
+    return min((low, high), key=lambda x: abs(f(x) - target))
+
+
 def ratio_for_macs(model, example, target_macs: float, *, global_pruning: bool) -> float:
     """The torch-pruning ratio whose one-shot result lands nearest ``target_macs`` (bisection on copies)."""
     def macs_at(ratio: float) -> float:
@@ -162,14 +186,7 @@ def ratio_for_macs(model, example, target_macs: float, *, global_pruning: bool) 
         tp_prune(trial, example, ratio, global_pruning=global_pruning)
         return count_macs(trial, example)
 
-    low, high = 0.0, 0.99
-    for _ in range(12):
-        mid = (low + high) / 2
-        if macs_at(mid) > target_macs:
-            low = mid
-        else:
-            high = mid
-    return min((low, high), key=lambda r: abs(macs_at(r) - target_macs))
+    return nearest_by_bisection(macs_at, target_macs, 0.0, 0.99, steps=12, increasing=False)
 
 
 def one_shot_tp(level: float, *, global_pruning: bool):
@@ -226,11 +243,8 @@ def skewed_masks(exponent: float, model, example, target_macs: float):
         def macs(scale: float) -> float:
             return count_macs(prune_copy(model, removed_channels(groups, at(scale)), example), example)
 
-        low, high = 0.0, 1.0 / min((g.channels / fewest) ** -exponent for g in groups)
-        for _ in range(16):
-            mid = (low + high) / 2
-            low, high = (mid, high) if macs(mid) < target_macs else (low, mid)
-        return at(min((low, high), key=lambda scale: abs(macs(scale) - target_macs)))
+        high = 1.0 / min((g.channels / fewest) ** -exponent for g in groups)
+        return at(nearest_by_bisection(macs, target_macs, 0.0, high, steps=16, increasing=True))
     return masks
 
 
@@ -295,21 +309,6 @@ def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, d
 
 
 # ------------------------------------------------------------------------------------ statistics
-# Student's t 0.975 quantile by degrees of freedom; beyond 30 the normal quantile is within 4%.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042}
-
-
-def interval(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None with one value)."""
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def summarise(runs: dict[str, list[dict]]) -> dict:
     """Per row (``name @ level``): mean test accuracy with its interval, costs, and CHEX's paired difference."""
     rows = {}
@@ -333,9 +332,10 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         if row["level"] is None or key == chex_key or chex_key not in runs:
             continue
         chex_by_seed = {r["seed"]: r["test_acc"] for r in runs[chex_key]}
-        diffs = [chex_by_seed[r["seed"]] - r["test_acc"] for r in runs[key] if r["seed"] in chex_by_seed]
-        if diffs:
-            mean, half = interval(diffs)
+        common = [r for r in runs[key] if r["seed"] in chex_by_seed]  # the row's seeds CHEX ran too, in its order
+        if common:
+            diffs, mean, half = paired_difference([chex_by_seed[r["seed"]] for r in common],
+                                                  [r["test_acc"] for r in common])
             row["chex_minus_row"] = mean
             row["chex_minus_row_ci95"] = half
             row["chex_minus_row_each"] = diffs
@@ -393,11 +393,7 @@ PLOT_SPAN_PT = 10  # accuracy shown below the best row
 
 
 def plot_front(rows: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
     names = list(dict.fromkeys(r["name"] for r in rows.values()))
     markers = "o^sDv<>phX*P8dH"
@@ -425,11 +421,8 @@ def plot_front(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def machine_name(info: dict) -> str:
-    return info["gpu"] or info["cpu_model"]
-
-
-def write_markdown(path: Path, data: dict) -> None:
+def header_lines(data: dict) -> list[str]:
+    """Title, protocol, machines, commands and the settings every row shares."""
     rows, base, machine = data["rows"], data["base"], data["machine"]
     # Runs merged from several machines: CPU training is deterministic on one machine, not across machines,
     # so each seed's paired runs came from one machine and the header says which ran how many.
@@ -437,51 +430,54 @@ def write_markdown(path: Path, data: dict) -> None:
                                       for results in data["runs"].values() for r in results)
     machines = ", ".join(f"{name} ({count} runs)" for name, count in per_machine.items()) \
         if len(per_machine) > 1 else machine_name(machine)
-    command = "` + `".join(shlex.join(["python", "scripts/bench_train.py", *argv])
-                             for argv in data.get("commands", [data["argv"]]))
+    command = "` + `".join(script_command("bench_train.py", argv) for argv in data.get("commands", [data["argv"]]))
     throughput = "n/a (no dense row)" if math.isnan(data["throughput"]) else round(data["throughput"])
     uneven = " (not every row ran every seed: each row lists its own)" if any(
         row["seeds"] != data["seeds"] for row in rows.values()) else ""
-    out = ["# Training benchmark: CHEX against the simpler things a user could do", "",
-           f"Protocol **{data['mode']}** on {machines}, {machine['torch_threads']} torch threads, "
-           f"{data['minutes']:.0f} min in all; dense throughput "
-           f"{throughput} training images/s. `{command}`", "",
-           f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}{uneven}, chex-tune's "
-           f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
-           f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
-           "t-interval's half-width; the test set (10,000 images) is evaluated once per run, after training. "
-           "*CHEX − row*: the paired difference over the same seeds, mean ± 95% interval.", ""]
+    return ["# Training benchmark: CHEX against the simpler things a user could do", "",
+            f"Protocol **{data['mode']}** on {machines}, {machine['torch_threads']} torch threads, "
+            f"{data['minutes']:.0f} min in all; dense throughput "
+            f"{throughput} training images/s. `{command}`", "",
+            f"Every row: {', '.join(f'{k}={v}' for k, v in base.items())}, seeds {data['seeds']}{uneven}, chex-tune's "
+            f"recipe (SGD Nesterov, warm-up + cosine, label smoothing). CHEX settings: "
+            f"{', '.join(f'{k}={v}' for k, v in data['chex'].items())}. Test accuracy: mean over seeds ± the 95% "
+            "t-interval's half-width; the test set (10,000 images) is evaluated once per run, after training. "
+            "*CHEX − row*: the paired difference over the same seeds, mean ± 95% interval.", ""]
+
+
+def level_table(members: dict) -> list[str]:
+    """One MACs level's rows, best test accuracy first."""
+    def cells(row: dict) -> list[str]:
+        each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"]) + f" ({_seed_list(row['seeds'])})"
+        diff = (f"{row['chex_minus_row'] * 100:+.2f} ± {_pt(row.get('chex_minus_row_ci95'))}"
+                if "chex_minus_row" in row else "")
+        return [row["name"], f"{row['test_acc']:.2%} ± {_pt(row['test_acc_ci95'])}", each, diff,
+                f"{row['macs'] / 1e6:.2f}M ({row['macs_ratio']:.1%})", f"{row['params'] / 1e6:.2f}M",
+                f"{row['train_seconds']:.0f} s"]
+
+    return md_table(["row", "test acc", "per seed (seeds)", "CHEX − row", "MACs", "params", "train time"],
+                    map(cells, sorted(members.values(), key=lambda r: -r["test_acc"])))
+
+
+def markdown(data: dict, notes_path: Path) -> str:
+    """train.md: the header, a table per MACs level, the targets, the plot, then the hand-written notes."""
+    out = header_lines(data)
     for level in (None, *LEVELS):
-        members = {k: r for k, r in rows.items() if r["level"] == level}
-        if not members:
-            continue
-        out += [f"## {'Dense' if level is None else f'{level:.0%} of dense MACs'}", "",
-                "| row | test acc | per seed (seeds) | CHEX − row | MACs | params | train time |",
-                "|---|---|---|---|---|---|---|"]
-        for row in sorted(members.values(), key=lambda r: -r["test_acc"]):
-            each = " / ".join(f"{a:.2%}" for a in row["test_acc_each"]) + f" ({_seed_list(row['seeds'])})"
-            diff = (f"{row['chex_minus_row'] * 100:+.2f} ± {_pt(row.get('chex_minus_row_ci95'))}"
-                    if "chex_minus_row" in row else "")
-            out.append(f"| {row['name']} | {row['test_acc']:.2%} ± {_pt(row['test_acc_ci95'])} | {each} | {diff} | "
-                       f"{row['macs'] / 1e6:.2f}M ({row['macs_ratio']:.1%}) | {row['params'] / 1e6:.2f}M | "
-                       f"{row['train_seconds']:.0f} s |")
-        out.append("")
-    out += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
-    out += [f"| {t} | {m} | {v} |" for t, m, v in data["targets"]]
+        members = {k: r for k, r in data["rows"].items() if r["level"] == level}
+        if members:
+            out += [f"## {'Dense' if level is None else f'{level:.0%} of dense MACs'}", "", *level_table(members), ""]
+    out += ["## Targets", "", *md_table(["target", "measured", "verdict"], data["targets"])]
     out += ["", "![accuracy against MACs](train_front.png)", ""]
-    notes = path.with_name("train_notes.md")  # hand-written: why this protocol, method changes tried
-    if notes.exists():
-        out += [notes.read_text()]
-    path.write_text("\n".join(out) + "\n")
+    text = notes(notes_path)  # hand-written: why this protocol, method changes tried
+    if text is not None:
+        out += [text]
+    return "\n".join(out) + "\n"
 
 
 def write_outputs(out: Path, data: dict) -> None:
     """train.json, train_front.png and train.md under ``out``; the .md is printed too."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(data, indent=1) + "\n")
-    plot_front(data["rows"], out / "train_front.png")
-    write_markdown(out / "train.md", data)
-    print((out / "train.md").read_text())
+    write_report(out, "train", data, markdown(data, out / "train_notes.md"),
+                 plot=("train_front.png", partial(plot_front, data["rows"])), echo=True)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -530,7 +526,7 @@ def merged(path: Path, runs: dict, base: dict, chex: dict, commands: list, minut
     return together, stored.get("commands", [stored.get("argv", [])]) + commands, stored["minutes"] + minutes
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the GPU protocol: 30 epochs, all images, small stem")
     parser.add_argument("--quick", action="store_true",
@@ -564,25 +560,22 @@ def main(argv=None) -> int:
             setattr(args, key, value)
     if args.quick and args.full:
         raise SystemExit("--quick is a CPU protocol; it does not combine with --full")
-    if args.report_only:
-        data = json.loads((args.out / "train.json").read_text())
-        data["rows"] = summarise(data["runs"])
-        data["targets"] = targets(data["rows"])
-        write_outputs(args.out, data)  # the rows and targets recomputed from the runs
-        return 0
-    protocol = "full" if args.full else "cpu"  # --quick: the CPU protocol's settings on fewer rows
-    mode = "quick" if args.quick else protocol
-    base = dict(MODES[protocol]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    if args.data_dir:
-        base["data_dir"] = args.data_dir
-    chex = parse_settings(args.chex)
-    rows_to_run = list(args.rows)
-    if "CHEX widths from scratch" in rows_to_run and "CHEX" not in rows_to_run:
-        raise SystemExit("the row 'CHEX widths from scratch' needs the row 'CHEX' (its widths)")
+    return args
+
+
+def rewrite_report(out: Path) -> None:
+    """--report-only: the rows and targets of ``out``/train.json recomputed from its runs, and its files rewritten."""
+    data = json.loads((out / "train.json").read_text())
+    data["rows"] = summarise(data["runs"])
+    data["targets"] = targets(data["rows"])
+    write_outputs(out, data)
+
+
+def run_all(args: argparse.Namespace, base: dict, chex: dict, machine: dict) -> dict[str, list[dict]]:
+    """Every planned row at its levels and seeds, seed-major; {``row @ level``: that row's run results}."""
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {}
-    pairs = plan(rows_to_run, args.levels)
-    machine = machine_info()
+    pairs = plan(list(args.rows), args.levels)
     host = machine_name(machine)
 
     def seeds_of(name: str, level: float | None):
@@ -606,10 +599,11 @@ def main(argv=None) -> int:
                 log(f"seed {seed} [{n}/{len(todo)}] {name} @ {level}: test {result['test_acc']:.4f} "
                     f"MACs {result['macs_ratio']:.3f} train {result['train_seconds']:.0f} s "
                     f"({(time.perf_counter() - started) / 60:.1f} min so far)")
-    commands = [recorded_argv(sys.argv[1:] if argv is None else argv)]
-    minutes = (time.perf_counter() - started) / 60
-    if args.merge:
-        runs, commands, minutes = merged(args.out / "train.json", runs, base, chex, commands, minutes)
+    return runs
+
+
+def assemble(mode: str, base: dict, chex: dict, runs: dict, commands: list, minutes: float, machine: dict) -> dict:
+    """train.json's content: the protocol, the runs, and the rows and targets summarised from them."""
     rows = summarise(runs)
     dense_runs = runs.get("dense @ None", [])
     throughput = (statistics.mean(r["train_size"] * r["epochs"] / r["train_seconds"] for r in dense_runs)
@@ -622,7 +616,30 @@ def main(argv=None) -> int:
             "runs": {k: [{key: value for key, value in r.items() if key != "widths"} | {"widths": r["widths"]}
                          for r in v] for k, v in runs.items()}}
     data["chex"] = {k: v for k, v in data["chex"].items() if k not in ("seed", "macs_target", "sparsity")}
-    write_outputs(args.out, data)
+    return data
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.report_only:
+        rewrite_report(args.out)
+        return 0
+    protocol = "full" if args.full else "cpu"  # --quick: the CPU protocol's settings on fewer rows
+    base = dict(MODES[protocol]) | {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    if args.data_dir:
+        base["data_dir"] = args.data_dir
+    chex = parse_settings(args.chex)
+    if "CHEX widths from scratch" in args.rows and "CHEX" not in args.rows:
+        raise SystemExit("the row 'CHEX widths from scratch' needs the row 'CHEX' (its widths)")
+    started = time.perf_counter()
+    machine = machine_info()
+    runs = run_all(args, base, chex, machine)
+    commands = [recorded_argv(sys.argv[1:] if argv is None else argv)]
+    minutes = (time.perf_counter() - started) / 60
+    if args.merge:
+        runs, commands, minutes = merged(args.out / "train.json", runs, base, chex, commands, minutes)
+    write_outputs(args.out, assemble("quick" if args.quick else protocol, base, chex, runs, commands, minutes,
+                                     machine))
     return 0
 
 

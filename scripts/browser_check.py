@@ -26,7 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from chex_tune.tuning.runs import find_experiment, open_store, read_trials
+from chex_tune.tuning.track.runs import find_experiment, read_trials
+from chex_tune.tuning.track.store import open_store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
         ui.wait(timeout=60)
     sweep = trials.sweeps[0]  # the newest
     study_page, trials_page = optuna_dashboard_pages(Path(args.store), sweep["name"], args.optuna_port, args.out)
-    sweep_runs = [row for row in trials.rows if row["sweep"] == sweep["run_id"]]
+    sweep_runs = [row for row in trials.rows if row.sweep == sweep["run_id"]]
     total_runs = len(trials.rows) + len(trials.sweeps)  # trials plus one parent run per sweep
     checks = {
         "sweeps shown on the runs page": all(s["name"] in runs_page for s in trials.sweeps),
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
         "optuna-dashboard names the objectives val_acc and macs": "val_acc" in study_page and "macs" in study_page
         and "Objective 0" not in study_page,
         "optuna-dashboard shows the selected trial's MLflow run id": "mlflow_run_id" in trials_page
-        and any(row["run_id"] in trials_page for row in sweep_runs),
+        and any(row.run_id in trials_page for row in sweep_runs),
     }
     files = [str(args.out / name) for name in ("pareto_front.png", "mlflow_run_page.png", "optuna_dashboard.png")]
     print(json.dumps({"experiment": args.experiment, "checks": checks, "files": files}, indent=1))

@@ -22,15 +22,19 @@ import chex_tune  # noqa: F401  (first, before anything imports timm: the torchv
 # isort: split
 
 import argparse
-import datetime
+import copy
+import importlib
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 TOLERANCE = 1e-4
 SETTINGS = dict(sparsity=0.5, regrow_ratio=0.2, period=1, total=6, explore_until=0.72)
@@ -62,6 +66,8 @@ MIN_SIZE = {"inception_v3": 96}  # inception_v3 needs at least 75x75
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, str(Path(__file__).parent))
+from benchlib import md_table, package_versions, script_command, timestamp, write_report  # noqa: E402
 
 
 def input_size(name: str, size: int) -> int:
@@ -104,6 +110,103 @@ class _Row(dict):
             sys.stderr.flush()
 
 
+@contextmanager
+def _stage(row: dict, times: dict[str, float], name: str, *, timed: bool = True):
+    """One stage of a model's run: announced on the row (and so on stderr), its seconds kept when it ends."""
+    row["stage"] = name
+    start = time.perf_counter()
+    yield
+    if timed:
+        times[name] = time.perf_counter() - start
+
+
+def _construct(row: dict, model, x):
+    """The explorer of ``model``; its warnings (the engine's own first) and channel groups go on the row."""
+    from chex_tune import ChannelExplorer
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = ChannelExplorer(model, x, **SETTINGS)
+    texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
+                               if issubclass(w.category, UserWarning)))  # unique, in order
+    texts.sort(key=lambda t: not ("stays dense" in t or "stay unpruned" in t))  # the engine's own first
+    row["warnings"] = [_short(t, 600) for t in texts[:5]]
+    groups = ex.groups
+    dense = [g for g in groups if not g.prunable]
+    total_ch = sum(g.channels for g in groups)
+    row.update(
+        groups_total=len(groups),
+        groups_pruned=len(ex.state.groups),
+        groups_dense=len(dense),
+        dense_reasons=[f"{g.name}: {_short(g.skip_reason, 140)}" for g in dense],
+        channels_prunable=(sum(g.channels for g in ex.state.groups) / total_ch) if total_ch else 0.0,
+    )
+    return ex
+
+
+def _train(row: dict, model, ex, size: int) -> None:
+    """``STEPS`` random-data SGD steps, each followed by ``ex.step()``."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    explored = 0
+    for _ in range(STEPS):
+        xb = torch.randn(2, 3, size, size, generator=gen)
+        out = _first_output(model(xb))
+        target = torch.randn(out.shape, generator=gen)
+        loss = torch.nn.functional.mse_loss(out, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        explored += bool(ex.step())
+    row["explore_steps"] = explored
+    row["sparsity"] = ex.sparsity()
+
+
+def _check_output(row: dict, model, small, x) -> None:
+    """Masked against compact output; where they differ, the same in float64 and the masked model's own
+    float32 round-off, to tell a wrong compaction from an ill-conditioned net."""
+    import torch
+
+    from chex_tune.core.compact import max_output_difference
+
+    row["max_diff"] = max_output_difference(model, small, x)
+    if not row["max_diff"] <= TOLERANCE:  # wrong, or float32 round-off of an ill-conditioned net?
+        with torch.no_grad():
+            m64, s64, x64 = copy.deepcopy(model).double(), copy.deepcopy(small).double(), x.double()
+            row["max_diff_fp64"] = max_output_difference(m64, s64, x64)
+            ref = _first_output(m64.eval()(x64))
+            row["fp32_noise"] = float((_first_output(model(x)).double() - ref).abs().max()
+                                      / ref.abs().max().clamp_min(1e-300))
+
+
+def _check_macs(row: dict, model, ex, small, x) -> None:
+    """Hook-counted MACs of the dense and compact models against the explorer's analytic counts."""
+    from chex_tune.core.flops import count_macs
+
+    dense_macs, ex_macs = ex.dense_macs(), ex.macs()
+    compact_macs = count_macs(small, x)
+    row.update(dense_macs_M=dense_macs / 1e6, explorer_macs_M=ex_macs / 1e6,
+               compact_macs_M=compact_macs / 1e6, macs_equal=bool(compact_macs == ex_macs),
+               dense_count_equal=bool(count_macs(model, x) == dense_macs),
+               dense_params_M=ex.dense_params() / 1e6,
+               compact_params_M=sum(p.numel() for p in small.parameters()) / 1e6)
+
+
+def _reload_difference(name: str, small, x) -> float:
+    """How far a save_compact / load_compact round trip's output is from the compact model's."""
+    from chex_tune import load_compact, save_compact
+    from chex_tune.core.compact import max_output_difference
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.pt")
+        save_compact(small, path)
+        reloaded = load_compact(path)
+    return max_output_difference(small, reloaded, x)
+
+
 def run_one(name: str, size: int, dump_after: float | None = None) -> dict:
     """Everything for one model; returns a row (never raises)."""
     if dump_after:  # a hang: print every thread's stack shortly before the parent kills us
@@ -115,98 +218,30 @@ def run_one(name: str, size: int, dump_after: float | None = None) -> dict:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
-        import warnings
-
         import timm
         import torch
 
-        from chex_tune import ChannelExplorer, load_compact, save_compact
-        from chex_tune.core.compact import max_output_difference
-        from chex_tune.core.flops import count_macs
+        for module in ("chex_tune.core.explorer", "chex_tune.core.compact", "chex_tune.core.flops"):
+            importlib.import_module(module)  # what the stages import, so that a failing import is this stage's
 
-        row["stage"] = "create"
-        torch.manual_seed(0)
-        model = timm.create_model(name, pretrained=False, num_classes=10)
-        x = torch.randn(2, 3, size, size)
-        times["create"] = time.perf_counter() - t0
-
-        row["stage"] = "construct"
-        t = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ex = ChannelExplorer(model, x, **SETTINGS)
-        times["construct"] = time.perf_counter() - t
-        texts = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
-                                   if issubclass(w.category, UserWarning)))  # unique, in order
-        texts.sort(key=lambda t: not ("stays dense" in t or "stay unpruned" in t))  # the engine's own first
-        row["warnings"] = [_short(t, 600) for t in texts[:5]]
-        groups = ex.groups
-        dense = [g for g in groups if not g.prunable]
-        total_ch = sum(g.channels for g in groups)
-        row.update(
-            groups_total=len(groups),
-            groups_pruned=len(ex.state.groups),
-            groups_dense=len(dense),
-            dense_reasons=[f"{g.name}: {_short(g.skip_reason, 140)}" for g in dense],
-            channels_prunable=(sum(g.channels for g in ex.state.groups) / total_ch) if total_ch else 0.0,
-        )
-
-        row["stage"] = "train"
-        t = time.perf_counter()
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        gen = torch.Generator().manual_seed(1)
-        explored = 0
-        for _ in range(STEPS):
-            xb = torch.randn(2, 3, size, size, generator=gen)
-            out = _first_output(model(xb))
-            target = torch.randn(out.shape, generator=gen)
-            loss = torch.nn.functional.mse_loss(out, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            explored += bool(ex.step())
-        times["train"] = time.perf_counter() - t
-        row["explore_steps"] = explored
-        row["sparsity"] = ex.sparsity()
-
-        row["stage"] = "compact"
-        t = time.perf_counter()
-        model.eval()
-        small = ex.compact().eval()
-        times["compact"] = time.perf_counter() - t
-
-        row["stage"] = "diff"
-        row["max_diff"] = max_output_difference(model, small, x)
-        if not row["max_diff"] <= TOLERANCE:  # wrong, or float32 round-off of an ill-conditioned net?
-            import copy
-
-            with torch.no_grad():
-                m64, s64, x64 = copy.deepcopy(model).double(), copy.deepcopy(small).double(), x.double()
-                row["max_diff_fp64"] = max_output_difference(m64, s64, x64)
-                ref = _first_output(m64.eval()(x64))
-                row["fp32_noise"] = float((_first_output(model(x)).double() - ref).abs().max()
-                                          / ref.abs().max().clamp_min(1e-300))
-
-        row["stage"] = "macs"
-        dense_macs, ex_macs = ex.dense_macs(), ex.macs()
-        compact_macs = count_macs(small, x)
-        row.update(dense_macs_M=dense_macs / 1e6, explorer_macs_M=ex_macs / 1e6,
-                   compact_macs_M=compact_macs / 1e6, macs_equal=bool(compact_macs == ex_macs),
-                   dense_count_equal=bool(count_macs(model, x) == dense_macs),
-                   dense_params_M=ex.dense_params() / 1e6,
-                   compact_params_M=sum(p.numel() for p in small.parameters()) / 1e6)
-
-        row["stage"] = "reload"
-        t = time.perf_counter()
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, f"{name}.pt")
-            save_compact(small, path)
-            reloaded = load_compact(path)
-        row["reload_diff"] = max_output_difference(small, reloaded, x)
-        times["reload"] = time.perf_counter() - t
+        with _stage(row, times, "create", timed=False):
+            torch.manual_seed(0)
+            model = timm.create_model(name, pretrained=False, num_classes=10)
+            x = torch.randn(2, 3, size, size)
+        times["create"] = time.perf_counter() - t0  # with the imports
+        with _stage(row, times, "construct"):
+            ex = _construct(row, model, x)
+        with _stage(row, times, "train"):
+            _train(row, model, ex, size)
+        with _stage(row, times, "compact"):
+            model.eval()
+            small = ex.compact().eval()
+        with _stage(row, times, "diff", timed=False):
+            _check_output(row, model, small, x)
+        with _stage(row, times, "macs", timed=False):
+            _check_macs(row, model, ex, small, x)
+        with _stage(row, times, "reload"):
+            row["reload_diff"] = _reload_difference(name, small, x)
         row["stage"] = "done"
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         row.update(_traceback_summary(exc))
@@ -387,11 +422,7 @@ def _fmt(value, spec: str) -> str:
         return str(value)
 
 
-def write_outputs(out_dir: str, rows: list[dict], meta: dict) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    summary = summarize(rows)
-    with open(os.path.join(out_dir, "coverage.json"), "w") as f:
-        json.dump({**meta, "summary": summary, "summary_line": summary_line(summary), "rows": rows}, f, indent=1)
+def markdown(rows: list[dict], meta: dict, summary: dict) -> str:
     lines = [
         "# ChannelExplorer coverage over timm CNNs",
         "",
@@ -423,36 +454,35 @@ def write_outputs(out_dir: str, rows: list[dict], meta: dict) -> None:
         "compact outputs agree to <= 1e-9, while the masked model's own float32-vs-float64 difference exceeds "
         f"{TOLERANCE:g} (the random SGD steps leave these nets ill-conditioned).",
         "",
-        "| model | family | S | status | groups | pruned | dense | ch. prunable | dense MMACs | compact MMACs "
-        "| MACs eq | max diff | reload diff | s | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *md_table(["model", "family", "S", "status", "groups", "pruned", "dense", "ch. prunable", "dense MMACs",
+                   "compact MMACs", "MACs eq", "max diff", "reload diff", "s", "notes"], map(_cells, rows)),
     ]
-    for r in rows:
-        lines.append("| " + " | ".join([
-            r["model"] + (f" (for {r['requested']})" if r.get("requested", r["model"]) != r["model"] else ""),
-            r.get("family", "?"), str(r.get("size", "-")),
-            f"**{r['status']}**" if r["status"] != "pruned" else r["status"],
-            _fmt(r.get("groups_total"), "d"), _fmt(r.get("groups_pruned"), "d"), _fmt(r.get("groups_dense"), "d"),
-            _fmt(r.get("channels_prunable"), ".0%"), _fmt(r.get("dense_macs_M"), ".1f"),
-            _fmt(r.get("compact_macs_M"), ".1f"), _fmt(r.get("macs_equal"), ""), _fmt(r.get("max_diff"), ".1e"),
-            _fmt(r.get("reload_diff"), ".1e"), _fmt(r.get("seconds"), ".0f"),
-            _note(r).replace("|", "\\|"),
-        ]) + " |")
-    with open(os.path.join(out_dir, "coverage.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def _cells(r: dict) -> list[str]:
+    return [
+        r["model"] + (f" (for {r['requested']})" if r.get("requested", r["model"]) != r["model"] else ""),
+        r.get("family", "?"), str(r.get("size", "-")),
+        f"**{r['status']}**" if r["status"] != "pruned" else r["status"],
+        _fmt(r.get("groups_total"), "d"), _fmt(r.get("groups_pruned"), "d"), _fmt(r.get("groups_dense"), "d"),
+        _fmt(r.get("channels_prunable"), ".0%"), _fmt(r.get("dense_macs_M"), ".1f"),
+        _fmt(r.get("compact_macs_M"), ".1f"), _fmt(r.get("macs_equal"), ""), _fmt(r.get("max_diff"), ".1e"),
+        _fmt(r.get("reload_diff"), ".1e"), _fmt(r.get("seconds"), ".0f"),
+        _note(r).replace("|", "\\|"),
+    ]
+
+
+def write_outputs(out_dir: str, rows: list[dict], meta: dict) -> None:
+    summary = summarize(rows)
+    data = {**meta, "summary": summary, "summary_line": summary_line(summary), "rows": rows}
+    write_report(Path(out_dir), "coverage", data, markdown(rows, meta, summary), final_newline=False)
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for key, dist in (("torch", "torch"), ("timm", "timm"), ("torch_pruning", "torch-pruning"),
-                      ("chex_tune", "chex-tune")):
-        try:
-            out[key] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[key] = None
-    return out
+    return {"python": platform.python_version(),
+            **package_versions((("torch", "torch"), ("timm", "timm"), ("torch_pruning", "torch-pruning"),
+                                ("chex_tune", "chex-tune")))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,9 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     names = args.models or MODELS
-    command = " ".join(["python", "scripts/coverage.py", *map(shlex.quote, sys.argv[1:])])
-    meta = {"command": command, "size": args.size, "timeout_s": args.timeout,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    meta = {"command": script_command("coverage.py", sys.argv[1:]), "size": args.size, "timeout_s": args.timeout,
+            "date": timestamp(),
             "versions": versions(), "settings": {**SETTINGS, "steps": STEPS, "tolerance": TOLERANCE}}
     rows = []
     for requested, name in resolve_names(names):

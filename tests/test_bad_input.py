@@ -69,7 +69,8 @@ CASES = [
     ("space-unknown-objective", ["sweep", "{tmp}/objective.yaml"], "unknown objective metric 'flops'; choose from:"),
     # sweep flags
     ("sweep-trials-text", ["sweep", "{tmp}/good.yaml", "--trials", "many"], "argument --trials: invalid int value"),
-    ("sweep-sampler", ["sweep", "{tmp}/good.yaml", "--sampler", "grid"], "argument --sampler: invalid choice: 'grid'"),
+    ("sweep-sampler", ["sweep", "{tmp}/good.yaml", "--optuna-sampler", "grid"],
+     "unknown --optuna-sampler 'grid'; choose one of: tpe, nsga2, random"),
     ("sweep-trials-zero", ["sweep", "{tmp}/good.yaml", "--trials", "0"], "--trials must be a positive integer, got 0"),
     ("sweep-cpus-zero", ["sweep", "{tmp}/good.yaml", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0, got 0.0"),
     ("sweep-gpus-without-a-gpu", ["sweep", "{tmp}/good.yaml", "--gpus-per-trial", "1"],
@@ -246,12 +247,12 @@ def test_resume_from_a_damaged_checkpoint_exits_2(files, capsys):
 
 # ------------------------------------------------------------------------------------ servers: refused early
 def test_an_unreachable_tracking_server_is_refused_before_mlflow_is_asked(files, capsys, monkeypatch):
-    import chex_tune.tuning.runs as runs
+    import chex_tune.tuning.track.store as store
 
     def asked(*args, **kwargs):
         raise AssertionError("MLflow was asked (minutes of HTTP retries) before the server was checked")
 
-    monkeypatch.setattr(runs, "open_store", asked)
+    monkeypatch.setattr(store, "open_store", asked)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", NOWHERE)  # the variable is checked like the flag
     assert main(["pareto", "exp"]) == 2
     assert f"MLFLOW_TRACKING_URI {NOWHERE}: no MLflow tracking server answers there" in capsys.readouterr().err

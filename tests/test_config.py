@@ -31,3 +31,13 @@ def test_bad_values_are_rejected_by_name(values, message):
     with pytest.raises(ValueError) as info:
         ChexConfig.from_dict(values)
     assert message in str(info.value)
+
+
+def test_chex_config_lives_in_core_and_chex_tune_config_re_exports_it():
+    from chex_tune import config
+    from chex_tune.core import config as core_config
+
+    assert config.ChexConfig is core_config.ChexConfig is ChexConfig
+    assert config._is_int is core_config._is_int  # the validators TrainConfig shares
+    with pytest.raises(ValueError, match=r"unknown scorer 'magic'; choose one of: css, l1"):
+        core_config.ChexConfig(scorer="magic")  # registry names, looked up when a config is validated

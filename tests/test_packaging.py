@@ -121,3 +121,69 @@ def test_an_installed_wheel_finds_its_search_spaces_by_name(wheel, tmp_path):
     assert package == str(site / "chex_tune")  # the wheel's copy, not the checkout
     assert spaces == str(site / "chex_tune" / "search_spaces")
     assert source == str(site / "chex_tune" / "search_spaces" / "fashion_mnist_resnet18.yaml")
+
+
+def run_python(code: str, **env) -> str:
+    """``code`` in a fresh interpreter (nothing imported yet); its stdout, after asserting it succeeded."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+HEAVY = ("torch", "timm", "torchvision", "torch_pruning", "numpy")
+
+
+def test_import_chex_tune_and_the_cli_parser_load_no_torch():
+    code = ("import sys, chex_tune\nversion = chex_tune.__version__\n"
+            "from chex_tune.cli import build_parser\nbuild_parser()\n"  # what `chex-tune --version` runs
+            "import chex_tune.config\nchex_tune.config.TrainConfig()\n"
+            f"print(version, [name for name in {HEAVY!r} if name in sys.modules])")
+    assert run_python(code).split() == ["0.1.0", "[]"]
+
+
+def test_the_facade_names_load_on_first_use_and_timm_imports_after_chex_tune():
+    code = ("import sys, chex_tune\n"
+            "from chex_tune import ChannelExplorer, ChexConfig, load_compact, save_compact\n"
+            "from chex_tune.config import ChexConfig as FromConfig\n"
+            "from chex_tune.core.compact import load_compact as core_load\n"
+            "assert FromConfig is ChexConfig and core_load is load_compact\n"
+            "assert ChannelExplorer.__module__ == 'chex_tune.core.explorer'\n"
+            "import timm\n"  # torchvision through timm: the import fix ran first, wherever it is needed
+            "print('chex_tune._torchvision_fix' in sys.modules, 'timm' in sys.modules)")
+    assert run_python(code).split() == ["True", "True"]
+
+
+def test_load_compact_rebuilds_a_small_stem_model_without_importing_train_first(tmp_path):
+    """The small-stem builder is found by reference: a fresh process needs only ``chex_tune.load_compact``."""
+    import torch
+
+    from chex_tune import ChannelExplorer, save_compact
+    from chex_tune.train.models import SMALL_STEM_BUILDER, create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=3, in_chans=1, stem="small")
+    x = torch.randn(2, 1, 16, 16)
+    ex = ChannelExplorer(model, x, sparsity=0.5, regrow_ratio=0.0, total=4, builder=SMALL_STEM_BUILDER,
+                         model_name="resnet18", model_kwargs={"num_classes": 3, "in_chans": 1})
+    small = ex.compact().eval()
+    save_compact(small, tmp_path / "compact.pt")
+    torch.save({"x": x, "y": small(x).detach()}, tmp_path / "io.pt")
+    code = ("import sys, torch\nfrom chex_tune import load_compact\n"
+            f"small = load_compact({str(tmp_path / 'compact.pt')!r})\n"
+            f"io = torch.load({str(tmp_path / 'io.pt')!r}, weights_only=True)\n"
+            "with torch.no_grad():\n    same = torch.allclose(small(io['x']), io['y'], atol=1e-6)\n"
+            "print(same, small.chex_recipe['builder'], 'chex_tune.train.models' in sys.modules)")
+    assert run_python(code).split() == ["True", "timm-small-stem", "True"]
+
+
+def test_core_imports_nothing_above_core():
+    """core is usable with torch, timm and torch-pruning alone: it imports no chex_tune module outside it."""
+    outside = set()
+    for path in (ROOT / "chex_tune" / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            outside |= {f"{path.name}: {name}" for name in names
+                        if name.split(".")[0] == "chex_tune" and not name.startswith("chex_tune.core")}
+    assert not outside, f"core imports from above core: {sorted(outside)}"

@@ -15,7 +15,7 @@ import sys
 
 from chex_tune import __version__
 from chex_tune.cli import export_cmd, inspect_cmd, pareto_cmd, sweep_cmd, train_cmd, ui_cmd
-from chex_tune.errors import UserError, disk_error
+from chex_tune.core.errors import UserError, disk_error
 
 COMMANDS = {"train": train_cmd, "sweep": sweep_cmd, "ui": ui_cmd, "inspect": inspect_cmd, "pareto": pareto_cmd,
             "export": export_cmd}

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the most accurate front member with a CPU latency of at most L ms")
     choice.add_argument("--min-acc", metavar="A",
                         help="the cheapest front member with a validation accuracy of at least A (0.9 or 90%%)")
-    parser.add_argument("--format", required=True, choices=("state", "torchscript", "onnx"),
+    parser.add_argument("--format", required=True,
                         help="state: chex_tune's compact.pt (load_compact); torchscript: torch.jit.load; "
                              "onnx: onnxruntime")
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
@@ -34,50 +34,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chex_tune.cli._logging import configure
-    from chex_tune.tuning.export import Constraint, check_alias, choose, describe, export_run, find_run, register
-    from chex_tune.tuning.runs import DEFAULT_OBJECTIVES, open_store, read_trials
+    from chex_tune.tuning import export
+    from chex_tune.tuning.track.store import open_store
 
     configure()
+    constraint = check_arguments(args)  # before any work: a bad bound or alias should not cost an export
+    client, uri = open_store(args.store, args.tracking_uri)
+    trials, row, why = pick(client, args, constraint)
+    result = export.export_run(client, row, args.format, args.output, evaluate=args.evaluate, tracking_uri=uri)
+    print(f"wrote {result.path} ({args.format}, {result.path.stat().st_size / 1e6:.2f} MB)")
+    if result.fallback:
+        print(f"  note: {result.fallback}")
+    print_scores(result)
+    if args.register:
+        version = export.register(client, row, trials.experiment_id, args.register, args.alias, why=why)
+        print(f"registered version {version.version} of {args.register}: models:/{args.register}@{args.alias}")
+    return 0
+
+
+def check_arguments(args: argparse.Namespace):
+    """The export's constraint (None with --run), after checking what can be checked without a store."""
+    from chex_tune.tuning.export import FORMATS, Constraint, check_alias
+
+    if args.format not in FORMATS:
+        raise ValueError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMATS)}")
     if bool(args.register) != bool(args.alias):
         raise ValueError("--register NAME and --alias ALIAS go together (MLflow stages are deprecated: "
                          "the alias names the version)")
     if args.alias:
-        check_alias(args.alias)  # before any work: a bad alias should not cost an export
-    constraint = None if args.run else Constraint.parse(max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
-                                                        min_acc=args.min_acc)  # a bad bound before any store
-    client, uri = open_store(args.store, args.tracking_uri)
+        check_alias(args.alias)
+    return None if args.run else Constraint.parse(max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
+                                                  min_acc=args.min_acc)
+
+
+def pick(client, args: argparse.Namespace, constraint):
+    """The experiment's trials, the chosen one and why; printed."""
+    from chex_tune.train.metrics import TABLE_COLUMNS
+    from chex_tune.tuning.export import choose, describe, find_run
+    from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES
+    from chex_tune.tuning.track.runs import read_trials
+
     if constraint is None:
         trials = read_trials(client, args.experiment, args.sweep, DEFAULT_OBJECTIVES)
         row, why = find_run(trials, args.run)
     else:
         trials = read_trials(client, args.experiment, args.sweep, constraint.objectives)
         row, why = choose(trials, constraint)
-    searched = ", ".join(f"{name}={row['params'].get(name)}" for name in row["searched"])
-    shown = [m for m in ("val_acc", "test_acc", "macs", "params", "latency_ms") if m in row["metrics"]]
-    print(f"run {row['run_id']} (trial {row['number']}): {describe(row, shown)}"
+    searched = ", ".join(f"{name}={row.params.get(name)}" for name in row.searched)
+    shown = [m for m in TABLE_COLUMNS if m in row.metrics]
+    print(f"run {row.run_id} (trial {row.number}): {describe(row, shown)}"
           f"{f'; {searched}' if searched else ''}\n  chosen as {why}")
-    result = export_run(client, row, args.format, args.output, evaluate=args.evaluate, tracking_uri=uri)
-    size = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({args.format}, {size:.2f} MB)")
-    if result.fallback:
-        print(f"  note: {result.fallback}")
-    if result.exported_metrics and set(result.exported_metrics) != {"val_acc"}:
+    return trials, row, why
+
+
+def print_scores(result) -> None:
+    """How the written file scored, beside what the run logged."""
+    from chex_tune.train.metrics import VAL_ACC
+
+    if result.exported_metrics and set(result.exported_metrics) != {VAL_ACC}:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
                           for k, v in result.exported_metrics.items())
         print(f"metrics of the written file: {shown} ({result.note})")
     if result.exported_val_acc is None:
         if not result.exported_metrics:
             print(result.note)
-        elif "val_acc" not in result.exported_metrics:
-            print(f"  (no val_acc among them: the logged val_acc {result.logged_val_acc:.4f} is not compared)")
-    else:
-        print(f"validation accuracy of the written file: {result.exported_val_acc:.4f} "
-              f"(logged val_acc {result.logged_val_acc:.4f}; {result.note})")
-        if abs(result.exported_val_acc - result.logged_val_acc) > 0.01:
-            device = result.config.train.device if result.config is not None else "its own device"
-            print(f"  note: they differ by more than 1 point; the run trained on {device} "
-                  "(bf16 autocast on CUDA scores slightly differently from float32 on the CPU)")
-    if args.register:
-        version = register(client, row, trials.experiment_id, args.register, args.alias, why=why)
-        print(f"registered version {version.version} of {args.register}: models:/{args.register}@{args.alias}")
-    return 0
+        elif VAL_ACC not in result.exported_metrics:
+            print(f"  (no {VAL_ACC} among them: the logged {VAL_ACC} {result.logged_val_acc:.4f} is not compared)")
+        return
+    print(f"validation accuracy of the written file: {result.exported_val_acc:.4f} "
+          f"(logged {VAL_ACC} {result.logged_val_acc:.4f}; {result.note})")
+    if abs(result.exported_val_acc - result.logged_val_acc) > 0.01:
+        device = result.config.train.device if result.config is not None else "its own device"
+        print(f"  note: they differ by more than 1 point; the run trained on {device} "
+              "(bf16 autocast on CUDA scores slightly differently from float32 on the CPU)")

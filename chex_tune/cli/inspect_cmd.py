@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 import warnings
 
-import torch
-
-from chex_tune import ChannelExplorer
-from chex_tune.train.models import create_timm_model
 from chex_tune.units import format_count
 
 HELP = "show a timm model's channel groups, what stays dense and why, and MACs/params at a sparsity"
@@ -34,6 +30,11 @@ def positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: building the CLI's parser (chex-tune --version) imports no torch
+
+    from chex_tune import ChannelExplorer
+    from chex_tune.train.models import create_timm_model
+
     model = create_timm_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
     x = torch.randn(1, args.in_chans, args.size, args.size)
     with warnings.catch_warnings(record=True):

@@ -12,7 +12,7 @@ import pathlib
 import yaml
 
 from chex_tune.config import DATASETS, RunConfig
-from chex_tune.errors import UserError, load_yaml
+from chex_tune.core.errors import UserError, load_yaml
 from chex_tune.units import format_count
 
 HELP = "train one model with CHEX (or dense with --sparsity 0) and write the compact model and metrics.json"
@@ -86,18 +86,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(result: dict, out: pathlib.Path) -> None:
+    from chex_tune.train import metrics as m
+    from chex_tune.train.artifacts import COMPACT, METRICS, RUN_CONFIG
+
+    latency = result["latency"]
     rows = [
-        ("val accuracy", f"{result['val_acc']:.4f}"),
-        ("test accuracy", f"{result['test_acc']:.4f}"),
-        ("MACs", f"{format_count(result['macs'])} of {format_count(result['dense_macs'])} dense "
-                 f"({1 - result['macs_ratio']:.0%} fewer)"),
-        ("params", f"{format_count(result['params'])} of {format_count(result['dense_params'])} dense"),
-        ("latency", f"{result['latency_ms']:.3g} ms (IQR {result['latency']['iqr_ms']:.2g} ms; CPU, batch "
-                    f"{result['latency']['batch_size']}, {result['latency']['threads']} threads)"),
-        ("training", f"{result['epochs']} epochs, {result['train_seconds']:.0f} s on {result['device']}"),
+        ("val accuracy", f"{result[m.VAL_ACC]:.4f}"),
+        ("test accuracy", f"{result[m.TEST_ACC]:.4f}"),
+        ("MACs", f"{format_count(result[m.MACS])} of {format_count(result[m.DENSE_MACS])} dense "
+                 f"({1 - result[m.MACS_RATIO]:.0%} fewer)"),
+        ("params", f"{format_count(result[m.PARAMS])} of {format_count(result[m.DENSE_PARAMS])} dense"),
+        ("latency", f"{result[m.LATENCY_MS]:.3g} ms (IQR {latency['iqr_ms']:.2g} ms; CPU, batch "
+                    f"{latency['batch_size']}, {latency['threads']} threads)"),
+        ("training", f"{result['epochs']} epochs, {result[m.TRAIN_SECONDS]:.0f} s on {result['device']}"),
     ]
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"\n{out / 'compact.pt'} (chex_tune.load_compact), {out / 'metrics.json'}, {out / 'config.yaml'}")
+    print(f"\n{out / COMPACT} (chex_tune.load_compact), {out / METRICS}, {out / RUN_CONFIG}")

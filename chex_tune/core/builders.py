@@ -4,24 +4,25 @@ A compact model file holds a recipe (builder, name, keyword arguments, removed c
 For a model chex-tune does not know, the builder is the registered name ``"import"`` and the name is a
 reference ``"package.module:function"`` (any callable that returns the dense model, a class too), so
 
-    ChexReporter(model, x, builder="my_models:make_net", builder_kwargs={"width": 32}, ...)
+    ChannelExplorer(model, x, builder=make_net, builder_kwargs={"width": 32}, ...)   # or "my_models:make_net"
+    ChexReporter(model, x, config, builder="my_models:make_net", builder_kwargs={"width": 32}, ...)
 
 saves a ``compact.pt`` that ``chex_tune.load_compact`` rebuilds in any process where ``my_models`` is
-importable (an installed package, or a directory on ``PYTHONPATH``). Importing ``chex_tune``
-registers the builder. Keyword arguments must be plain data (they are stored with the weights and read
-back with ``torch.load(weights_only=True)``).
+importable (an installed package, or a directory on ``PYTHONPATH``); ``load_compact`` finds the
+``"import"`` builder by itself (``compact.BUILDER_REFERENCES``). Keyword arguments must be plain data
+(they are stored with the weights and read back with ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import nn
 
-from chex_tune.core.compact import BUILDERS, register_builder
+from chex_tune.core.compact import builder_names
 
 IMPORT_BUILDER = "import"
 PLAIN_TYPES = (str, int, float, bool, type(None))
@@ -104,11 +105,18 @@ def check_plain(value, where: str) -> None:
                          f"model loads without pickle; got {type(value).__name__} {value!r}")
 
 
-def check_rebuilds(model: nn.Module, reference: str, kwargs: dict) -> None:
-    """Build the model from its reference now and compare parameter shapes, so a wrong builder fails before training."""
+def check_rebuilds(model: nn.Module, reference: str, kwargs: dict, *,
+                   build: Callable[..., nn.Module] | None = None) -> None:
+    """Build the model from its reference now and compare parameter shapes, so a wrong builder fails before training.
+
+    ``build``: call this instead of importing ``reference`` (a function of a script run as ``__main__``: importing
+    the script by name would run it a second time, inside this call).
+    """
     check_plain(kwargs, "builder_kwargs")
     try:
-        rebuilt = build_from_reference(reference, **kwargs)
+        rebuilt = build_from_reference(reference, **kwargs) if build is None else build(**kwargs)
+        if not isinstance(rebuilt, nn.Module):
+            raise BuilderImportError(f"model builder {reference!r} returned {type(rebuilt).__name__}, not an nn.Module")
     except BuilderImportError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the user's builder is reported as such
@@ -123,5 +131,36 @@ def check_rebuilds(model: nn.Module, reference: str, kwargs: dict) -> None:
                          f"given ({len(differ)} tensors differ: {shown}); pass the arguments that rebuild it")
 
 
-if IMPORT_BUILDER not in BUILDERS:
-    register_builder(IMPORT_BUILDER, build_from_reference)
+def recipe_args(model: nn.Module, *, builder=None, builder_kwargs: Mapping | None = None,
+                model_name: str | None = None, model_kwargs: Mapping | None = None) -> dict:
+    """How ``load_compact`` rebuilds ``model``: ``make_recipe``'s builder, model_name and model_kwargs.
+
+    ``builder`` is a function or ``"package.module:function"`` with ``builder_kwargs`` (checked now by
+    building the model once), or, as saved recipes spell it, a registered builder name (``"timm"``,
+    ``"import"``, ...) with ``model_name``/``model_kwargs``; timm models need neither.
+    """
+    if builder is not None and (not isinstance(builder, str) or ":" in builder):
+        given = "model_name" if model_name is not None else "model_kwargs" if model_kwargs is not None else None
+        if given:
+            raise ValueError(f"builder {builder!r} is a function or 'package.module:function': pass its arguments "
+                             f"as builder_kwargs=, not {given}= (model_name/model_kwargs go with a timm model "
+                             "name or a registered builder name)")
+        reference, kwargs = builder_reference(builder), dict(builder_kwargs or {})
+        in_main = callable(builder) and getattr(builder, "__module__", None) == "__main__"
+        check_rebuilds(model, reference, kwargs, build=builder if in_main else None)
+        return {"builder": IMPORT_BUILDER, "model_name": reference, "model_kwargs": kwargs}
+    if builder_kwargs:
+        raise ValueError(f"builder_kwargs= needs builder= as a function or 'package.module:function' that builds "
+                         f"the model, got builder={builder!r}")
+    if builder is not None and builder not in builder_names():
+        raise ValueError(f"unknown builder {builder!r}: pass a function or 'package.module:function' that builds "
+                         f"the model (with builder_kwargs=), or a registered builder name {builder_names()} "
+                         "with model_name=")
+    is_timm = bool((getattr(model, "pretrained_cfg", None) or {}).get("architecture"))
+    if builder is not None and model_name is None and (builder == IMPORT_BUILDER or not is_timm):
+        raise ValueError(f"builder {builder!r} needs model_name= (for 'import': the 'package.module:function' "
+                         f"reference); or pass builder= as a function or 'package.module:function' that builds "
+                         f"this {type(model).__name__}, with builder_kwargs=")
+    if builder == IMPORT_BUILDER:
+        builder_reference(model_name)  # the reference's form, checked now rather than at load time
+    return {"builder": builder, "model_name": model_name, "model_kwargs": model_kwargs}

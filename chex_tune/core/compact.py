@@ -13,6 +13,7 @@ compaction fails or changes the output are found by bisection and left unpruned.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import warnings
 from collections.abc import Callable
@@ -21,19 +22,42 @@ import torch
 from torch import nn
 
 from chex_tune.core._atomic import atomic_torch_save
+from chex_tune.core.errors import UserError, torch_load
 from chex_tune.core.groups import ChannelGroup, build_dependency_graph
 from chex_tune.core.masks import MaskState
-from chex_tune.errors import UserError, torch_load
 
 FORMAT = "chex_tune.compact/1"
 RECIPE_KEYS = ("builder", "model_name", "model_kwargs", "input_shape", "removed")
 # Builders turn (name, kwargs) back into the dense model at load time. Plain functions by name, so a
-# saved file never stores code. Other packages (and chex_tune.train) register their own.
+# saved file never stores code. Other packages register their own with ``register_builder``.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# The package's own builders that live in other modules, found by reference when a recipe first names
+# them: ``load_compact`` works without the caller importing those modules first (and importing chex_tune
+# stays cheap). The names are part of the file format: saved recipes hold them.
+BUILDER_REFERENCES = {
+    "import": "chex_tune.core.builders:build_from_reference",  # users' own "package.module:function"
+    "timm-small-stem": "chex_tune.train.models:build_small_stem",  # timm with the small-input stem
+}
 
 
 def register_builder(name: str, build: Callable[..., nn.Module]) -> None:
     BUILDERS[name] = build
+
+
+def builder_names() -> list[str]:
+    """Every builder name a recipe may hold: registered ones and the package's own."""
+    return sorted(BUILDERS.keys() | BUILDER_REFERENCES.keys())
+
+
+def get_builder(name: str, *, source: str = "the recipe") -> Callable[..., nn.Module]:
+    """The builder registered as ``name``, importing the package's own on first use."""
+    if name not in BUILDERS and name in BUILDER_REFERENCES:
+        module, _, attribute = BUILDER_REFERENCES[name].partition(":")
+        register_builder(name, getattr(importlib.import_module(module), attribute))
+    if name not in BUILDERS:
+        raise ValueError(f"{source} needs model builder {name!r}; known builders: {builder_names()} "
+                         f"(import the package that registers it first)")
+    return BUILDERS[name]
 
 
 def _build_timm(model_name: str, **kwargs) -> nn.Module:
@@ -170,13 +194,20 @@ def save_compact(small: nn.Module, path: str | os.PathLike) -> None:
     """Write a model returned by ``ChannelExplorer.compact()`` (recipe + weights, no pickle)."""
     recipe = getattr(small, "chex_recipe", None)
     if recipe is None:
-        raise ValueError("save_compact needs a model returned by ChannelExplorer.compact() "
-                         "(it carries the recipe that rebuilds its structure)")
+        raise ValueError(f"save_compact needs a model returned by ChannelExplorer.compact() that knows how to "
+                         f"rebuild its dense model; this {type(small).__name__} carries no recipe. For a model not "
+                         "from timm, give ChannelExplorer builder= (a function or 'package.module:function' that "
+                         "builds the dense model) and builder_kwargs= (its keyword arguments)")
     atomic_torch_save({"format": FORMAT, **recipe, "state_dict": small.state_dict()}, path)
 
 
 def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
     """Rebuild a compact model saved by ``save_compact``; loads with ``weights_only=True``."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:  # torch's own error names neither the path's meaning nor what to give
+        raise FileNotFoundError(f"no chex-tune compact model at {os.fspath(path)!r}: give the path of a file written "
+                                "by chex_tune.save_compact (a run's compact.pt)") from None
     payload = torch_load(path, "chex-tune compact model", map_location=map_location,
                          hint=" (chex_tune.save_compact writes them)")
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -197,11 +228,8 @@ def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
 
 def rebuild_compact(recipe: dict, *, source="the recipe") -> nn.Module:
     """The compact structure a recipe describes (freshly initialised weights), carrying the recipe."""
-    builder = recipe["builder"]
-    if builder not in BUILDERS:
-        raise ValueError(f"{source} needs model builder {builder!r}; known builders: {sorted(BUILDERS)} "
-                         f"(import the package that registers it first)")
-    dense = BUILDERS[builder](recipe["model_name"], **recipe["model_kwargs"])
+    build = get_builder(recipe["builder"], source=str(source))
+    dense = build(recipe["model_name"], **recipe["model_kwargs"])
     small = prune_copy(dense.eval(), recipe["removed"], torch.zeros(recipe["input_shape"]))
     small.chex_recipe = {k: recipe[k] for k in RECIPE_KEYS}
     return small

@@ -15,18 +15,19 @@ every optimizer step through a hook). See chex-method.md for the algorithm and o
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from chex_tune.config import ChexConfig
 from chex_tune.core.allocation import AllocationProblem, allocate
+from chex_tune.core.builders import recipe_args
 from chex_tune.core.compact import find_inexact_groups, make_recipe, prune_copy, removed_channels
+from chex_tune.core.config import ChexConfig
 from chex_tune.core.flops import SubmodelCost
 from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
 from chex_tune.core.masks import MaskState
+from chex_tune.core.model_checks import check_forward, first_input, warn
 from chex_tune.core.regrow import get_sampler
 from chex_tune.core.schedule import ExploreSchedule
 from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
@@ -55,14 +56,21 @@ class ChannelExplorer:
         their optimizer state reset.
       verify: check on a copy that masking each group equals removing it; groups that fail stay
         unpruned with one warning.
-      model_name, model_kwargs, builder: how ``load_compact`` rebuilds the dense model (timm models
-        are recognised without them).
+      graph_timeout_s: limit on building the channel dependency graph; past it the model stays dense
+        with a warning.
+      builder, builder_kwargs: how ``load_compact`` rebuilds the dense model of a model not from timm: a
+        function or ``"package.module:function"`` that returns it, and its keyword arguments (plain
+        data), checked here by building it once. timm models are recognised without them.
+      model_name, model_kwargs: the spelling saved recipes use (``builder`` is then a registered builder
+        name such as "timm" or "import"; for timm, ``model_name`` alone), kept for existing callers.
+    The model's forward must return one tensor (the logits) for ``example_inputs``, a batch.
     """
 
     def __init__(self, model: nn.Module, example_inputs, *, total: int, config: ChexConfig | None = None,
                  ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None, verify: bool = True,
-                 graph_timeout_s: float | None = 120.0, model_name: str | None = None,
-                 model_kwargs: dict | None = None, builder: str | None = None, **settings):
+                 graph_timeout_s: float | None = 120.0, builder: str | Callable[..., nn.Module] | None = None,
+                 builder_kwargs: Mapping | None = None, model_name: str | None = None,
+                 model_kwargs: Mapping | None = None, **settings):
         config = ChexConfig.from_dict({**(config or ChexConfig()).to_dict(), **settings})
         self.config = config
         period, unit, seed = config.period, config.unit, config.seed
@@ -74,7 +82,8 @@ class ChannelExplorer:
         self.optimizer = optimizer
         self.generator = torch.Generator().manual_seed(seed)
         self.t = 0
-        self._recipe_args = dict(builder=builder, model_name=model_name, model_kwargs=model_kwargs)
+        self._recipe_args = recipe_args(model, builder=builder, builder_kwargs=builder_kwargs,
+                                        model_name=model_name, model_kwargs=model_kwargs)
 
         self.groups = self._discover(model, example_inputs, ignore, verify, graph_timeout_s, seed)
         self.state = MaskState(model, self.groups)
@@ -82,9 +91,8 @@ class ChannelExplorer:
         self.problem = self._allocation_problem(config.min_width, config.width_multiple)
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         if unit == "epoch" and optimizer is None:
-            warnings.warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so "
-                          "masked weights drift within an epoch; pass optimizer= to re-apply them after every "
-                          "optimizer step", stacklevel=2)
+            warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so masked "
+                  "weights drift within an epoch; pass optimizer= to re-apply them after every optimizer step")
         self._initial_prune()
 
     @classmethod
@@ -96,11 +104,11 @@ class ChannelExplorer:
     # ------------------------------------------------------------------------------ construction
     @staticmethod
     def _discover(model, example_inputs, ignore, verify, timeout_s, seed) -> list[ChannelGroup]:
-        _check_forward(model, example_inputs)
+        check_forward(model, example_inputs)
         try:
             report = find_groups(model, example_inputs, ignore=ignore, timeout_s=timeout_s)
         except GraphBuildError as exc:
-            warnings.warn(f"{type(model).__name__} stays dense: {exc}", stacklevel=3)
+            warn(f"{type(model).__name__} stays dense: {exc}")
             return []
         groups = report.groups
         if verify:
@@ -108,12 +116,11 @@ class ChannelExplorer:
                 next(g for g in groups if g.name == name).skip_reason = reason
         skipped = {g.name: g.skip_reason for g in groups if not g.prunable}
         if not any(g.prunable for g in groups) and not skipped:
-            warnings.warn(f"{type(model).__name__} stays dense: the dependency graph found no channel group "
-                          "outside the classifier", stacklevel=3)
+            warn(f"{type(model).__name__} stays dense: the dependency graph found no channel group outside the "
+                  "classifier")
         elif skipped:
             listing = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
-            warnings.warn(f"{len(skipped)} of {len(groups)} channel groups stay unpruned ({listing})",
-                          stacklevel=3)
+            warn(f"{len(skipped)} of {len(groups)} channel groups stay unpruned ({listing})")
         return groups
 
     def _allocation_problem(self, min_width: float, width_multiple: int) -> AllocationProblem:
@@ -281,7 +288,7 @@ class ChannelExplorer:
         self.apply_masks()
         removed = removed_channels(self.state.groups, self.state.masks)
         small = prune_copy(self.model, removed, self.example_inputs)
-        recipe = make_recipe(self.model, removed, tuple(_first(self.example_inputs).shape), **self._recipe_args)
+        recipe = make_recipe(self.model, removed, tuple(first_input(self.example_inputs).shape), **self._recipe_args)
         if recipe is not None:
             small.chex_recipe = recipe
         return small
@@ -319,37 +326,3 @@ def _agree_across_ranks(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     flat = torch.cat(masks).to(device=backend_device, dtype=torch.uint8)
     dist.broadcast(flat, src=0)
     return [part.bool().cpu() for part in flat.split([m.numel() for m in masks])]
-
-
-def _first(example_inputs):
-    return example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
-
-
-@torch.no_grad()
-def _check_forward(model: nn.Module, example_inputs) -> None:
-    """Run the model once; if it fails, say which module failed (the usual untraceable case)."""
-    stack: list[str] = []
-    names = {m: n for n, m in model.named_modules()}
-
-    def enter(module, _inputs):
-        stack.append(names[module])
-
-    def leave(*_):  # returns None: a hook's return value would replace the output
-        stack.pop()
-
-    handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
-    handles += [m.register_forward_hook(leave) for m in model.modules()]
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    was_training = model.training
-    model.eval()
-    try:
-        model(*inputs)
-    except Exception as exc:
-        where = stack[-1] if stack else "<model>"
-        layer = model.get_submodule(where) if stack and where else model
-        raise ValueError(f"the model cannot run on the example inputs: it fails in {where or '<model>'} "
-                         f"({type(layer).__name__}): {type(exc).__name__}: {exc}") from exc
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()

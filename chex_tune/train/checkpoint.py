@@ -12,7 +12,7 @@ import os
 import torch
 
 from chex_tune.core._atomic import atomic_torch_save
-from chex_tune.errors import torch_load
+from chex_tune.core.errors import torch_load
 
 FILENAME = "checkpoint.pt"
 

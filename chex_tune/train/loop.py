@@ -16,7 +16,6 @@ and MLflow use. ``resume=True`` continues from the last checkpoint bit-identical
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import pathlib
@@ -26,22 +25,35 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from chex_tune.config import RunConfig
-from chex_tune.core._atomic import atomic_write_text
-from chex_tune.core.compact import make_recipe, rebuild_compact, save_compact
+from chex_tune.core.compact import make_recipe, rebuild_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
+from chex_tune.train.artifacts import HISTORY, write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
+from chex_tune.train.metrics import (
+    EPOCH,
+    EPOCH_SECONDS,
+    LATENCY_MS,
+    LR,
+    MACS,
+    SPARSITY,
+    TEST_ACC,
+    TRAIN_LOSS,
+    TRAIN_SECONDS,
+    VAL_ACC,
+    VAL_ACC_MASKED,
+    cost_metrics,
+    final_costs,
+)
 from chex_tune.train.models import create_model, model_recipe, resolve_stem
 from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
-EPOCH_METRICS = ("epoch", "train_loss", "val_acc", "lr", "epoch_seconds", "macs", "params", "sparsity")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -170,13 +182,11 @@ class Trainer:
         budget in MACs (``macs_budget``: what the final model will cost, known from the first epoch while
         the masked model's MACs still move with regrowth; early stopping ranks trials on it)."""
         macs_budget = self.config.chex.macs_budget(self.dense_macs)
-        budget = {"macs_budget": macs_budget} if macs_budget is not None else {}
         if self.explorer is not None:
-            return {"macs": self.explorer.macs(), "params": self.explorer.params(),
-                    "sparsity": self.explorer.sparsity(), **budget}
-        macs = count_macs(self.model, self.example[:1])
-        return {"macs": macs, "params": count_params(self.model),
-                "sparsity": self.frozen_sparsity, **budget}
+            return cost_metrics(macs=self.explorer.macs(), params=self.explorer.params(),
+                                sparsity=self.explorer.sparsity(), macs_budget=macs_budget)
+        return cost_metrics(macs=count_macs(self.model, self.example[:1]), params=count_params(self.model),
+                            sparsity=self.frozen_sparsity, macs_budget=macs_budget)
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_path(self) -> pathlib.Path:
@@ -255,8 +265,8 @@ class Trainer:
         epoch_seconds = time.perf_counter() - start
         self.train_seconds += epoch_seconds
         self.epoch += 1
-        return {"epoch": self.epoch, "train_loss": train_loss, "val_acc": self.evaluate("val"), "lr": lr,
-                "epoch_seconds": epoch_seconds, **self.cost()}
+        return {EPOCH: self.epoch, TRAIN_LOSS: train_loss, VAL_ACC: self.evaluate("val"), LR: lr,
+                EPOCH_SECONDS: epoch_seconds, **self.cost()}
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -285,7 +295,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ finish
     def finish(self) -> dict:
         """Compact (if not done yet), evaluate once on val and test, measure, write the run's files."""
-        val_masked = self.history[-1]["val_acc"]
+        val_masked = self.history[-1][VAL_ACC]
         if self.explorer is not None:
             self.widths = self.explorer.groups_summary
             small = self.explorer.compact()
@@ -299,39 +309,31 @@ class Trainer:
         latency = measure_latency(cpu_copy, tuple(self.example.shape[1:]),
                                   batch_size=self.settings.latency_batch_size)
         result = {
-            "val_acc": evaluate(small, self.data, "val", amp=self.amp),
-            "val_acc_masked": val_masked,
-            "test_acc": evaluate(small, self.data, "test", amp=self.amp),
-            "macs": count_macs(small, self.example[:1]), "dense_macs": self.dense_macs,
-            "params": count_params(small), "dense_params": self.dense_params,
-            "latency_ms": latency["latency_ms"], "latency": latency,
-            "epochs": self.settings.epochs, "train_seconds": self.train_seconds,
+            VAL_ACC: evaluate(small, self.data, "val", amp=self.amp), VAL_ACC_MASKED: val_masked,
+            TEST_ACC: evaluate(small, self.data, "test", amp=self.amp),
+            **final_costs(small, self.example[:1], dense_macs=self.dense_macs, dense_params=self.dense_params),
+            LATENCY_MS: latency["latency_ms"], "latency": latency,
+            "epochs": self.settings.epochs, TRAIN_SECONDS: self.train_seconds,
             "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
             "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
-            "history": self.history,
         }
-        result["macs_ratio"] = result["macs"] / result["dense_macs"]
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_compact(small, self.out / "compact.pt")
-        atomic_write_text(json.dumps(self.widths, indent=1), self.out / "widths.json")
-        resolved = {**self.config.to_dict(), "stem": self.stem}
-        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), self.out / "config.yaml")
-        atomic_write_text(json.dumps(result, indent=1), self.out / "metrics.json")
+        write_trial(self.out, small, widths=self.widths, metrics=result, history=self.history,
+                    chex=self.config.chex.to_dict(), run_config={**self.config.to_dict(), "stem": self.stem})
         self.small = small
-        return result
+        return {**result, HISTORY: self.history}
 
 
 def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,
           log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
-    """Train one run; returns (and writes to ``out_dir/metrics.json``) its final metrics."""
+    """Train one run; returns (and writes to ``out_dir/metrics.json``) its final metrics and per-epoch history."""
     return Trainer(config, out_dir, callback=callback, log=log, progress=progress).run(resume=resume)
 
 
 def _epoch_line(metrics: dict, epochs: int) -> str:
     m = metrics
-    return (f"epoch {m['epoch']}/{epochs}: train_loss {m['train_loss']:.4f} val_acc {m['val_acc']:.4f} "
-            f"lr {m['lr']:.4f} sparsity {m['sparsity']:.3f} MACs {format_count(m['macs'])} "
-            f"({m['epoch_seconds']:.1f} s)")
+    return (f"epoch {m[EPOCH]}/{epochs}: {TRAIN_LOSS} {m[TRAIN_LOSS]:.4f} {VAL_ACC} {m[VAL_ACC]:.4f} "
+            f"{LR} {m[LR]:.4f} {SPARSITY} {m[SPARSITY]:.3f} MACs {format_count(m[MACS])} "
+            f"({m[EPOCH_SECONDS]:.1f} s)")
 
 
 def _progress_bar(total: int, description: str, enabled: bool):

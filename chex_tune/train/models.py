@@ -5,8 +5,9 @@ Fashion-MNIST image leaves the stem at 7 px and the network has little left to w
 "small" stem is the usual CIFAR adaptation: the first conv becomes a stride-1 3x3 conv and stem
 max-pools go, so the first stage sees the full image (at ~14x the MACs of the timm stem on ResNets).
 
-Compact models built on the small stem are rebuilt by ``load_compact`` through the builder
-registered here under ``SMALL_STEM_BUILDER``.
+Compact models built on the small stem are rebuilt by ``load_compact`` with ``build_small_stem``, the
+builder their recipes name ``SMALL_STEM_BUILDER`` (``chex_tune.core.compact.BUILDER_REFERENCES`` finds it
+by reference, so no caller has to import this module first).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import difflib
 
 from torch import nn
 
-from chex_tune.core.compact import register_builder
-
-SMALL_STEM_BUILDER = "timm-small-stem"
+SMALL_STEM_BUILDER = "timm-small-stem"  # the name saved recipes hold (core.compact.BUILDER_REFERENCES)
 SMALL_INPUT_MAX_PX = 64  # stem "auto" picks the small stem up to this input size
 
 
@@ -81,8 +80,6 @@ def use_small_stem(model: nn.Module) -> nn.Module:
     return model
 
 
-def _build_small_stem(model_name: str, **kwargs) -> nn.Module:
+def build_small_stem(model_name: str, **kwargs) -> nn.Module:
+    """The ``SMALL_STEM_BUILDER`` builder: what ``load_compact`` calls for a recipe that names it."""
     return create_model(model_name, stem="small", **kwargs)
-
-
-register_builder(SMALL_STEM_BUILDER, _build_small_stem)

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from chex_tune.errors import UserError
+from chex_tune.core.errors import UserError
 
 TIMEOUT_S = 5.0
 

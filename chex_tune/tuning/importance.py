@@ -9,7 +9,6 @@ trials take no part. On a handful of trials the figures are rough; they firm up 
 from __future__ import annotations
 
 import logging
-import pathlib
 import time
 import warnings
 
@@ -18,13 +17,13 @@ logger = logging.getLogger(__name__)
 MIN_TRIALS = 3  # fewer finished trials say nothing about importance
 
 
-def searched_importance(optuna_db: pathlib.Path, study_name: str, objectives) -> dict[str, dict[str, float]] | None:
+def searched_importance(storage: str, study_name: str, objectives) -> dict[str, dict[str, float]] | None:
     """{objective: {parameter: importance}} of the study ``study_name``; None with too few finished trials or
     nothing searched (the reason is logged, never raised: importance is a report, not the sweep's result)."""
     import optuna
 
     try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_db}")
+        study = optuna.load_study(study_name=study_name, storage=storage)
         finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         searched = {name for trial in finished for name in trial.distributions}
         if len(finished) < MIN_TRIALS or not searched:

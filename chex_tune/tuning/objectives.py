@@ -1,11 +1,10 @@
-"""Objectives: a metric name and a direction, ``"val_acc:max"`` or a user's own ``"val_map:max"``.
+"""Objectives: a metric and a direction, ``"val_acc:max"`` or a user's own ``"val_map:max"``.
 
 Any metric a trial reports can be an objective, and a sweep has any number of them. The metrics
-chex-tune itself reports have one sensible direction each (``KNOWN_MODES``): the other direction is a
-typo that would silently invert a sweep, so it is rejected. ``test_acc`` is never an objective (the
-test set is for the final report only).
-
-The cost metrics (``COST_METRICS``) are what a front is ordered by and plotted against.
+chex-tune itself reports have one sensible direction each (``chex_tune.train.metrics``): the other
+direction is a typo that would silently invert a sweep, so it is rejected. ``test_acc`` is never an
+objective (the test set is for the final report only). Naming a metric of your own in the objectives
+registers it, so tables and plots show it too.
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from chex_tune.units import format_count
+from chex_tune.train.metrics import MACS, TEST_ACC, VAL_ACC, Metric, metric
 
-KNOWN_MODES = {"val_acc": "max", "macs": "min", "params": "min", "latency_ms": "min", "sparsity": "max",
-               "macs_ratio": "min"}
-COST_METRICS = ("macs", "params", "latency_ms", "macs_ratio")
-DEFAULT_OBJECTIVES = ("val_acc:max", "macs:min")
+DEFAULT_OBJECTIVES = (f"{VAL_ACC}:max", f"{MACS}:min")
 _NAME = re.compile(r"[A-Za-z_][\w./-]*")  # what MLflow, Ray and Optuna all accept as a metric name
 
 
@@ -29,18 +25,22 @@ class Objective:
     mode: str  # "max" or "min"
 
     def __post_init__(self) -> None:
-        if self.name == "test_acc":
-            raise ValueError("test_acc cannot be an objective: the test set is evaluated once at the end of each "
+        if self.name == TEST_ACC:
+            raise ValueError(f"{TEST_ACC} cannot be an objective: the test set is evaluated once at the end of each "
                              "trial and never used for selection (selecting on it would overfit the test set); "
-                             "use val_acc")
+                             f"use {VAL_ACC}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ValueError(f"objective metric {self.name!r} is not a metric name (letters, digits, '_', '.', "
                              "'/', '-'; starting with a letter or '_')")
         if self.mode not in ("max", "min"):
             raise ValueError(f"objective {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
-        known = KNOWN_MODES.get(self.name)
+        known = self.metric.mode
         if known is not None and self.mode != known:
             raise ValueError(f"objective {self.name}:{self.mode} points the wrong way; use {self.name}:{known}")
+
+    @property
+    def metric(self) -> Metric:
+        return metric(self.name)
 
     @property
     def direction(self) -> str:
@@ -72,23 +72,12 @@ def parse_objectives(spec, *, allowed: Iterable[str] | None = None) -> tuple[Obj
         raise ValueError(f"objectives must be a list like [val_acc:max, macs:min] or a string "
                          f"'val_acc:max,macs:min', got {spec!r}")
     allowed = tuple(allowed) if allowed is not None else None
-    objectives = []
-    for item in items:
-        if isinstance(item, Objective):
-            objective = item
-        elif isinstance(item, str):
-            name, sep, mode = (part.strip() for part in item.strip().partition(":"))
-            if not sep:
-                hint = f"{name}:{KNOWN_MODES[name]}" if name in KNOWN_MODES else f"{name}:max or {name}:min"
-                raise ValueError(f"objective {name!r} needs a mode: write {hint}")
-            objective = Objective(name, mode)
-        else:
-            raise ValueError(f"objective {item!r} must be a string like 'val_acc:max'")
+    objectives = [_objective(item) for item in items]
+    for objective in objectives:
         if allowed is not None and objective.name not in allowed:
             raise ValueError(f"unknown objective metric {objective.name!r}; choose from: {', '.join(allowed)}")
-        objectives.append(objective)
     if not objectives:
-        raise ValueError("at least one objective is needed, e.g. val_acc:max")
+        raise ValueError(f"at least one objective is needed, e.g. {DEFAULT_OBJECTIVES[0]}")
     names = [objective.name for objective in objectives]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -96,10 +85,28 @@ def parse_objectives(spec, *, allowed: Iterable[str] | None = None) -> tuple[Obj
     return tuple(objectives)
 
 
+def _objective(item) -> Objective:
+    if isinstance(item, Objective):
+        return item
+    if not isinstance(item, str):
+        raise ValueError(f"objective {item!r} must be a string like '{DEFAULT_OBJECTIVES[0]}'")
+    name, sep, mode = (part.strip() for part in item.strip().partition(":"))
+    if not sep:
+        known = metric(name).mode if _NAME.fullmatch(name) else None
+        hint = f"{name}:{known}" if known else f"{name}:max or {name}:min"
+        raise ValueError(f"objective {name!r} needs a mode: write {hint}")
+    return Objective(name, mode)
+
+
+def objectives_text(objectives) -> str:
+    """The form a sweep records and a user types: ``val_acc:max,macs:min``."""
+    return ",".join(map(str, parse_objectives(objectives)))
+
+
 def cost_objective(objectives) -> Objective | None:
     """What a front is ordered by: the first cost metric (MACs, params, latency), else the first minimised one."""
     objectives = tuple(objectives)
-    return next((o for o in objectives if o.name in COST_METRICS), None) or next(
+    return next((o for o in objectives if o.metric.cost), None) or next(
         (o for o in objectives if o.mode == "min"), None)
 
 
@@ -110,13 +117,18 @@ def quality_objective(objectives) -> Objective:
     return next((o for o in objectives if o != cost), objectives[0])
 
 
-def format_metric(metric: str, value) -> str:
-    """A trial metric as people read it: MACs and params as counts (33.4M, 740K), latency in ms, the rest to 4
+def format_metric(name: str, value) -> str:
+    """A metric's value as people read it inline: MACs and params as counts (33.4M), latency in ms, the rest to 4
     digits."""
-    if value is None:
-        return "-"
-    if metric in ("macs", "params"):
-        return format_count(value)
-    if metric == "latency_ms":
-        return f"{value:.3g} ms"
-    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return metric(name).text(value)
+
+
+def missing_objectives(report, objectives) -> list[str]:
+    """The objectives a report lacks as numbers (NaN counts as missing): the one completeness check every part of
+    a sweep uses (the searcher guard, the MLflow writer, progress lines, a result's values)."""
+    names = [o if isinstance(o, str) else o.name for o in objectives]
+    return [name for name in names if not _is_value(report.get(name))]
+
+
+def _is_value(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # NaN != NaN

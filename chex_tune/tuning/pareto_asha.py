@@ -26,9 +26,10 @@ from collections.abc import Mapping
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from chex_tune.tuning.objectives import parse_objectives
+from chex_tune.train.metrics import EPOCH, MACS, MACS_BUDGET
+from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 from chex_tune.tuning.pareto import preference_keys
-from chex_tune.tuning.reporter import FINAL_KEY
+from chex_tune.tuning.protocol import FINAL_KEY
 
 # Chosen on the curve bank (benchmarks/early_stop.md): a CHEX trial's accuracy after one epoch does not rank
 # like its final one (Kendall tau 0.06; 0.09 after two), and grace 2 kept the most hypervolume of the rules
@@ -37,7 +38,7 @@ DEFAULT_GRACE = 2
 DEFAULT_ETA = 3
 # At a rung, a trial's MACs are read from its budget when it reports one: what its compact model will cost
 # (Kendall tau 1.0 with the final MACs, against 0.61 for the masked model's MACs after one epoch).
-CHEX_RUNG_METRICS = {"macs": "macs_budget"}
+CHEX_RUNG_METRICS = {MACS: MACS_BUDGET}
 
 
 def check_rule(grace, eta, *, prefix: str = "") -> None:
@@ -59,8 +60,8 @@ class ParetoAsha(FIFOScheduler):
     while the masked model's MACs still move with regrowth; see benchmarks/early_stop.md).
     """
 
-    def __init__(self, objectives="val_acc:max,macs:min", *, grace: int = DEFAULT_GRACE, eta: int = DEFAULT_ETA,
-                 max_t: int | None = None, time_attr: str = "epoch", rung_metrics: Mapping[str, str] | None = None):
+    def __init__(self, objectives=DEFAULT_OBJECTIVES, *, grace: int = DEFAULT_GRACE, eta: int = DEFAULT_ETA,
+                 max_t: int | None = None, time_attr: str = EPOCH, rung_metrics: Mapping[str, str] | None = None):
         super().__init__()
         self.objectives = parse_objectives(objectives)
         check_rule(grace, eta)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from chex_tune.train.metrics import MACS, VAL_ACC, metric
+
 
 def plot_widths(widths: list[dict], path: str | os.PathLike, *, title: str = "") -> None:
     """Kept channels against original channels for every group, in network order."""
@@ -31,12 +33,6 @@ def _figure(size):
     return fig, fig.subplots()
 
 
-# Metric -> (axis label with its unit, factor from the logged value to that unit).
-AXES = {"macs": ("MACs (millions)", 1e-6), "params": ("parameters (millions)", 1e-6),
-        "latency_ms": ("CPU latency (ms)", 1.0), "val_acc": ("validation accuracy (%)", 100.0),
-        "test_acc": ("test accuracy (%)", 100.0)}
-
-
 def is_dense_baseline(params: dict) -> bool:
     """A run that pruned nothing: sparsity 0 and no MACs budget (MLflow keeps every setting as text)."""
     try:
@@ -46,22 +42,21 @@ def is_dense_baseline(params: dict) -> bool:
     return sparsity == 0.0 and params.get("macs_target") in (None, "", "None")
 
 
-def plot_pareto(rows: list[dict], path: str | os.PathLike, *, x: str = "macs", y: str = "val_acc",
-                title: str = "") -> None:
+def plot_pareto(rows: list, path: str | os.PathLike, *, x: str = MACS, y: str = VAL_ACC, title: str = "") -> None:
     """Every finished trial as a dot, the front (rank 0) highlighted and joined as a staircase.
 
-    ``rows`` are ``runs.trial_rows`` rows. The staircase steps right then up (cost minimised, accuracy
+    ``rows`` are ``TrialRow``s. The staircase steps right then up (cost minimised, accuracy
     maximised): everything below and to the right of it is dominated. Dense baselines get a star.
     """
-    (x_label, x_scale), (y_label, y_scale) = AXES.get(x, (x, 1.0)), AXES.get(y, (y, 1.0))
-    shown = [r for r in rows if r["status"] == "FINISHED" and x in r["metrics"] and y in r["metrics"]]
+    (x_label, x_scale), (y_label, y_scale) = ((metric(n).axis, metric(n).axis_scale) for n in (x, y))
+    shown = [r for r in rows if r.finished and x in r.metrics and y in r.metrics]
 
     def coords(subset):
-        return ([r["metrics"][x] * x_scale for r in subset], [r["metrics"][y] * y_scale for r in subset])
+        return ([r.metrics[x] * x_scale for r in subset], [r.metrics[y] * y_scale for r in subset])
 
-    front = sorted((r for r in shown if r["rank"] == 0), key=lambda r: r["metrics"][x])
-    others = [r for r in shown if r["rank"] != 0]
-    dense = [r for r in shown if is_dense_baseline(r["params"])]
+    front = sorted((r for r in shown if r.rank == 0), key=lambda r: r.metrics[x])
+    others = [r for r in shown if r.rank != 0]
+    dense = [r for r in shown if is_dense_baseline(r.params)]
     fig, ax = _figure((6.4, 4.4))
     ax.scatter(*coords(others), s=22, color="#9aa5b1", label=f"other trials ({len(others)})", zorder=2)
     if front:

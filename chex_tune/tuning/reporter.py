@@ -16,7 +16,8 @@ the trial's files as its checkpoint), to the Optuna trial given as ``trial=`` (t
 the files' directory as user attributes; with ``monitor=`` a single-objective study can stop the
 trial early), or nowhere. The files: ``compact.pt`` (``chex_tune.load_compact``; rebuilt from the
 builder reference, never unpickled), ``widths.json``, ``metrics.json`` (final metrics and per-epoch
-history) and ``chex.yaml`` (the CHEX settings and the builder).
+history) and ``chex.yaml`` (the CHEX settings and the builder), written by ``chex_tune.train.artifacts`` as the
+built-in loop writes its own.
 
 The model trains masked to the end (masked channels are zero after every optimizer step, so it
 computes exactly what the compact model computes); ``finish`` builds the physically smaller copy.
@@ -25,9 +26,7 @@ computes exactly what the compact model computes); ``finish`` builds the physica
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import pathlib
 import socket
 import sys
@@ -37,26 +36,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 from torch import nn
 
 from chex_tune.config import ChexConfig
-from chex_tune.core._atomic import atomic_write_text
-from chex_tune.core.builders import IMPORT_BUILDER, builder_reference, check_rebuilds
-from chex_tune.core.compact import make_recipe, save_compact
+from chex_tune.core.builders import recipe_args
+from chex_tune.core.compact import make_recipe
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
-from chex_tune.tuning.chex_space import chex_values, resolve_chex_settings, searched_names
-from chex_tune.tuning.objectives import parse_objectives
+from chex_tune.train.artifacts import COMPACT, write_trial
+from chex_tune.train.metrics import DENSE_MACS, EPOCH, MACS, SPARSITY, cost_metrics, final_costs
+from chex_tune.tuning.objectives import missing_objectives, parse_objectives
+from chex_tune.tuning.protocol import FINAL_KEY, OPTUNA_ATTR, PARAMS_KEY, searched_names, settings_in
+from chex_tune.tuning.settings import REGROW_FRACTION, resolve_chex_settings
 from chex_tune.units import format_count
 
 logger = logging.getLogger(__name__)
-
-FINAL_KEY = "chex_final"  # True in a trial's last report, the one that carries its files
-PARAMS_KEY = "chex_params"  # text settings a final report adds to the trial's MLflow params
-SETTINGS_FILE = "chex.yaml"
-ARTIFACT_FILES = ("compact.pt", "widths.json", "metrics.json", SETTINGS_FILE)
-OPTUNA_ATTR = "chex"  # user attribute of an Optuna trial: {"metrics", "artifacts", "temporary", ...}
 
 
 @dataclass
@@ -72,7 +66,7 @@ class ChexResult:
     def values(self, objectives) -> tuple[float, ...]:
         """The objectives' values in order (what an Optuna objective returns); a missing one is an error naming it."""
         objectives = parse_objectives(objectives)
-        missing = [o.name for o in objectives if o.name not in self.metrics]
+        missing = missing_objectives(self.metrics, objectives)
         if missing:
             raise ValueError(f"objective(s) {missing} were never reported; reported metrics: "
                              f"{', '.join(sorted(self.metrics))}")
@@ -137,7 +131,7 @@ class ChexReporter:
             raise ValueError(f"total must be a positive integer (optimizer steps, or epochs with unit='epoch'), "
                              f"got {total!r}")
         self.settings = resolve_chex_settings(config if config is not None else ChexConfig())
-        self.values = chex_values(config) if config is not None else {}
+        self.values = settings_in(config) if isinstance(config, Mapping) else {}
         self.searched = searched_names(config) if isinstance(config, Mapping) else []
         self.model = model
         self.example_inputs = example_inputs
@@ -150,14 +144,9 @@ class ChexReporter:
         self._out_dir = pathlib.Path(out_dir) if out_dir is not None else None
         self._check_monitor()
 
-        self.recipe_args: dict = {}
-        if builder is not None:
-            reference = builder_reference(builder)
-            kwargs = dict(builder_kwargs or {})
-            check_rebuilds(model, reference, kwargs)
-            self.recipe_args = {"builder": IMPORT_BUILDER, "model_name": reference, "model_kwargs": kwargs}
-        elif builder_kwargs:
-            raise ValueError("builder_kwargs given without builder=")
+        self.recipe_args: dict = {}  # the explorer's (and a dense model's recipe's) builder arguments
+        if builder is not None or builder_kwargs:
+            self.recipe_args = recipe_args(model, builder=builder, builder_kwargs=builder_kwargs)
         elif not (getattr(model, "pretrained_cfg", None) or {}).get("architecture"):
             raise ValueError(f"ChexReporter needs builder= for a {type(model).__name__} (a 'package.module:function' "
                              "that builds this model, plus builder_kwargs) so the compact model can be saved and "
@@ -198,11 +187,9 @@ class ChexReporter:
         """MACs (per sample), params and channel sparsity of the current masked model; with a MACs budget also
         ``macs_budget``, what the compact model will cost (early stopping ranks trials on it)."""
         if self.explorer is None:
-            return {"macs": self.dense_macs, "params": self.dense_params, "sparsity": 0.0}
-        macs_budget = self.settings.macs_budget(self.dense_macs)
-        budget = {"macs_budget": macs_budget} if macs_budget is not None else {}
-        return {"macs": self.explorer.macs(), "params": self.explorer.params(), "sparsity": self.explorer.sparsity(),
-                **budget}
+            return cost_metrics(macs=self.dense_macs, params=self.dense_params, sparsity=0.0)
+        return cost_metrics(macs=self.explorer.macs(), params=self.explorer.params(),
+                            sparsity=self.explorer.sparsity(), macs_budget=self.settings.macs_budget(self.dense_macs))
 
     def report(self, metrics: Mapping | None = None, /, *, epoch: int | None = None, **more) -> dict:
         """Report the user's metrics with ``macs``, ``params``, ``sparsity`` and ``epoch``; returns what was sent."""
@@ -211,7 +198,7 @@ class ChexReporter:
         values = _numbers({**(metrics or {}), **more})
         self.last.update(values)
         epoch = len(self.history) + 1 if epoch is None else int(epoch)
-        report = {**values, **self.cost(), "epoch": epoch}
+        report = {**values, **self.cost(), EPOCH: epoch}
         self.history.append(report)
         if self.ray:
             from ray import tune
@@ -254,29 +241,17 @@ class ChexReporter:
         sparsity = self.explorer.sparsity() if self.explorer is not None else 0.0
         if self.explorer is not None:
             self.explorer.remove_hooks()
-        example = _first(self.example_inputs)
         device = next((p.device for p in small.parameters()), torch.device("cpu"))
         inputs = tuple(t.to(device) for t in _as_tuple(self.example_inputs))
-        final = {**self.last, **_numbers({**(metrics or {}), **more})}
-        final.update(macs=count_macs(small, inputs), params=count_params(small), sparsity=sparsity,
-                     dense_macs=self.dense_macs, dense_params=self.dense_params,
-                     epoch=self.history[-1]["epoch"] if self.history else 0)
-        final["macs_ratio"] = final["macs"] / final["dense_macs"] if final["dense_macs"] else math.nan
-        bad = sorted(k for k, v in final.items() if isinstance(v, float) and not math.isfinite(v) and k != "macs_ratio")
-        if bad:
-            raise FloatingPointError(f"non-finite final metric(s) {bad}: {final}")
+        final = {**self.last, **_numbers({**(metrics or {}), **more}), SPARSITY: sparsity,
+                 **final_costs(small, inputs, dense_macs=self.dense_macs, dense_params=self.dense_params),
+                 EPOCH: self.history[-1][EPOCH] if self.history else 0}
         out, temporary = self._directory()
-        out.mkdir(parents=True, exist_ok=True)
-        save_compact(small, out / "compact.pt")
-        atomic_write_text(json.dumps(widths, indent=1), out / "widths.json")
-        atomic_write_text(json.dumps({**final, "history": self.history}, indent=1), out / "metrics.json")
-        settings = {**self.settings.to_dict(), **({k: v for k, v in self.values.items() if k == "regrow_fraction"})}
-        described = {"chex": settings, "searched": self.searched, "input_shape": list(example.shape),
-                     **({"builder": self.recipe_args["model_name"], "builder_kwargs": self.recipe_args["model_kwargs"]}
-                        if self.recipe_args else {"builder": small.chex_recipe["model_name"]})}
-        atomic_write_text(yaml.safe_dump(described, sort_keys=False), out / SETTINGS_FILE)
+        settings = {**self.settings.to_dict(), **{k: v for k, v in self.values.items() if k == REGROW_FRACTION}}
+        write_trial(out, small, widths=widths, metrics=final, history=self.history, chex=settings,
+                    searched=self.searched)
         self.result = ChexResult(final, small, out, settings, self.history)
-        params = {"builder": described["builder"]}
+        params = {"builder": small.chex_recipe["model_name"]}
         if self.warnings:
             params["chex_warning"] = " | ".join(self.warnings)[:500]
         if self.ray:
@@ -288,8 +263,8 @@ class ChexReporter:
         if self.trial is not None:
             self.trial.set_user_attr(OPTUNA_ATTR, {"metrics": final, "artifacts": str(out), "temporary": temporary,
                                                    "settings": settings, "params": params})
-        logger.info("compact model: %s (%s MACs of %s dense)", out / "compact.pt", format_count(final["macs"]),
-                    format_count(final["dense_macs"]))
+        logger.info("compact model: %s (%s MACs of %s dense)", out / COMPACT, format_count(final[MACS]),
+                    format_count(final[DENSE_MACS]))
         return self.result
 
     def _directory(self) -> tuple[pathlib.Path, bool]:

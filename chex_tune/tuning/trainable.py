@@ -25,19 +25,17 @@ import time
 import torch
 
 from chex_tune.config import RunConfig
+from chex_tune.train import metrics as m
+from chex_tune.train.artifacts import FILES, METRICS, RUN_CONFIG, is_complete, read_metrics
 from chex_tune.train.loop import train
-from chex_tune.tuning.chex_space import FIXED_KEY, SEARCHED_KEY
-from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY, trial_location
+from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
+from chex_tune.tuning.reporter import trial_location
+from chex_tune.tuning.settings import resolve
 
-ARTIFACTS = ("compact.pt", "metrics.json", "widths.json", "config.yaml")
+ARTIFACTS = (*FILES, RUN_CONFIG)
 TRIAL_KEY = "trial"  # in a trial's metrics.json: its whole time and where it ran
-FINAL_METRICS = ("val_acc", "val_acc_masked", "test_acc", "macs", "dense_macs", "params", "dense_params",
-                 "latency_ms", "macs_ratio", "train_seconds", "epochs")
-
-
-def trial_settings(config: dict) -> dict:
-    """The flat RunConfig values of a trial: fixed settings, then what Optuna sampled."""
-    return {**config[FIXED_KEY], **{name: config[name] for name in config[SEARCHED_KEY]}}
+FINAL_METRICS = (m.VAL_ACC, m.VAL_ACC_MASKED, m.TEST_ACC, m.MACS, m.DENSE_MACS, m.PARAMS, m.DENSE_PARAMS, m.LATENCY_MS,
+                 m.MACS_RATIO, m.TRAIN_SECONDS, "epochs")
 
 
 def builtin_constants(space, *, epochs: int | None, device: str, threads: int) -> dict:
@@ -48,22 +46,22 @@ def builtin_constants(space, *, epochs: int | None, device: str, threads: int) -
     fixed["device"] = device
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
-    space.run_config({name: param.midpoint() for name, param in space.params.items()}, **fixed)  # fail early
-    return {FIXED_KEY: fixed, SEARCHED_KEY: sorted(space.params), "chex_threads": max(1, int(threads))}
+    space.run_config(space.midpoint(), **fixed)  # fail early
+    return {FIXED_KEY: fixed, SEARCHED_KEY: list(space.searched), THREADS_KEY: max(1, int(threads))}
 
 
 def run_trial(config: dict) -> None:
     from ray import tune
 
     started = time.perf_counter()
-    if config.get("chex_threads"):
-        torch.set_num_threads(int(config["chex_threads"]))
+    if config.get(THREADS_KEY):
+        torch.set_num_threads(int(config[THREADS_KEY]))
     out = pathlib.Path(tune.get_context().get_trial_dir()) / "run"
     if out.exists():  # a trial restarted after an interruption starts over
         shutil.rmtree(out)
     if report_again(tune.get_checkpoint(), out / "artifacts"):
         return
-    run = RunConfig.from_dict(trial_settings(config))
+    run = RunConfig.from_dict(resolve(settings_in(config)))
 
     def report_epoch(metrics: dict) -> None:
         tune.report(dict(metrics))
@@ -80,7 +78,7 @@ def run_trial(config: dict) -> None:
     report = final_report(result)
     if not all(math.isfinite(v) for v in report.values() if isinstance(v, float)):
         raise FloatingPointError(f"non-finite final metrics: {report}")
-    (artifacts / "metrics.json").write_text(json.dumps(result, indent=1))
+    (artifacts / METRICS).write_text(json.dumps(result, indent=1))
     tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
 
 
@@ -88,9 +86,9 @@ def final_report(result: dict) -> dict:
     """A finished trial's last report to Ray, from its ``metrics.json``: the final metrics and its params."""
     final = {k: result[k] for k in FINAL_METRICS}
     latency = result["latency"]
-    final.update(epoch=result["epochs"], latency_batch_size=latency["batch_size"], latency_threads=latency["threads"],
-                 latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"],  # is a latency gap noise?
-                 trial_seconds=result[TRIAL_KEY]["seconds"])
+    final.update({m.EPOCH: result["epochs"]}, latency_batch_size=latency["batch_size"],
+                 latency_threads=latency["threads"], trial_seconds=result[TRIAL_KEY]["seconds"],
+                 latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"])  # is a latency gap noise?
     params = {"stem_used": result["stem"], "latency_device": latency["device"], **result[TRIAL_KEY]["location"]}
     return {**final, FINAL_KEY: True, PARAMS_KEY: params}
 
@@ -107,12 +105,12 @@ def report_again(checkpoint, artifacts: pathlib.Path) -> bool:
     from ray import tune
 
     with checkpoint.as_directory() as finished:
-        saved = pathlib.Path(finished) / "metrics.json"
-        result = json.loads(saved.read_text()) if saved.exists() else {}
-        if TRIAL_KEY not in result or not all((pathlib.Path(finished) / name).exists() for name in ARTIFACTS):
+        result = read_metrics(finished)
+        if TRIAL_KEY not in result or not is_complete(finished) or not all(
+                (pathlib.Path(finished) / name).exists() for name in ARTIFACTS):
             return False
         shutil.copytree(finished, artifacts)
-    for metrics in result["history"]:
-        tune.report(dict(metrics))
+    for epoch in result["history"]:
+        tune.report(dict(epoch))
     tune.report(final_report(result), checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
     return True

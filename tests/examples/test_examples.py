@@ -55,7 +55,7 @@ def served_output(uri: str, run_id: str) -> torch.Tensor:
     """The run's mlflow.pytorch model (pt2: no pickle, no class) on a fixed digits-shaped batch."""
     import mlflow.pytorch
 
-    from chex_tune.tuning.tracking import using_tracking_uri
+    from chex_tune.tuning.track.store import using_tracking_uri
 
     with using_tracking_uri(uri):
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")

@@ -56,9 +56,9 @@ def test_the_compact_model_scores_like_the_masked_one_on_cuda(tmp_path):
 def test_two_trials_share_one_gpu_at_half_a_gpu_each(tmp_path):
     from mlflow import MlflowClient
 
-    from chex_tune.tuning.runs import default_tracking_uri
-    from chex_tune.tuning.search import SweepOptions, run_sweep
     from chex_tune.tuning.space import SearchSpace
+    from chex_tune.tuning.sweep import SweepOptions, run_sweep
+    from chex_tune.tuning.track.store import default_tracking_uri
 
     space = SearchSpace.from_dict({
         "fixed": {key: value for key, value in TINY.items() if key not in ("sparsity", "device", "seed")},
@@ -66,7 +66,7 @@ def test_two_trials_share_one_gpu_at_half_a_gpu_each(tmp_path):
         "objectives": ["val_acc:max", "macs:min"]}, source="gpu")
     store = tmp_path / "store"
     result = run_sweep(space, SweepOptions(trials=2, concurrent=2, gpus_per_trial=0.5, store=str(store),
-                                           experiment="shared-gpu", sampler="random"), log=lambda _m: None)
+                                           experiment="shared-gpu", optuna_sampler="random"), log=lambda _m: None)
     client = MlflowClient(tracking_uri=default_tracking_uri(store))
     runs = client.search_runs([client.get_experiment_by_name("shared-gpu").experiment_id],
                               filter_string="tags.`chex.trial_id` LIKE '%'")

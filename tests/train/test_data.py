@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import io
 import os
 import pickle
 import struct
+import types
 import warnings
+from pathlib import Path
 
 import chex_tune  # noqa: F401  (before torchvision: the import fix)
 
@@ -17,8 +20,11 @@ import numpy as np
 import pytest
 import torch
 
+import chex_tune.config
+import chex_tune.train.data
 from chex_tune.config import TrainConfig
 from chex_tune.train.data import (
+    DATASETS,
     ArrayUnpickler,
     augment,
     balanced_counts,
@@ -61,6 +67,44 @@ def fashion(directory, **settings) -> TrainConfig:
 def collect(batches) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = zip(*batches)
     return torch.cat(images), torch.cat(labels)
+
+
+# ------------------------------------------------------------------------------------ the registry
+def test_registry_names_are_the_configs_choices_in_order():
+    assert tuple(chex_tune.train.data.DATASETS) == chex_tune.config.DATASETS
+
+
+def imported_modules(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return set()
+
+
+def test_the_data_package_imports_the_config_only_for_type_checking():
+    """So that chex_tune.config can import DATASETS from here without an import cycle."""
+    package = Path(chex_tune.train.data.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        guarded = {id(node) for block in tree.body if isinstance(block, ast.If)
+                   and ast.unparse(block.test) == "TYPE_CHECKING" for node in ast.walk(block)}
+        for node in ast.walk(tree):
+            if "chex_tune.config" in imported_modules(node):
+                assert id(node) in guarded, f"{path.name}:{node.lineno} imports chex_tune.config at run time"
+
+
+def test_load_data_dispatches_by_name_and_rejects_unknown_names(monkeypatch):
+    loaded = load_data(TrainConfig(dataset="synthetic", train_subset=20, val_size=10, batch_size=4))
+    calls = []
+    monkeypatch.setitem(DATASETS, "synthetic", lambda config, device: calls.append((config, device)) or loaded)
+    config = TrainConfig(dataset="synthetic", batch_size=4)
+    assert load_data(config, "cpu") is loaded and calls == [(config, torch.device("cpu"))]
+    with pytest.raises(ValueError, match=r"batch_size 21 is larger than the training set \(20 images\)"):
+        load_data(TrainConfig(dataset="synthetic", batch_size=21))
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'; choose one of: fashion-mnist, cifar10, "
+                                         "imagefolder, synthetic"):
+        load_data(types.SimpleNamespace(dataset="mnist", batch_size=1))
 
 
 # ------------------------------------------------------------------------------------ Fashion-MNIST

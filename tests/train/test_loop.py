@@ -12,7 +12,11 @@ from chex_tune import load_compact
 from chex_tune.config import RunConfig
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.train.data import load_data
-from chex_tune.train.loop import EPOCH_METRICS, NonFiniteLossError, evaluate, lr_at, train
+from chex_tune.train.loop import NonFiniteLossError, evaluate, lr_at, train
+from chex_tune.train.metrics import EPOCH, EPOCH_SECONDS, LR, MACS, PARAMS, SPARSITY, TRAIN_LOSS, VAL_ACC
+
+# What the loop reports after every epoch (with a MACs budget, macs_budget too).
+EPOCH_METRICS = (EPOCH, TRAIN_LOSS, VAL_ACC, LR, EPOCH_SECONDS, MACS, PARAMS, SPARSITY)
 
 TINY = {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 2, "batch_size": 32,
         "train_subset": 256, "val_size": 96, "sparsity": 0.5, "regrow_ratio": 0.2, "period": 2,

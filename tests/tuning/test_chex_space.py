@@ -8,14 +8,9 @@ import optuna
 import pytest
 
 from chex_tune.config import ChexConfig
-from chex_tune.tuning.chex_space import (
-    FIXED_KEY,
-    SEARCHED_KEY,
-    ChexSpace,
-    merge_spaces,
-    resolve_chex_settings,
-    trial_params,
-)
+from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY
+from chex_tune.tuning.settings import resolve_chex_settings, trial_params
+from chex_tune.tuning.space import ChexSpace, merge_spaces
 
 
 def test_regrow_is_sampled_as_a_fraction_of_sparsity_so_no_corner_is_rejected():
@@ -49,21 +44,23 @@ def test_ray_entries_are_distributions_plus_the_two_constants():
 
 def test_a_macs_budget_replaces_sparsity_and_needs_no_allocator_name():
     space = ChexSpace(macs_target=(0.2, 0.6))
-    assert space.budget == "macs_target" and "sparsity" not in space.searched
+    # the budget is macs_target (ChexSpace returns a SearchSpace, which has no `budget`: read it off the settings)
+    assert "macs_target" in space.searched and "sparsity" not in space.searched and "sparsity" not in space.fixed
     settings = resolve_chex_settings({"macs_target": 0.25, "regrow_fraction": 1.0, "period": 2})
     assert settings.macs_target == 0.25 and settings.regrow_ratio == pytest.approx(0.5)  # 1 - sqrt(0.25)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"sparsity": (0.8, 0.3)}, r"sparsity must be a number or a \(low, high\) range with low < high"),
-    ({"sparsity": (0.3, 1.0)}, r"sparsity .* in \[0\.0, 1\.0\); got \(0\.3, 1\.0\)"),
+    ({"sparsity": (0.8, 0.3)}, r"sparsity: low \(0\.8\) must be below high \(0\.3\)"),
+    ({"sparsity": (0.3, 1.0)}, r"\(sparsity=1\.0, .*\): sparsity must be in \[0\.0, 1\.0\), got 1\.0"),
     ({"sparsity": None}, r"exactly one budget"),
     ({"sparsity": 0.5, "macs_target": 0.3}, r"exactly one budget"),
-    ({"period": (0, 5)}, r"period must be a positive integer"),
-    ({"scorer": ["css", "magic"]}, r"scorer: unknown name\(s\) \['magic'\]; choose from: css, l1"),
+    ({"period": (0, 5)}, r"ChexSpace period must be a positive integer or an integer range .*, got \(0, 5\)"),
+    ({"scorer": ["css", "magic"]}, r"scorer='magic'\): unknown scorer 'magic'; choose one of: css, l1"),
     ({"fixed": {"sparsty": 0.5}}, r"fixed: unknown CHEX setting\(s\) \['sparsty'\]"),
-    ({"fixed": {"regrow_ratio": 0.1}}, r"fixed: \['regrow_ratio'\] are set by the space itself"),
-    ({"fixed": {"unit": "hour"}}, r"is not a valid CHEX setting: unknown unit 'hour'"),
+    ({"fixed": {"regrow_ratio": 0.1}}, r"give regrow_ratio or regrow_fraction, not both"),
+    ({"fixed": {"unit": "hour"}}, r"sampled configuration would be invalid .*: unknown unit 'hour'; "
+                                  r"choose one of: step"),
 ])
 def test_bad_spaces_name_the_setting(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -83,5 +80,5 @@ def test_a_users_key_that_collides_is_an_error_naming_it():
 def test_unknown_settings_in_a_plain_dict_are_rejected_by_name():
     with pytest.raises(ValueError, match=r"\['lr'\] are not CHEX settings \(allowed: .*sparsity"):
         resolve_chex_settings({"sparsity": 0.5, "lr": 0.1})
-    with pytest.raises(ValueError, match="lacks the searched CHEX setting"):
+    with pytest.raises(ValueError, match=r"lacks the searched setting\(s\) \['sparsity'\]"):
         resolve_chex_settings({SEARCHED_KEY: ["sparsity"], FIXED_KEY: {}})

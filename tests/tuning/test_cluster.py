@@ -12,8 +12,7 @@ import pytest
 from test_sweep import child_runs, client_of, interrupt_after_first_trial, study_trials, sweep_process
 
 from chex_tune import load_compact
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.tracking import using_tracking_uri
+from chex_tune.tuning.track.store import default_tracking_uri, using_tracking_uri
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -53,7 +52,7 @@ def test_a_sweep_on_a_two_node_cluster_runs_trials_on_both_nodes_logs_everything
         assert {"val_acc", "test_acc", "macs", "params", "latency_ms"} <= set(run.data.metrics)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"compact.pt", "widths.json", "metrics.json", "config.yaml"} <= artifacts, artifacts
+        assert {"compact.pt", "widths.json", "metrics.json", "config.yaml", "chex.yaml"} <= artifacts, artifacts
         model = load_compact(client.download_artifacts(run.info.run_id, "compact.pt", str(tmp_path / run.info.run_id)))
         assert sum(p.numel() for p in model.parameters()) == run.data.metrics["params"]
     with using_tracking_uri(default_tracking_uri(store)):  # the MLflow model of a trial the worker node trained

@@ -20,7 +20,7 @@ from chex_tune import load_compact
 from chex_tune.cli import main
 from chex_tune.config import RunConfig
 from chex_tune.tuning.export import Constraint, choose, export_run, parse_accuracy, parse_milliseconds, register
-from chex_tune.tuning.runs import read_trials
+from chex_tune.tuning.track.runs import read_trials
 
 TINY = {"dataset": "synthetic", "model": "test_resnet", "stem": "timm", "epochs": 1, "train_subset": 64,
         "val_size": 64, "batch_size": 32, "sparsity": 0.5, "device": "cpu"}
@@ -62,7 +62,7 @@ def store(tmp_path_factory, trained):
     """Experiment "exp": the real run R between cheaper/weaker A, dominated C, and better/costlier E and B."""
     from mlflow import MlflowClient
 
-    from chex_tune.tuning.tracking import log_pytorch_model
+    from chex_tune.tuning.track.recorder import log_pytorch_model
 
     run_dir, result = trained
     root = tmp_path_factory.mktemp("store")
@@ -91,7 +91,7 @@ def store(tmp_path_factory, trained):
 def chosen(store, **bound) -> str:
     constraint = Constraint.parse(**bound)
     trials = read_trials(store["client"], "exp", objectives=constraint.objectives)
-    return next(k for k, v in store["ids"].items() if v == choose(trials, constraint)[0]["run_id"])
+    return next(k for k, v in store["ids"].items() if v == choose(trials, constraint)[0].run_id)
 
 
 # ------------------------------------------------------------------------------------ the choice
@@ -138,7 +138,7 @@ def test_when_no_front_member_meets_the_bound_the_nearest_are_listed(store):
 
 # ------------------------------------------------------------------------------------ the files
 def test_state_export_is_the_compact_model_and_scores_its_logged_accuracy(store, tmp_path):
-    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
     result = export_run(store["client"], row, "state", tmp_path / "out" / "model.pt")
     assert result.exported_val_acc == result.logged_val_acc == store["result"]["val_acc"]
     exported, original = load_compact(result.path), load_compact(store["run_dir"] / "compact.pt")
@@ -151,7 +151,7 @@ def test_state_export_is_the_compact_model_and_scores_its_logged_accuracy(store,
 def test_torchscript_and_onnx_compute_what_the_compact_model_does(store, tmp_path, fmt):
     from chex_tune.tuning.export import load_exported
 
-    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
     result = export_run(store["client"], row, fmt, tmp_path / f"model.{fmt}")
     model = load_compact(store["run_dir"] / "compact.pt")
     exported = load_exported(result.path, fmt)
@@ -160,19 +160,25 @@ def test_torchscript_and_onnx_compute_what_the_compact_model_does(store, tmp_pat
         with torch.no_grad():
             torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
     assert abs(result.exported_val_acc - result.logged_val_acc) <= 1 / 64  # one image at most (rounding)
+    if fmt == "onnx":  # the dynamic dimension has a name a user can read in Netron or onnxruntime
+        import onnx
+
+        graph = onnx.load(str(result.path)).graph
+        assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+        assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
 # ------------------------------------------------------------------------------------ the registry
 def test_registered_alias_resolves_to_the_exported_run(store):
     client, ids = store["client"], store["ids"]
     trials = read_trials(client, "exp")
-    rows = {row["run_id"]: row for row in trials.rows}
+    rows = {row.run_id: row for row in trials.rows}
     first = register(client, rows[ids["R"]], store["experiment_id"], "tiny", "champion")
     found = client.get_model_version_by_alias("tiny", "champion")
     assert (found.version, found.run_id, found.tags["chex.source"]) == (first.version, ids["R"], "mlflow.pytorch")
     import mlflow.pytorch
 
-    from chex_tune.tuning.tracking import using_tracking_uri
+    from chex_tune.tuning.track.store import using_tracking_uri
 
     with using_tracking_uri(store["uri"]):  # the alias serves the run's mlflow.pytorch model
         served = mlflow.pytorch.load_model("models:/tiny@champion")
@@ -232,7 +238,7 @@ def test_export_by_run_id_says_when_the_file_scores_differently_from_the_log(sto
 
 
 def test_export_scores_the_file_with_a_users_function(store, tmp_path):
-    row = next(r for r in read_trials(store["client"], "exp").rows if r["run_id"] == store["ids"]["R"])
+    row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
     seen = []
 
     def my_metrics(model):

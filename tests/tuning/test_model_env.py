@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from chex_tune import load_compact
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.search import SweepOptions, run_sweep
 from chex_tune.tuning.space import SearchSpace
-from chex_tune.tuning.tracking import using_tracking_uri
+from chex_tune.tuning.sweep import SweepOptions, run_sweep
+from chex_tune.tuning.track.store import default_tracking_uri, using_tracking_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(1200)]
 
@@ -46,9 +45,10 @@ def test_the_logged_mlflow_model_loads_and_predicts_in_a_fresh_venv_with_only_it
 
     store = tmp_path / "store"
     result = run_sweep(SearchSpace.from_dict(SPACE, source="synthetic"),
-                       SweepOptions(trials=1, concurrent=1, store=str(store), experiment="env", sampler="random"),
+                       SweepOptions(trials=1, concurrent=1, store=str(store), experiment="env",
+                                   optuna_sampler="random"),
                        log=lambda _m: None)
-    run_id = result.rows[0]["run_id"]
+    run_id = result.rows[0].run_id
     uri = default_tracking_uri(store)
     with using_tracking_uri(uri):  # the run's logged model (MLflow 3: a model of its own, linked to the run)
         model_uri = get_model_info(f"runs:/{run_id}/model").model_uri

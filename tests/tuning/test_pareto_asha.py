@@ -10,7 +10,7 @@ import pytest
 
 from chex_tune.tuning.pareto import crowding_distances, preference_order
 from chex_tune.tuning.pareto_asha import ParetoAsha
-from chex_tune.tuning.reporter import FINAL_KEY
+from chex_tune.tuning.protocol import FINAL_KEY
 
 CONTINUE, STOP = "CONTINUE", "STOP"
 

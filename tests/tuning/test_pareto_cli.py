@@ -1,6 +1,6 @@
 """``chex-tune pareto`` and the errors of ``chex-tune export``, on an MLflow store written by hand.
 
-The store imitates what a sweep leaves (tuning/tracking.py): parent runs tagged ``chex.role=sweep``,
+The store imitates what a sweep leaves (tuning/track/recorder.py): parent runs tagged ``chex.role=sweep``,
 trial runs nested under them with their settings as params and final metrics; no Ray, no training.
 """
 
@@ -14,7 +14,8 @@ import pytest
 
 from chex_tune.cli import main
 from chex_tune.tuning.plots import is_dense_baseline
-from chex_tune.tuning.runs import open_store, read_trials, tag_front
+from chex_tune.tuning.track.runs import read_trials, tag_front
+from chex_tune.tuning.track.store import open_store
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -76,13 +77,13 @@ def test_trials_of_all_sweeps_are_ranked_together(store):
     trials = read_trials(client, "sweeps")
     a, b = store["a"]["trials"], store["b"]["trials"]
     assert [s["name"] for s in trials.sweeps] == ["b", "a"]  # newest first
-    ranks = {row["run_id"]: row["rank"] for row in trials.rows}
+    ranks = {row.run_id: row.rank for row in trials.rows}
     assert [ranks[a[n]] for n in (1, 2, 3, 4, 5)] == [0, 0, 1, -1, 0]
     assert [ranks[b[n]] for n in (1, 2, 3)] == [0, -1, 0]
-    front = [row["run_id"] for row in trials.front]  # cheapest first; the two 1.0M trials tie
+    front = [row.run_id for row in trials.front]  # cheapest first; the two 1.0M trials tie
     assert set(front[:2]) == {a[2], b[3]} and front[2:] == [a[1], b[1], a[5]]
     one = read_trials(client, "sweeps", sweep="a")  # by name; by parent run id below
-    assert {row["run_id"] for row in one.rows} == set(a.values())
+    assert {row.run_id for row in one.rows} == set(a.values())
     assert read_trials(client, "sweeps", sweep=store["b"]["parent"]).sweeps[0]["name"] == "b"
 
 
@@ -207,7 +208,8 @@ def test_a_failed_run_is_not_exported(store, tmp_path, capsys):
 
 
 def test_the_commands_import_neither_ray_nor_optuna():
-    code = ("import sys, chex_tune.cli, chex_tune.tuning.runs, chex_tune.tuning.pareto; "
+    code = ("import sys, chex_tune.cli, chex_tune.tuning.track.runs, chex_tune.tuning.track.store, "
+            "chex_tune.tuning.tables, chex_tune.tuning.pareto; "
             "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -6,8 +6,8 @@ import re
 from types import SimpleNamespace
 
 from chex_tune.tuning.objectives import parse_objectives
-from chex_tune.tuning.reporter import FINAL_KEY
-from chex_tune.tuning.search import ProgressCallback
+from chex_tune.tuning.progress import ProgressCallback
+from chex_tune.tuning.protocol import FINAL_KEY
 
 
 def _trial(trial_id: str, status: str = "RUNNING", **config):

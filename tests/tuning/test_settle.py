@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import types
 
-from chex_tune.tuning.reporter import FINAL_KEY
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.search import settle_runs
-from chex_tune.tuning.tracking import SweepRecorder
+from chex_tune.tuning.protocol import FINAL_KEY
+from chex_tune.tuning.resume import settle_runs
+from chex_tune.tuning.track.recorder import SweepRecorder
+from chex_tune.tuning.track.store import default_tracking_uri
 
 
 def ray_result(key: str, *, done: bool, final: bool, checkpoint=None, error=None):

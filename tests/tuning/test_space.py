@@ -11,14 +11,10 @@ import pytest
 import yaml
 
 from chex_tune.config import ChexConfig, RunConfig
-from chex_tune.tuning.space import (
-    OBJECTIVE_METRICS,
-    SEARCH_SPACES_DIR,
-    Objective,
-    Param,
-    SearchSpace,
-    parse_objectives,
-)
+from chex_tune.train.metrics import BUILTIN_OBJECTIVES
+from chex_tune.tuning.objectives import Objective, parse_objectives
+from chex_tune.tuning.param import Param
+from chex_tune.tuning.space import SEARCH_SPACES_DIR, SearchSpace
 
 SHIPPED = sorted(p.name for p in SEARCH_SPACES_DIR.glob("*.yaml"))
 
@@ -153,7 +149,7 @@ def test_user_metrics_are_objectives_with_either_direction():
     assert parse_objectives("val_loss:min,val_map:max,macs:min") == (
         Objective("val_loss", "min"), Objective("val_map", "max"), Objective("macs", "min"))
     with pytest.raises(ValueError, match=r"unknown objective metric 'accuracy'; choose from: val_acc, macs"):
-        parse_objectives("accuracy:max", allowed=OBJECTIVE_METRICS)
+        parse_objectives("accuracy:max", allowed=BUILTIN_OBJECTIVES)
 
 
 def test_a_yaml_space_allows_only_what_the_built_in_trainable_reports():
@@ -169,7 +165,7 @@ def test_bad_objectives_in_a_space_name_the_source():
 
 
 def test_metric_list_is_what_trials_report():
-    assert OBJECTIVE_METRICS == ("val_acc", "macs", "params", "latency_ms")
+    assert BUILTIN_OBJECTIVES == ("val_acc", "macs", "params", "latency_ms")
 
 
 # ---------------------------------------------------------------------------------------- validation

@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from chex_tune import load_compact
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.search import SweepOptions, run_sweep
 from chex_tune.tuning.space import SearchSpace
-from chex_tune.tuning.tracking import using_tracking_uri
+from chex_tune.tuning.sweep import SweepOptions, run_sweep
+from chex_tune.tuning.track.store import default_tracking_uri, using_tracking_uri
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -56,7 +55,7 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
     store = tmp_path / "store"
     space = SearchSpace.from_dict(SPACE, source="synthetic")
     result = run_sweep(space, SweepOptions(trials=4, concurrent=2, store=str(store), experiment="four",
-                                           sampler="random"), log=lambda _m: None)
+                                           optuna_sampler="random"), log=lambda _m: None)
     client = client_of(store)
     runs = child_runs(client, "four")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
@@ -73,7 +72,7 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"compact.pt", "metrics.json", "widths.json", "widths.png", "config.yaml"} <= artifacts
+        assert {"compact.pt", "metrics.json", "widths.json", "widths.png", "config.yaml", "chex.yaml"} <= artifacts
     model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
     assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]
     import mlflow.pytorch  # the same model through MLflow's flavor (torch.export format, no pickle)
@@ -87,7 +86,7 @@ def test_four_trials_two_at_a_time_are_four_mlflow_runs_and_four_optuna_trials(t
     trials = study_trials(store, result.sweep)
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
     assert sorted(t.values[1] for t in trials) == sorted(r.data.metrics["macs"] for r in runs)
-    assert result.front and all(row["rank"] == 0 for row in result.front)
+    assert result.front and all(row.rank == 0 for row in result.front)
     assert "MLFLOW_TRACKING_URI" not in os.environ  # nothing leaks into the next sweep
 
 
@@ -98,7 +97,7 @@ def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
                                                                       "lr": {"choices": [0.05, 1.0e12]}}},
                                   source="synthetic")
     result = run_sweep(space, SweepOptions(trials=3, concurrent=2, store=str(store), experiment="fail",
-                                           sampler="random", seed=1), log=lambda _m: None)
+                                           optuna_sampler="random", seed=1), log=lambda _m: None)
     runs = child_runs(client_of(store), "fail")
     diverging = [r for r in runs if float(r.data.params["lr"]) > 1]
     assert diverging, "the seed should sample the diverging learning rate at least once"
@@ -106,7 +105,14 @@ def test_a_failing_trial_is_a_failed_run_and_the_others_finish(tmp_path):
     assert {r.info.status for r in runs if r not in diverging} == {"FINISHED"} and len(runs) == 3
     states = sorted(t.state.name for t in study_trials(store, result.sweep))
     assert states == sorted(["FAIL"] * len(diverging) + ["COMPLETE"] * (3 - len(diverging)))
-    assert all(row["rank"] == -1 for row in result.rows if row["status"] == "FAILED")
+    assert all(row.rank == -1 for row in result.rows if row.status == "FAILED")
+
+
+def test_the_old_sampler_keyword_warns_and_still_sets_the_optuna_sampler():
+    with pytest.warns(DeprecationWarning, match=r"SweepOptions\(sampler=\.\.\.\) is deprecated: it is optuna_sampler"):
+        options = SweepOptions(sampler="random")
+    assert options.optuna_sampler == "random" and options.sampler is None
+    assert SweepOptions(optuna_sampler="nsga2").optuna_sampler == "nsga2"
 
 
 def sweep_process(tmp_path, experiment: str, *, epochs: int):
@@ -115,7 +121,7 @@ def sweep_process(tmp_path, experiment: str, *, epochs: int):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump({**SPACE, "fixed": {**SPACE["fixed"], "epochs": epochs}}))
     command = [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "4", "--concurrent",
-               "1", "--store", str(store), "--experiment", experiment, "--sampler", "random"]
+               "1", "--store", str(store), "--experiment", experiment, "--optuna-sampler", "random"]
     return store, command, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
@@ -240,7 +246,7 @@ def test_two_sweeps_started_at_once_on_a_new_store_both_finish_with_all_their_ru
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     drivers = {name: subprocess.Popen(
         [sys.executable, "-m", "chex_tune.cli", "sweep", str(space_file), "--trials", "2", "--concurrent", "1",
-         "--cpus-per-trial", "1", "--store", str(store), "--experiment", name, "--sampler", "random"],
+         "--cpus-per-trial", "1", "--store", str(store), "--experiment", name, "--optuna-sampler", "random"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("first", "second")}
     outputs = {name: driver.communicate(timeout=400)[0] for name, driver in drivers.items()}
     for name, driver in drivers.items():
@@ -256,7 +262,7 @@ def test_the_mlflow_ui_and_optuna_dashboard_show_the_trials_in_a_real_browser(tm
     """After a small sweep, scripts/browser_check.py renders the MLflow UI and optuna-dashboard in headless Chromium."""
     store = tmp_path / "store"
     run_sweep(SearchSpace.from_dict(SPACE, source="synthetic"),
-              SweepOptions(trials=2, concurrent=2, store=str(store), experiment="ui", sampler="random"),
+              SweepOptions(trials=2, concurrent=2, store=str(store), experiment="ui", optuna_sampler="random"),
               log=lambda _m: None)
     script = pathlib.Path(__file__).parents[2] / "scripts" / "browser_check.py"
     check = subprocess.run([sys.executable, str(script), "--experiment", "ui", "--store", str(store), "--out",

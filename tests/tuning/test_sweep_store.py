@@ -15,8 +15,8 @@ import time
 import pytest
 from test_sweep import child_runs, client_of, study_trials, sweep_process
 
-from chex_tune.errors import UserError, disk_error
-from chex_tune.tuning.sweep_store import check_writable, prepare_store
+from chex_tune.core.errors import UserError, disk_error
+from chex_tune.tuning.track.store import check_writable, prepare_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 

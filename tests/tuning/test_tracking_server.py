@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from chex_tune.cli import main
-from chex_tune.tuning.tracking import using_tracking_uri
+from chex_tune.tuning.track.store import using_tracking_uri
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
@@ -64,7 +64,7 @@ def test_sweep_pareto_export_and_registry_work_against_a_tracking_server(server,
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump(SPACE))
     store = tmp_path / "store"  # Ray's state and the Optuna study stay local; MLflow is the server
-    assert main(["sweep", str(space_file), "--trials", "2", "--concurrent", "1", "--sampler", "random",
+    assert main(["sweep", str(space_file), "--trials", "2", "--concurrent", "1", "--optuna-sampler", "random",
                  "--tracking-uri", server, "--store", str(store), "--experiment", "shared"]) == 0
     assert not (store / "mlflow.db").exists()  # nothing went to a local database
     capsys.readouterr()

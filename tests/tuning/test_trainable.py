@@ -10,8 +10,7 @@ import pytest
 from ray import tune
 
 from chex_tune.tuning import trainable
-from chex_tune.tuning.chex_space import FIXED_KEY, SEARCHED_KEY
-from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY
+from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY
 
 CONFIG = {FIXED_KEY: {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 2, "batch_size": 32,
                       "train_subset": 128, "val_size": 64, "lr": 0.05, "device": "cpu"},

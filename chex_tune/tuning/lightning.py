@@ -55,7 +55,7 @@ class ChexLightningCallback(pl.Callback):
         return getattr(pl_module, self.attribute)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        from chex_tune.tuning.chex_space import resolve_chex_settings
+        from chex_tune.tuning.settings import resolve_chex_settings
 
         if not trainer.optimizers:
             raise ValueError("ChexLightningCallback needs the module's optimizer (configure_optimizers)")

@@ -9,34 +9,28 @@ reason in the ``error`` tag and ``error.txt``; one stopped early (Pareto-ASHA) e
 ``chex.stopped_at_epoch``, its per-epoch metrics and no model.
 
 ``SweepRecorder`` does the writing; the Ray Tune callback (``ray_callback``) and the Optuna callback
-(``optuna_callback``) feed it. It keeps only plain values (Ray pickles its callbacks into the
-experiment state) and finds runs again by the ``chex.trial_id`` tag. No Ray here.
+(``optuna_callback``) feed it, and ``run_sweep`` opens and closes its sweep through the same one. It keeps only
+plain values (Ray pickles its callbacks into the experiment state) and finds runs again by the ``chex.trial_id``
+tag. No Ray here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import os
 import pathlib
 import tempfile
 
-from chex_tune.tuning.objectives import parse_objectives
-from chex_tune.tuning.runs import PARENT_TAG, ROLE_TAG, STOPPED_TAG, SWEEP_TAG, tag_front, trial_rows
+from chex_tune.train.artifacts import COMPACT, WIDTHS, is_complete
+from chex_tune.train.metrics import EPOCH
+from chex_tune.tuning import protocol
+from chex_tune.tuning.objectives import missing_objectives, objectives_text, parse_objectives
+from chex_tune.tuning.protocol import TrialRow
+from chex_tune.tuning.track.runs import tag_front, trial_rows
+from chex_tune.tuning.track.store import artifact_location_for, client_for, using_tracking_uri
 
 logger = logging.getLogger(__name__)
-
-TRIAL_TAG = "chex.trial_id"
-SEARCHED_TAG = "chex.searched"
-NOT_LOGGED = ("epoch",)  # the step, not a metric
-
-
-def client_for(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
@@ -67,7 +61,7 @@ def log_metrics(client, run_id: str, values: dict, *, step: int) -> None:
 
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for k, v in values.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_LOGGED]
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != EPOCH]  # the step, not a metric
     if metrics:
         client.log_batch(run_id, metrics=metrics)
 
@@ -98,7 +92,7 @@ def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathl
 
     client.log_artifacts(run_id, str(directory))
     problems = []
-    widths_file = directory / "widths.json"
+    widths_file = directory / WIDTHS
     widths = json.loads(widths_file.read_text()) if widths_file.exists() else []
     with tempfile.TemporaryDirectory() as tmp:
         if widths:
@@ -107,31 +101,12 @@ def log_trial_artifacts(client, tracking_uri: str, run_id: str, directory: pathl
             client.log_artifact(run_id, str(plot))
         client.log_dict(run_id, {w["group"]: w["width"] for w in widths}, "widths_by_group.json")
     try:
-        log_pytorch_model(tracking_uri, run_id, directory / "compact.pt")
+        log_pytorch_model(tracking_uri, run_id, directory / COMPACT)
     except Exception as exc:  # noqa: BLE001 - the run keeps compact.pt; say why the MLflow model is missing
         problems.append(f"no mlflow.pytorch model: {type(exc).__name__}: {exc}")
     if problems:
         logger.warning("run %s: %s", run_id, "; ".join(problems))
         client.set_tag(run_id, "chex.warning", "; ".join(problems)[:4000])
-
-
-@contextlib.contextmanager
-def using_tracking_uri(uri: str):
-    """MLflow's fluent API on ``uri`` for a moment; the process's own tracking URI (and its
-    MLFLOW_TRACKING_URI) are exactly as they were afterwards."""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils
-
-    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # also exports MLFLOW_TRACKING_URI
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path) -> None:
@@ -169,7 +144,7 @@ class SweepRecorder:
         self.experiment = experiment
         self.sweep = sweep or f"{experiment}-{time_stamp()}"
         self.parent_run_id = parent_run_id
-        self.objectives = tuple(str(o) for o in parse_objectives(objectives)) if objectives else ()
+        self.objectives = parse_objectives(objectives) if objectives else ()
         self.artifact_location = artifact_location
         self.experiment_id: str | None = None
         self._client = None
@@ -192,15 +167,15 @@ class SweepRecorder:
             self.experiment_id = ensure_experiment(self.client, self.experiment,
                                                    self.artifact_location or artifact_location_for(self.tracking_uri))
         if self.parent_run_id is None:
+            objectives = {protocol.OBJECTIVES_TAG: objectives_text(self.objectives)} if self.objectives else {}
             run = self.client.create_run(self.experiment_id, run_name=self.sweep, tags={
-                SWEEP_TAG: self.sweep, ROLE_TAG: "sweep", **({"chex.objectives": ",".join(self.objectives)}
-                                                             if self.objectives else {}), **(tags or {})})
+                protocol.SWEEP_TAG: self.sweep, protocol.ROLE_TAG: "sweep", **objectives, **(tags or {})})
             self.parent_run_id = run.info.run_id
             if params:
                 log_params(self.client, self.parent_run_id, flat_params(params))
         return self.parent_run_id
 
-    def close(self, status: str = "FINISHED") -> list[dict]:
+    def close(self, status: str = "FINISHED") -> list[TrialRow]:
         """Rank the trials (when objectives are known), tag the front, end the parent run; returns the rows."""
         rows = []
         if self.objectives and self.parent_run_id is not None:
@@ -214,8 +189,8 @@ class SweepRecorder:
     def run_id(self, key: str) -> str | None:
         if key not in self._runs:
             found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{key}' and "
-                                                    f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+                [self.experiment_id], filter_string=f"tags.`{protocol.TRIAL_TAG}` = '{key}' and "
+                                                    f"tags.`{protocol.PARENT_TAG}` = '{self.parent_run_id}'")
             if found:
                 self._runs[key] = found[0].info.run_id
         return self._runs.get(key)
@@ -226,11 +201,11 @@ class SweepRecorder:
         previous = self.run_id(key)
         if previous is not None:
             self.client.delete_run(previous)
-        number = len(self.client.search_runs([self.experiment_id],
-                                             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")) + 1
+        siblings = f"tags.`{protocol.PARENT_TAG}` = '{self.parent_run_id}'"
+        number = len(self.client.search_runs([self.experiment_id], filter_string=siblings)) + 1
         run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{key}", tags={
-            PARENT_TAG: self.parent_run_id, TRIAL_TAG: key, SWEEP_TAG: self.sweep,
-            SEARCHED_TAG: ",".join(searched), "chex.trial_number": str(number)})
+            protocol.PARENT_TAG: self.parent_run_id, protocol.TRIAL_TAG: key, protocol.SWEEP_TAG: self.sweep,
+            protocol.SEARCHED_TAG: ",".join(searched), protocol.NUMBER_TAG: str(number)})
         self._runs[key] = run.info.run_id
         log_params(self.client, run.info.run_id, flat_params(params))
         return run.info.run_id
@@ -250,9 +225,9 @@ class SweepRecorder:
             return "UNKNOWN"
         problem = self.check_final(final, directory)
         for entry in history:
-            self.log_epoch(key, entry, step=int(entry.get("epoch", 0)))
+            self.log_epoch(key, entry, step=int(entry.get(EPOCH, 0)))
         if final:  # what the last epoch already logged at the same step is not logged twice
-            step = int(final.get("epoch", 0) or 0)
+            step = int(final.get(EPOCH, 0) or 0)
             last_step, last = self._last_epoch.get(key, (None, {}))
             log_metrics(self.client, run_id, {k: v for k, v in final.items()
                                               if not (last_step == step and last.get(k) == v)}, step=step)
@@ -270,12 +245,12 @@ class SweepRecorder:
         if not final:
             return ("the trainable returned without reporting any result; report metrics with "
                     "ChexReporter.report()/finish() (or tune.report)")
-        missing = [o.split(":")[0] for o in self.objectives if not _is_number(final.get(o.split(":")[0]))]
+        missing = missing_objectives(final, self.objectives)
         if missing:
-            reported = sorted(k for k, v in final.items() if _is_number(v))
+            reported = sorted(k for k in final if not missing_objectives(final, [k]))
             return (f"objective(s) {missing} never reported by the trainable; its final report has: "
                     f"{', '.join(reported) or '(no metrics)'}")
-        if directory is None or not (pathlib.Path(directory) / "compact.pt").exists():
+        if not is_complete(directory):
             return ("the trial ended without its compact model: finish it with ChexReporter.finish(), which "
                     "reports the compact model and its files as the trial's result")
         return None
@@ -285,32 +260,19 @@ class SweepRecorder:
         run_id = self.run_id(key)
         if run_id is None:
             return
-        self.client.set_tag(run_id, STOPPED_TAG, str(int(epoch)))
+        self.client.set_tag(run_id, protocol.STOPPED_TAG, str(int(epoch)))
         self.client.set_terminated(run_id, "KILLED")
 
     def fail_trial(self, key: str, message: str) -> None:
         run_id = self.run_id(key)
         if run_id is None:
             return
-        self.client.set_tag(run_id, "error", last_line(message)[:4000])
+        self.client.set_tag(run_id, protocol.ERROR_TAG, last_line(message)[:4000])
         self.client.log_text(run_id, message, "error.txt")
         self.client.set_terminated(run_id, "FAILED")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
-        isinstance(value, float) and math.isnan(value))
 
 
 def time_stamp() -> str:
     import time
 
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def artifact_location_for(tracking_uri: str) -> str | None:
-    """Artifacts beside a local SQLite database (``DIR/mlflow.db`` -> ``DIR/artifacts``); servers choose their own."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = pathlib.Path(tracking_uri[len("sqlite:///"):])
-    return (database.parent / "artifacts").resolve().as_uri()

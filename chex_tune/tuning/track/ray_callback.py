@@ -13,18 +13,18 @@ own parent run instead.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 from concurrent.futures import ThreadPoolExecutor
 
 from ray.tune import Callback
 from ray.tune import result as ray_result
 
-from chex_tune.errors import disk_error
-from chex_tune.tuning.chex_space import searched_names, trial_params
-from chex_tune.tuning.reporter import FINAL_KEY, PARAMS_KEY
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.tracking import SweepRecorder, trial_error_text
+from chex_tune.core.errors import disk_error
+from chex_tune.train.metrics import EPOCH
+from chex_tune.tuning.protocol import FINAL_KEY, PARAMS_KEY, searched_names
+from chex_tune.tuning.settings import trial_params
+from chex_tune.tuning.track.recorder import SweepRecorder, trial_error_text
+from chex_tune.tuning.track.store import default_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,9 @@ class RayMlflowCallback(Callback):
     def __init__(self, experiment: str, *, tracking_uri: str | None = None, objectives=None, searched=(),
                  sweep: str | None = None, parent_run_id: str | None = None, artifact_location: str | None = None,
                  early_stop=None):
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri is None:
-            pathlib.Path("mlflow").mkdir(exist_ok=True)
-            uri = default_tracking_uri("mlflow")
-        self.recorder = SweepRecorder(uri, experiment, sweep=sweep, parent_run_id=parent_run_id,
-                                      objectives=objectives, artifact_location=artifact_location)
+        self.recorder = SweepRecorder(default_store_uri(tracking_uri), experiment, sweep=sweep,
+                                      parent_run_id=parent_run_id, objectives=objectives,
+                                      artifact_location=artifact_location)
         self.owns_parent = parent_run_id is None
         self.searched = tuple(searched)
         self.early_stop = early_stop
@@ -76,6 +73,10 @@ class RayMlflowCallback(Callback):
 
     def __getstate__(self) -> dict:  # Ray saves the callback with the experiment (resume)
         return {**self.__dict__, "_writer": None, "disk_failure": None}
+
+    def adopt_parent(self) -> None:
+        """The recorder's parent run is opened and closed by its owner (``run_sweep``), not by this callback."""
+        self.owns_parent = False
 
     @property
     def tracking_uri(self) -> str:
@@ -126,7 +127,7 @@ class RayMlflowCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINAL_KEY):
             return  # logged with the trial's files on completion
-        step = result.get("epoch", result.get(ray_result.TRAINING_ITERATION, 0))
+        step = result.get(EPOCH, result.get(ray_result.TRAINING_ITERATION, 0))
         self._submit(self.recorder.log_epoch, trial.trial_id, trainable_metrics(result), step=int(step))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -152,4 +153,4 @@ class RayMlflowCallback(Callback):
         rows = self.recorder.close()
         if rows:
             logger.info("MLflow experiment %r: %d of %d trials on the Pareto front", self.recorder.experiment,
-                        sum(row["rank"] == 0 for row in rows), len(rows))
+                        sum(row.rank == 0 for row in rows), len(rows))

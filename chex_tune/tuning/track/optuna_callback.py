@@ -13,16 +13,16 @@ the study (Optuna's "pruned") a KILLED run tagged ``chex.stopped``. No Ray.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pathlib
 import shutil
 
+from chex_tune.train.artifacts import read_history
+from chex_tune.train.metrics import EPOCH
 from chex_tune.tuning.objectives import parse_objectives
-from chex_tune.tuning.reporter import OPTUNA_ATTR
-from chex_tune.tuning.runs import default_tracking_uri
-from chex_tune.tuning.tracking import SweepRecorder
+from chex_tune.tuning.protocol import OPTUNA_ATTR
+from chex_tune.tuning.track.recorder import SweepRecorder
+from chex_tune.tuning.track.store import default_store_uri
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,8 @@ class OptunaMlflowCallback:
 
     def __init__(self, experiment: str, *, objectives, tracking_uri: str | None = None, sweep: str | None = None):
         self.objectives = parse_objectives(objectives)
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri is None:
-            pathlib.Path("mlflow").mkdir(exist_ok=True)
-            uri = default_tracking_uri("mlflow")
-        self.recorder = SweepRecorder(uri, experiment, sweep=sweep, objectives=self.objectives)
+        self.recorder = SweepRecorder(default_store_uri(tracking_uri), experiment, sweep=sweep,
+                                      objectives=self.objectives)
         self._checked = False
 
     @property
@@ -70,11 +67,11 @@ class OptunaMlflowCallback:
                 final = dict(info.get("metrics") or {})
                 final.update({o.name: value for o, value in zip(self.objectives, trial.values or ())})
                 self.recorder.complete_trial(key, final, directory, params=info.get("params"),
-                                             history=_history(directory))
+                                             history=read_history(directory))
             elif trial.state == TrialState.PRUNED:
                 run_id = self.recorder.run_id(key)
-                for entry in _history(directory):
-                    self.recorder.log_epoch(key, entry, step=int(entry.get("epoch", 0)))
+                for entry in read_history(directory):
+                    self.recorder.log_epoch(key, entry, step=int(entry.get(EPOCH, 0)))
                 self.recorder.client.set_tag(run_id, "chex.stopped", "true")
                 self.recorder.client.set_terminated(run_id, "KILLED")
             else:
@@ -84,7 +81,7 @@ class OptunaMlflowCallback:
             if directory is not None and info.get("temporary"):
                 shutil.rmtree(directory, ignore_errors=True)
 
-    def close(self) -> list[dict]:
+    def close(self) -> list:
         """Rank the recorded trials, tag the Pareto front and finish the sweep's parent run; returns the rows."""
         if self.recorder.parent_run_id is None:
             return []
@@ -96,10 +93,3 @@ class OptunaMlflowCallback:
     def __exit__(self, kind, error, traceback) -> None:
         if self.recorder.parent_run_id is not None:
             self.recorder.close("FINISHED" if kind is None else "FAILED")
-
-
-def _history(directory: pathlib.Path | None) -> list[dict]:
-    metrics = directory / "metrics.json" if directory is not None else None
-    if metrics is None or not metrics.exists():
-        return []
-    return list(json.loads(metrics.read_text()).get("history", []))

@@ -1,0 +1,108 @@
+"""CHEX settings: ``ChexConfig``, the one source of the engine's keyword arguments and their defaults.
+
+It lives in core so that core imports nothing above it (``chex_tune.config`` re-exports it beside the
+training settings). The names of scorers, samplers and allocators are checked against their registries,
+imported when a config is validated rather than when this module is: reading settings (the CLI's parser,
+YAML files) then needs no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChexConfig:
+    """CHEX settings and their defaults: the one source of both (``ChannelExplorer`` takes these names).
+
+    The budget is what the final sub-model must meet: a MACs budget when ``macs_target`` is set (a
+    fraction of the dense MACs), otherwise a channel budget (``sparsity``). The allocator decides how
+    that budget is shared between layers, whatever it counts.
+    """
+
+    sparsity: float = 0.5  # channel budget: fraction of prunable channels removed at the end, [0, 1)
+    regrow_ratio: float = 0.1  # delta0: initial regrow fraction of all prunable channels, <= sparsity
+    period: int = 50  # optimizer steps (or epochs, with unit "epoch") between prune-regrow steps
+    explore_until: float = 0.15  # fraction of training after which masks freeze (paper: 0.72; benchmarks/train.md)
+    unit: str = "step"  # what period/total count: "step" or "epoch"
+    scorer: str = "css"
+    sampler: str = "projection"
+    allocator: str = "gamma"  # "gamma": global |gamma| ranking (the paper); "uniform": same fraction everywhere
+    macs_target: float | None = None  # MACs budget: fraction of dense MACs to keep (replaces the channel budget)
+    reallocate: bool = True  # rank inactive channels by their most-recently-used |gamma|
+    min_width: float = 0.05  # fraction of each group always kept (at least one unit)
+    width_multiple: int = 1  # round kept widths to this many channels
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from chex_tune.core.allocation import ALLOCATOR_ALIASES, ALLOCATORS  # torch: only once a config is built
+        from chex_tune.core.regrow import SAMPLERS
+        from chex_tune.core.scoring import SCORERS
+
+        _in_range("sparsity", self.sparsity, 0.0, 1.0, closed_high=False)
+        _in_range("regrow_ratio", self.regrow_ratio, 0.0, 1.0, closed_high=False)
+        _in_range("explore_until", self.explore_until, 0.0, 1.0, closed_high=True, open_low=True)
+        _in_range("min_width", self.min_width, 0.0, 1.0, closed_high=True)
+        if not _is_int(self.period) or self.period <= 0:
+            raise ValueError(f"period must be a positive integer (steps or epochs between prune-regrow "
+                             f"steps), got {self.period!r}")
+        if not _is_int(self.width_multiple) or self.width_multiple < 1:
+            raise ValueError(f"width_multiple must be a positive integer, got {self.width_multiple!r}")
+        _one_of("unit", self.unit, ("step", "epoch"))
+        _one_of("scorer", self.scorer, tuple(SCORERS))
+        _one_of("sampler", self.sampler, tuple(SAMPLERS))
+        if self.allocator in ALLOCATOR_ALIASES:
+            if self.allocator == "gamma-macs" and self.macs_target is None:
+                raise ValueError("allocator 'gamma-macs' needs macs_target (fraction of dense MACs to keep, "
+                                 "in (0, 1]); the allocator is now just 'gamma' and macs_target alone sets a MACs "
+                                 "budget")
+            object.__setattr__(self, "allocator", ALLOCATOR_ALIASES[self.allocator])
+        _one_of("allocator", self.allocator, ALLOCATORS)
+        if self.macs_target is not None:
+            _in_range("macs_target", self.macs_target, 0.0, 1.0, closed_high=True, open_low=True)
+        elif self.sparsity > 0 and self.regrow_ratio > self.sparsity:
+            raise ValueError(f"regrow_ratio must be <= sparsity ({self.sparsity}), got {self.regrow_ratio}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ChexConfig:
+        """Build from YAML/CLI/Ray values; unknown keys are rejected by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown CHEX setting(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def budget(self) -> str:
+        """What the final sub-model's budget counts: "macs" (``macs_target``) or "channels" (``sparsity``)."""
+        return "channels" if self.macs_target is None else "macs"
+
+    @property
+    def dense(self) -> bool:
+        """Nothing to prune: train the dense baseline without an explorer."""
+        return self.sparsity == 0 and self.macs_target is None
+
+    def macs_budget(self, dense_macs: float) -> float | None:
+        """The MACs budget in MACs (what the compact model will cost), or None with a channel budget."""
+        return None if self.macs_target is None else self.macs_target * dense_macs
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_range(name, value, low, high, *, closed_high, open_low=False) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (low < value if open_low else low <= value) and (value <= high if closed_high else value < high)
+    if not ok:
+        allowed = f"{'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
+        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
+
+
+def _one_of(name, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")

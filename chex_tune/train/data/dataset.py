@@ -1,0 +1,89 @@
+"""The data object the training loop uses: one dataset's train/val/test splits on a device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from chex_tune.train.data.augmentation import augment, epoch_generator
+
+# per-channel mean and std of the pixels scaled to [0, 1]
+STATS = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet's
+}
+
+
+class Data:
+    """One dataset's train/val/test splits on a device, with deterministic augmented training batches.
+
+    ``train``, ``val`` and ``test`` are splits of :mod:`chex_tune.train.data.storage` (uint8 images);
+    each batch is augmented (training only) and normalised with ``mean`` and ``std`` on the device.
+    """
+
+    def __init__(self, *, name: str, num_classes: int, mean, std, train, val, test, device: torch.device):
+        self.name = name
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self._splits = {"train": train, "val": val, "test": test}
+        self.in_chans, self.image_size = (int(d) for d in train.take(1).shape[1:3])
+        self.train_size, self.val_size, self.test_size = len(train), len(val), len(test)
+        self.pad = max(1, self.image_size // 8)  # random-crop padding: 4 px at 32 px, 3 px at 28 px
+        mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add
+        self._scale = (1 / (255 * std)).to(self.device)
+        self._shift = (mean / std).to(self.device)
+
+    def __repr__(self) -> str:
+        return (f"Data({self.name!r}, {self.num_classes} classes, {self.in_chans}x{self.image_size}x{self.image_size}, "
+                f"train {self.train_size}, val {self.val_size}, test {self.test_size}, device {self.device})")
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """uint8 images -> float32, normalised per channel."""
+        return images.float() * self._scale - self._shift
+
+    def check_batch_size(self, batch_size: int) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size > self.train_size:
+            raise ValueError(f"batch_size {batch_size} is larger than the training set ({self.train_size} images); "
+                             f"use a smaller --batch-size or a larger --train-subset")
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        self.check_batch_size(batch_size)
+        return self.train_size // batch_size
+
+    def train_batches(self, batch_size: int, *, epoch: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled, augmented, normalised full batches; the same for the same ``(seed, epoch)``."""
+        steps = self.steps_per_epoch(batch_size)  # checked here, not at the first next()
+        used = steps * batch_size  # the last partial batch is dropped: BatchNorm wants full batches
+        generator = epoch_generator(seed, epoch)
+        # every draw of the epoch up front, in a fixed order, so none depends on how far it is consumed
+        order = torch.randperm(self.train_size, generator=generator)[:used]
+        shifts = torch.randint(-self.pad, self.pad + 1, (used, 2), generator=generator).to(self.device)
+        flips = (torch.rand(used, generator=generator) < 0.5).to(self.device)
+        return self._augmented(order, shifts, flips, batch_size)
+
+    def _augmented(self, order, shifts, flips, batch_size) -> Iterator[tuple[Tensor, Tensor]]:
+        for step, (images, labels) in enumerate(self._splits["train"].batches(order, batch_size)):
+            batch = slice(step * batch_size, (step + 1) * batch_size)
+            yield self.normalise(augment(images, shifts[batch], flips[batch], self.pad)), labels
+
+    def eval_batches(self, split: str, batch_size: int = 500) -> Iterator[tuple[Tensor, Tensor]]:
+        """All of ``split`` ("val" or "test") in order, normalised, not augmented; the last batch may be partial."""
+        if split not in ("val", "test"):
+            raise ValueError(f"unknown split {split!r}; choose 'val' or 'test'")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return ((self.normalise(images), labels) for images, labels in self._splits[split].batches(None, batch_size))
+
+    def example_input(self) -> Tensor:
+        """Two normalised validation images (N=2: BatchNorm in train mode needs more than one)."""
+        images = self._splits["val"].take(2)
+        if len(images) < 2:
+            images = torch.cat([images, self._splits["train"].take(2 - len(images))])
+        return self.normalise(images)

@@ -1,0 +1,132 @@
+"""Export formats, a registry of plain functions: how a compact model is written, and how the written file is loaded
+back the way its users load it (to score it).
+
+``state`` is the run's ``compact.pt`` as it is (recipe + weights, loaded with ``chex_tune.load_compact``, no
+pickle); ``torchscript`` is a ``torch.jit.trace`` of the compact model in eval mode; ``onnx`` comes from torch's
+``torch.export``-based exporter (``dynamo=True``; the older TorchScript-based exporter is deprecated), with a
+dynamic batch dimension named ``batch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from chex_tune.core.compact import load_compact
+from chex_tune.tuning.export.registry import MODEL_ARTIFACT
+
+
+@dataclass(frozen=True)
+class Format:
+    write: Callable[[torch.nn.Module, list, pathlib.Path], None]  # (compact model in eval mode, input shape, path)
+    load: Callable[[pathlib.Path], torch.nn.Module]  # the written file, as its users load it
+
+
+def _write_torchscript(model: torch.nn.Module, input_shape, out: pathlib.Path) -> None:
+    with _quiet_export():
+        torch.jit.save(torch.jit.trace(model, _example(input_shape)), str(out))
+
+
+def _write_onnx(model: torch.nn.Module, input_shape, out: pathlib.Path) -> None:
+    _require("onnxscript", "onnx")
+    with _quiet_export():
+        torch.onnx.export(model, (_example(input_shape),), str(out), dynamo=True, verbose=False, external_data=False,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+
+
+def _load_torchscript(path: pathlib.Path) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*deprecated.*")
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+FORMATS: dict[str, Format] = {
+    "state": Format(write=lambda model, shape, out: None, load=load_compact),  # written by copying the file
+    "torchscript": Format(write=_write_torchscript, load=_load_torchscript),
+    "onnx": Format(write=_write_onnx, load=lambda path: OnnxModel(path)),
+}
+
+
+def _format(name: str) -> Format:
+    if name not in FORMATS:
+        raise ValueError(f"unknown export format {name!r}; choose one of: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def _example(input_shape) -> torch.Tensor:
+    # Batch 2, not 1: a trace or export at batch 1 may bake the batch size into reshapes.
+    return torch.zeros([2, *list(input_shape)[1:]])
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """torch 2.13 deprecates TorchScript, and its exporter warns about its own internals: nothing to act on."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", message=r".*(deprecated|LeafSpec).*")
+        warnings.filterwarnings("ignore", message=r".*in training mode.*")  # a pt2 graph is fixed in eval form
+        yield
+
+
+def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -> None:
+    """``compact_path`` (a chex_tune compact model) written to ``out`` in ``fmt_name``."""
+    fmt = _format(fmt_name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt_name == "state":
+        shutil.copyfile(compact_path, out)
+        return
+    model = load_compact(compact_path).eval()
+    fmt.write(model, model.chex_recipe["input_shape"], out)
+
+
+def write_from_mlflow_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path, fmt_name: str,
+                            out: pathlib.Path) -> None:
+    """The run's ``mlflow.pytorch`` copy (pt2: a graph, no class needed) written to ``out`` in ``fmt_name``."""
+    import mlflow.pytorch
+
+    from chex_tune.tuning.track.store import using_tracking_uri
+
+    fmt = _format(fmt_name)
+    input_shape = torch.load(compact_path, map_location="cpu", weights_only=True)["input_shape"]
+    with using_tracking_uri(tracking_uri):
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt.write(model, input_shape, out)
+
+
+def load_exported(path: str | os.PathLike, fmt_name: str) -> torch.nn.Module:
+    """The written file loaded back as its users would: load_compact, torch.jit.load or onnxruntime."""
+    return _format(fmt_name).load(pathlib.Path(path))
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime")
+
+
+class OnnxModel(torch.nn.Module):
+    """An ONNX file run by onnxruntime, shaped as a module so the training loop's ``evaluate`` can score it."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        _require("onnxruntime")
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same CPU share torch was given
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feed = {self.input_name: images.detach().cpu().float().numpy()}
+        return torch.from_numpy(self.session.run(None, feed)[0])

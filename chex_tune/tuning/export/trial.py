@@ -1,0 +1,122 @@
+"""Exporting one trial: download its compact model, write it in a format, score the written file.
+
+Every written file is loaded back the way a user would load it and scored: by the user's own evaluate function
+when given one, else on the validation split of the built-in loop's run configuration. A run of a user's own
+trainable without an evaluate function is written but not scored, and the result says so. Compact models of
+users' own module classes load through their importable builder (core/builders.py); when that builder is not
+importable here, TorchScript and ONNX files are written from the run's MLflow model (a graph, no class needed).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chex_tune.config import RunConfig
+from chex_tune.core.builders import BuilderImportError
+from chex_tune.train.artifacts import COMPACT, RUN_CONFIG, dataset_settings
+from chex_tune.train.metrics import VAL_ACC
+from chex_tune.tuning.export.formats import load_exported, write_export, write_from_mlflow_model
+from chex_tune.tuning.protocol import TrialRow
+
+
+def validation_accuracy(model, config: RunConfig) -> float:
+    """Top-1 accuracy on the run's validation split, on the CPU (the split is fixed by the dataset settings)."""
+    from chex_tune.train.data import load_data
+    from chex_tune.train.loop import evaluate
+
+    return evaluate(model, load_data(config.train, "cpu"), "val")
+
+
+@dataclass
+class ExportResult:
+    run: TrialRow  # the chosen trial
+    format: str
+    path: pathlib.Path
+    logged_val_acc: float
+    exported_val_acc: float | None  # None: not evaluated (``note`` says why)
+    config: RunConfig | None  # the built-in trainable's settings; None for a user's own trainable
+    note: str = ""  # how the file was evaluated, or why it was not
+    exported_metrics: dict | None = None  # what a user's evaluate function returned
+    fallback: str = ""  # set when the file was written from the run's MLflow model (builder not importable)
+
+
+def resolve_evaluator(evaluate) -> Callable:
+    """A function ``model -> accuracy (or a dict of metrics)``, given as itself or as ``"package.module:function"``."""
+    from chex_tune.core.builders import BuilderImportError, resolve_builder
+
+    if callable(evaluate):
+        return evaluate
+    try:
+        return resolve_builder(str(evaluate))
+    except BuilderImportError as exc:
+        raise ValueError(f"--evaluate: {str(exc).replace('model builder', 'evaluate function')}") from None
+
+
+def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, evaluate=None,
+               tracking_uri: str | None = None) -> ExportResult:
+    """Download the run's compact model, write ``out`` in ``fmt_name`` and score the written file.
+
+    Scoring: ``evaluate`` (a function of the loaded model, or its ``"package.module:function"``), else the
+    validation split of the built-in trainable's dataset; a run of a user's own trainable without
+    ``evaluate`` is not scored, and ``note`` says so. When the compact model's builder cannot be imported
+    here, TorchScript and ONNX files are written from the run's MLflow model instead (given
+    ``tracking_uri``), and ``fallback`` says so.
+    """
+    out = pathlib.Path(out).expanduser().resolve()
+    run_id = row.run_id
+    evaluator = resolve_evaluator(evaluate) if evaluate is not None else None  # a bad reference fails first
+    with tempfile.TemporaryDirectory() as tmp:
+        names = _artifact_names(client, run_id)
+        compact = pathlib.Path(_download(client, run_id, COMPACT, tmp, names))
+        config_text = pathlib.Path(_download(client, run_id, RUN_CONFIG, tmp, names)).read_text() \
+            if RUN_CONFIG in names else None
+        fallback = ""
+        try:
+            write_export(compact, fmt_name, out)
+        except BuilderImportError as exc:
+            if tracking_uri is None:
+                raise
+            try:  # the graph MLflow keeps needs no importable class
+                write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out)
+            except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
+                raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
+                                 f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
+            fallback = (f"exported from the run's MLflow model (pt2), since its builder is not importable here "
+                        f"({exc})")
+    settings = dataset_settings(config_text)
+    config = RunConfig.from_dict(settings) if settings is not None else None
+    logged = row.value(VAL_ACC)
+    if evaluator is not None:
+        name = evaluate if isinstance(evaluate, str) else getattr(evaluate, "__qualname__", repr(evaluate))
+        value = evaluator(load_exported(out, fmt_name))
+        metrics = dict(value) if isinstance(value, dict) else {VAL_ACC: float(value)}
+        accuracy = metrics.get(VAL_ACC)
+        return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
+                            f"evaluated with {name}", metrics, fallback)
+    if config is None:
+        return ExportResult(row, fmt_name, out, logged, None, None,
+                            f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
+                            "dataset to score the written file on; pass --evaluate package.module:function (a "
+                            "function that takes the loaded model and returns its validation accuracy or a dict "
+                            "of metrics)", fallback=fallback)
+    try:
+        accuracy = validation_accuracy(load_exported(out, fmt_name), config)
+    except ValueError as exc:  # e.g. the dataset is not on this machine
+        raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
+    return ExportResult(row, fmt_name, out, logged, accuracy, config,
+                        f"{config.train.dataset} validation split, on the CPU", fallback=fallback)
+
+
+def _artifact_names(client, run_id: str) -> set[str]:
+    return {item.path for item in client.list_artifacts(run_id)}
+
+
+def _download(client, run_id: str, artifact: str, directory: str, names: set[str] | None = None) -> str:
+    names = _artifact_names(client, run_id) if names is None else names
+    if artifact not in names:
+        raise ValueError(f"run {run_id} has no {artifact} artifact (it holds: {', '.join(sorted(names)) or 'nothing'})")
+    return client.download_artifacts(run_id, artifact, directory)

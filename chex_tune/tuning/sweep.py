@@ -1,0 +1,321 @@
+"""Sweeps: Ray Tune runs the trials, Optuna proposes them (any objectives), MLflow records them.
+
+    result = run_sweep(SearchSpace.load("fashion_mnist_resnet18"), SweepOptions(trials=8))   # the built-in loop
+    result = run_sweep(train_fn, SweepOptions(trials=8), param_space={"lr": tune.loguniform(1e-3, 0.1)},
+                       chex_space=ChexSpace(), objectives="val_acc:max,macs:min")              # your trainable
+    print(result)                                                                              # the front first
+
+``run_sweep`` takes any Ray Tune trainable (usually a function that trains with a ``ChexReporter``) or a
+``SearchSpace`` (chex-tune's own training loop on its settings): both take the same path. What every sweep
+gets: one MLflow parent run and a child run per trial (``track/``), Optuna's multi-objective proposals stored
+in ``optuna.db``, Ray's experiment state under ``ray/`` (``resume.py`` continues from it), failures isolated to
+their trial, progress through ``logging``, and the Pareto tags at the end. Ray is started only when it is not
+running already, and shut down only when this call started it. Only this process writes to MLflow and Optuna;
+trials report to it through Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pathlib
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from chex_tune.train.metrics import BUILTIN_OBJECTIVES, MACS
+from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
+from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
+from chex_tune.tuning.protocol import TrialRow
+from chex_tune.tuning.searcher import OPTUNA_SAMPLERS, ObjectiveCheck
+from chex_tune.tuning.space import SearchSpace, merge_spaces
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    trials: int = 8
+    concurrent: int = 2
+    epochs: int | None = None  # overrides the space's epochs (built-in trainable only)
+    gpus_per_trial: float = 0.0  # fractions share one GPU between trials
+    cpus_per_trial: float | None = None  # default: this machine's cores / concurrent
+    optuna_sampler: str = "tpe"  # Optuna's sampler (OPTUNA_SAMPLERS); not CHEX's regrowth sampler
+    objectives: str | None = None  # overrides the space's (built-in trainable only)
+    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance (unless Ray already runs)
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite under ``store``
+    experiment: str | None = None  # default: the space file's (or the trainable's) name
+    resume: bool = False
+    seed: int = 0
+    store: str = "mlflow"
+    early_stop: bool = False  # Pareto-ASHA: stop trials whose objectives fall behind at a rung (pareto_asha.py)
+    grace: int = DEFAULT_GRACE  # epochs before the first rung
+    eta: int = DEFAULT_ETA  # keep the best 1/eta of each rung
+    sampler: str | None = field(default=None, repr=False)  # deprecated name of optuna_sampler
+
+    def __post_init__(self) -> None:
+        if self.sampler is not None:
+            warnings.warn("SweepOptions(sampler=...) is deprecated: it is optuna_sampler now ('sampler' names CHEX's "
+                          "regrowth sampler)", DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "optuna_sampler", self.sampler)
+            object.__setattr__(self, "sampler", None)
+        for name in ("trials", "concurrent"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ValueError(f"--epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.gpus_per_trial, (int, float)) and self.gpus_per_trial >= 0):
+            raise ValueError(f"--gpus-per-trial must be >= 0 (fractions share a GPU), got {self.gpus_per_trial!r}")
+        if self.cpus_per_trial is not None and not self.cpus_per_trial > 0:
+            raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial!r}")
+        if self.optuna_sampler not in OPTUNA_SAMPLERS:
+            raise ValueError(f"unknown --optuna-sampler {self.optuna_sampler!r}; choose one of: "
+                             f"{', '.join(OPTUNA_SAMPLERS)}")
+        check_rule(self.grace, self.eta, prefix="--")
+
+    @property
+    def ray_cluster(self) -> str | None:
+        return self.ray_address or os.environ.get("RAY_ADDRESS")
+
+    def cpus(self) -> float:
+        """CPUs per trial: as given, else one on a cluster, else this machine's cores shared by the concurrent."""
+        return self.cpus_per_trial or (1.0 if self.ray_cluster else max(1.0, (os.cpu_count() or 1) // self.concurrent))
+
+
+@dataclass
+class SweepResult:
+    experiment: str
+    sweep: str
+    parent_run_id: str
+    tracking_uri: str
+    objectives: tuple[Objective, ...]
+    rows: list[TrialRow]  # every trial run, ranked (rank 0: the Pareto front)
+    interrupted: bool = False
+    importance: dict | None = None  # objective -> {searched parameter: importance}, from Optuna's evaluator
+
+    @property
+    def front(self) -> list[TrialRow]:
+        return [row for row in self.rows if row.rank == 0]
+
+    @property
+    def stopped(self) -> list[TrialRow]:
+        """Trials the early-stopping scheduler stopped (MLflow status KILLED, tag chex.stopped_at_epoch)."""
+        return [row for row in self.rows if row.stopped_at is not None]
+
+    def __str__(self) -> str:
+        from chex_tune.tuning.tables import trials_table
+
+        state = "interrupted" if self.interrupted else "finished"
+        return (f"sweep {self.sweep} ({state}; MLflow experiment {self.experiment!r}, parent run {self.parent_run_id},"
+                f" {self.tracking_uri})\n{trials_table(self.rows, self.objectives)}")
+
+    def __repr__(self) -> str:
+        return (f"SweepResult(sweep={self.sweep!r}, trials={len(self.rows)}, front={len(self.front)}, "
+                f"interrupted={self.interrupted})")
+
+
+@dataclass
+class Plan:
+    """What differs between a sweep of a user's trainable and one of the built-in loop; the rest is shared."""
+
+    trainable: Callable
+    param_space: dict
+    objectives: tuple[Objective, ...]
+    searched: list[str]
+    experiment: str
+    tags: dict
+    optuna_space: dict | None = None  # None: Optuna reads the Ray domains of param_space
+    initial_points: list[dict] | None = None
+    space_file: dict | None = None  # the built-in loop's space, logged on the parent run
+    epochs: int | None = None  # a trial's epochs, when known (progress ETA, early-stopping rungs)
+
+
+# ------------------------------------------------------------------------------------ the entry point
+def run_sweep(trainable, options: SweepOptions | None = None, *, param_space: Mapping | None = None,
+              chex_space: SearchSpace | None = None, objectives=None, initial_points: list[dict] | None = None,
+              log: Callable[[str], None] | None = None) -> SweepResult:
+    """A multi-objective sweep of ``trainable`` (any Ray Tune trainable, or a ``SearchSpace`` for the built-in loop).
+
+    param_space: your own Ray Tune entries; chex_space: the CHEX settings to search (``ChexSpace(...)``);
+    objectives: any metrics the trainable reports, each with a direction (``"val_map:max,macs:min"``; default
+    ``options.objectives``, else the space's, else ``val_acc:max,macs:min``); initial_points: configurations
+    Optuna tries first; log: where progress lines go (default: ``logging``, logger ``chex_tune.tuning.sweep``).
+    A trial that misses an objective fails alone; when the first trial to finish misses one, the sweep stops with
+    an error naming it and what the trial did report.
+    """
+    options = options or SweepOptions()
+    plan = (_builtin_plan(trainable, options, objectives) if isinstance(trainable, SearchSpace) else
+            _user_plan(trainable, options, param_space, chex_space, objectives, initial_points))
+    return _run(plan, options, log or logger.info)
+
+
+def run_space_sweep(space: SearchSpace, options: SweepOptions | None = None, *, log=None) -> SweepResult:
+    """``run_sweep`` of the built-in loop on ``space`` (the name the CLI and earlier releases use)."""
+    return run_sweep(space, options, log=log)
+
+
+def _user_plan(trainable, options, param_space, chex_space, objectives, initial_points) -> Plan:
+    if not callable(trainable):
+        raise ValueError(f"trainable must be a Ray Tune trainable (a function taking the trial's config, or a "
+                         f"Trainable class) or a SearchSpace, got {type(trainable).__name__}")
+    if chex_space is not None and chex_space.non_chex_settings():
+        raise ValueError(f"chex_space sets {chex_space.non_chex_settings()}, which are not CHEX settings: your "
+                         "trainable reads CHEX settings only from it; put your own settings in param_space")
+    space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
+    name = getattr(trainable, "__name__", type(trainable).__name__)
+    return Plan(trainable, space, parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
+                searched=domain_keys(space), experiment=options.experiment or name,
+                tags={"chex.trainable": f"{getattr(trainable, '__module__', '?')}."
+                                        f"{getattr(trainable, '__qualname__', name)}"},
+                initial_points=initial_points)
+
+
+def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan:
+    from chex_tune.tuning.trainable import builtin_constants, run_trial
+
+    objectives = objectives or options.objectives
+    constants = {} if options.resume else builtin_constants(
+        space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu",
+        threads=int(options.cpus()))
+    return Plan(run_trial, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
+                else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
+                experiment=options.experiment or pathlib.Path(space.source).stem,
+                optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
+                epochs=options.epochs or space.fixed.get("epochs"))
+
+
+def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
+    """Names of the sampled entries of a Ray ``param_space`` (nested dicts as ``a/b``, like Ray flattens them)."""
+    from ray.tune.search.sample import Domain
+
+    keys = []
+    for key, value in space.items():
+        if isinstance(value, Domain):
+            keys.append(f"{prefix}{key}")
+        elif isinstance(value, Mapping):
+            keys += domain_keys(value, f"{prefix}{key}/")
+    return sorted(keys)
+
+
+# ------------------------------------------------------------------------------------ one sweep
+def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> SweepResult:
+    from ray import tune
+
+    from chex_tune.tuning.progress import ProgressCallback
+    from chex_tune.tuning.resume import find_sweep_to_resume, restore_tuner
+    from chex_tune.tuning.track.ray_callback import RayMlflowCallback
+    from chex_tune.tuning.track.store import prepare_store
+
+    store, tracking_uri = prepare_store(options.store, options.tracking_uri)
+    early_stop = ParetoAsha(plan.objectives, grace=options.grace, eta=options.eta, max_t=plan.epochs,
+                            rung_metrics=CHEX_RUNG_METRICS if MACS in {o.name for o in plan.objectives} else None) \
+        if options.early_stop else None
+    callback = RayMlflowCallback(plan.experiment, tracking_uri=tracking_uri, objectives=plan.objectives,
+                                 searched=plan.searched, early_stop=early_stop)
+    recorder = callback.recorder  # the sweep's one writer: the callback feeds it, this function opens and closes it
+    check = ObjectiveCheck(plan.objectives)
+    trainable = tune.with_resources(plan.trainable, {"cpu": options.cpus(), "gpu": options.gpus_per_trial})
+    if options.resume:
+        find_sweep_to_resume(recorder, store / "ray")
+        callback.adopt_parent()
+        log(f"resuming sweep {recorder.sweep} (MLflow parent run {recorder.parent_run_id})")
+        tuner = restore_tuner(recorder, store / "ray", trainable)
+    else:
+        settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri",
+                                                                                     "sampler")}
+        recorder.open(params=settings, tags=plan.tags)
+        callback.adopt_parent()
+        if plan.space_file is not None:
+            recorder.client.log_dict(recorder.parent_run_id, plan.space_file, "search_space.yaml")
+        progress = ProgressCallback(options.trials, plan.objectives, log, early_stop)
+        tuner = _new_tuner(trainable, plan, options, store, recorder, [callback, progress], early_stop, check)
+        log(_opening_line(plan, options, recorder, tracking_uri, early_stop))
+    with _ray_session(options):
+        grid = tuner.fit()
+    return _finish(plan, options, recorder, grid, store, log, check)
+
+
+def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, callbacks, early_stop, stop):
+    from ray import tune
+
+    from chex_tune.tuning.searcher import make_sampler, new_searcher
+    from chex_tune.tuning.track.store import optuna_storage_url
+
+    sampler = make_sampler(options.optuna_sampler, seed=options.seed, trials=options.trials,
+                           concurrent=options.concurrent)
+    searcher = new_searcher(optuna_storage_url(store), recorder.sweep, plan.objectives, sampler=sampler,
+                            optuna_space=plan.optuna_space, initial_points=plan.initial_points,
+                            early_stop=early_stop, run_id=recorder.run_id)
+    return tune.Tuner(
+        trainable, param_space=plan.param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=early_stop, num_samples=options.trials,
+                                    max_concurrent_trials=options.concurrent,
+                                    reuse_actors=True),  # a trial's worker keeps torch/timm imported
+        run_config=tune.RunConfig(name=recorder.sweep, storage_path=str(store / "ray"), verbose=0, callbacks=callbacks,
+                                  stop=stop,
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def _opening_line(plan: Plan, options: SweepOptions, recorder, tracking_uri: str, early_stop) -> str:
+    stopping = (f"; early stopping: Pareto-ASHA, rungs at epochs "
+                f"{', '.join(map(str, early_stop.milestones(plan.epochs or 10 ** 6)[:6]))}, keeping 1/{options.eta}"
+                if early_stop is not None else "")
+    gpus = f"+ {options.gpus_per_trial:g} GPU " if options.gpus_per_trial else ""
+    return (f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {options.cpus():g} CPU "
+            f"{gpus}each; objectives {', '.join(map(str, plan.objectives))}{stopping}; MLflow {tracking_uri}, "
+            f"experiment {plan.experiment!r}")
+
+
+@contextlib.contextmanager
+def _ray_session(options: SweepOptions):
+    """Ray for the sweep: the user's own (a notebook, a cluster connection) as it is, else one started and stopped
+    here."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = options.ray_cluster
+    ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
+             log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _finish(plan: Plan, options: SweepOptions, recorder, grid, store, log, check: ObjectiveCheck) -> SweepResult:
+    from chex_tune.tuning.resume import retire_orphans, settle_runs
+    from chex_tune.tuning.track.runs import tag_front, trial_rows
+    from chex_tune.tuning.track.store import optuna_storage_url
+
+    settle_runs(recorder, grid)
+    if check.error:  # Ray stopped that trial with the sweep: its run says why
+        recorder.fail_trial(check.trial_id, check.error)
+    client = recorder.client
+    rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], plan.objectives)
+    expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
+    done = sum(row.status in ("FINISHED", "FAILED") or row.stopped_at is not None for row in rows)
+    interrupted = done < expected
+    if not interrupted:
+        rows = retire_orphans(recorder, rows, optuna_storage_url(store))
+    tag_front(client, rows)
+    importance = None
+    if not interrupted:
+        from chex_tune.tuning.importance import log_importance, searched_importance
+
+        importance = searched_importance(optuna_storage_url(store), recorder.sweep, plan.objectives)
+        if importance:
+            log_importance(client, recorder.parent_run_id, importance, log)
+    client.set_terminated(recorder.parent_run_id, "FAILED" if check.error else
+                          "KILLED" if interrupted else "FINISHED")
+    if check.error:
+        raise ValueError(check.error)
+    result = SweepResult(plan.experiment, recorder.sweep, recorder.parent_run_id, recorder.tracking_uri,
+                         plan.objectives, rows, interrupted, importance)
+    log(f"\n{result}")
+    return result
