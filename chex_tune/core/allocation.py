@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-ALLOCATORS = ("gamma", "gamma-per-cost", "uniform")
 # Names from before the budget became its own setting (``macs_target``): both meant "gamma".
 ALLOCATOR_ALIASES = {"gamma-channels": "gamma", "gamma-macs": "gamma"}
 
@@ -79,6 +78,20 @@ class AllocationProblem:
         return widths
 
 
+def _ranked(problem: AllocationProblem, scores: list[torch.Tensor | None], level: int) -> list[int]:
+    return problem.ranked_widths(scores, level)
+
+
+def _uniform(problem: AllocationProblem, scores: list[torch.Tensor | None], level: int) -> list[int]:
+    return problem.uniform_widths(level / problem.total_units)
+
+
+# An allocator: (problem, scores, level K) -> widths. gamma-per-cost ranks like gamma on scores the explorer
+# has divided by each unit's cost.
+ALLOCATORS: dict[str, Callable[[AllocationProblem, list, int], list[int]]] = {
+    "gamma": _ranked, "gamma-per-cost": _ranked, "uniform": _uniform}
+
+
 def search_level(cost: Callable[[int], float], target: float, high: int, *, nearest: bool) -> int:
     """Smallest level in [0, high] with cost >= target (or the one nearest to it when ``nearest``)."""
     low_level, high_level = 0, high
@@ -103,9 +116,7 @@ def allocate(problem: AllocationProblem, *, allocator: str, scores: list[torch.T
     check_allocator(allocator)
 
     def widths_at(level: int) -> list[int]:
-        if allocator == "uniform":
-            return problem.uniform_widths(level / problem.total_units)
-        return problem.ranked_widths(scores, level)
+        return ALLOCATORS[allocator](problem, scores, level)
 
     if macs_target is not None:
         if macs_of is None:
