@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from chex_tune.core.config import ChexConfig, _in_range, _is_int, _one_of  # ChexConfig: re-exported
 
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
+# A fine-tune from trained weights (``init``): the defaults of what a run's settings leave out. Measured on the CPU
+# protocol of benchmarks/train.md (benchmarks/front.md): a short schedule at a fifth of the from-scratch rate,
+# exploring for half of it.
+FINETUNE = {"epochs": 4, "lr": 0.02, "explore_until": 0.5, "norm_init": None}
 STEMS = ("auto", "small", "timm")
 
 
@@ -27,6 +31,10 @@ class TrainConfig:
     image_size: int | None = None  # input size in pixels; None = the dataset's own (imagefolder: 224)
     stem: str = "auto"  # "small": stride-1 3x3 stem without max-pool; "auto": small for <= 64 px input
     pretrained: bool = False  # only weights already in the local timm cache
+    # A trained start: the dense model's weights (a file, or an MLflow model URI that a sweep resolves to one).
+    # The run is then a fine-tune: FINETUNE's defaults apply to what the settings leave out, norm_init is not
+    # applied (it would erase the trained scales) and the first mask is chosen on the trained filters.
+    init: str | None = None
     # Initial scale (gamma) of every BatchNorm; None = the model's own (1.0). 0.5 is the CHEX paper's
     # init and measured best for every row of benchmarks/train.md (CHEX gained most: +0.6 pt at 25% MACs).
     norm_init: float | None = 0.5
@@ -68,6 +76,8 @@ class TrainConfig:
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, closed_high=False)
         if self.norm_init is not None:
             _in_range("norm_init", self.norm_init, 0.0, float("inf"), closed_high=False, open_low=True)
+        if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
+            raise ValueError(f"init must be the path of a weights file or an MLflow model URI, got {self.init!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,6 +99,8 @@ class RunConfig:
             hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
                 key, train_keys | chex_keys, n=1)) else repr(key) for key in unknown]
             raise ValueError(f"unknown setting(s) {', '.join(hints)}; allowed: {sorted(train_keys | chex_keys)}")
+        if values.get("init") is not None:  # a trained start: a fine-tune's defaults where nothing was given
+            values = {**FINETUNE, **values}
         return cls(train=TrainConfig(**{k: v for k, v in values.items() if k in train_keys}),
                    chex=ChexConfig(**{k: v for k, v in values.items() if k in chex_keys}))
 

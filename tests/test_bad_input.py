@@ -38,6 +38,7 @@ FILES = {
     "config_type.yaml": "lr: fast\n",
     "config_syntax.yaml": "epochs: 3\nlr: [0.1\n",
     "a_file": "I am a file, not a folder\n",
+    "weights.pt": b"PK\x03\x04 a zip archive cut short",
 }
 
 TRAIN = ["train", "--model", "test_resnet", "--dataset", "synthetic", "--stem", "timm", "--epochs", "1",
@@ -105,6 +106,17 @@ CASES = [
      "unknown scorer 'l3'; choose one of: css"),
     ("train-epochs-text", [*TRAIN, "--epochs", "three", "--out", "{tmp}/run"], "argument --epochs: invalid int value"),
     ("train-out-is-a-file", [*TRAIN, "--out", "{tmp}/a_file"], "--out {tmp}/a_file is a file; give a folder"),
+    # a trained start: missing, damaged, of another model, not a model at all, an MLflow URI nowhere
+    ("train-init-missing", [*TRAIN, "--init", "{tmp}/nope.pt", "--out", "{tmp}/run"],
+     "--init '{tmp}/nope.pt': no such file; give the trained dense model's weights"),
+    ("train-init-damaged", [*TRAIN, "--init", "{tmp}/weights.pt", "--out", "{tmp}/run"],
+     "{tmp}/weights.pt is damaged (a truncated zip archive"),
+    ("train-init-a-yaml", [*TRAIN, "--init", "{tmp}/good.yaml", "--out", "{tmp}/run"],
+     "{tmp}/good.yaml is damaged or not a weights file"),
+    ("train-init-bad-uri", [*TRAIN, "--init", "models:/r18", "--out", "{tmp}/run"],
+     "--init 'models:/r18': expected runs:/RUN_ID, models:/NAME@ALIAS or models:/NAME/VERSION"),
+    ("sweep-init-missing", ["sweep", "{tmp}/good.yaml", "--init", "{tmp}/nope.pt", "--store", "{tmp}/store"],
+     "--init '{tmp}/nope.pt': no such file"),
     ("train-imagefolder-missing", [*TRAIN[:3], "--dataset", "imagefolder", "--data-dir", "{tmp}/images",
                                    "--out", "{tmp}/run"], "{tmp}/images"),
     # inspect

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Optuna's sampler: tpe (default), nsga2 or random")
     parser.add_argument("--sampler", dest="optuna_sampler", action=DeprecatedAlias, help=argparse.SUPPRESS)
     parser.add_argument("--objectives", help="e.g. val_acc:max,macs:min (default: the space's)")
+    parser.add_argument("--init", metavar="WEIGHTS",
+                        help="every trial fine-tunes this trained dense model (a weights file or an MLflow URI, "
+                             "runs:/ID or models:/NAME@ALIAS); overrides the space's init")
     parser.add_argument("--ray-address", help="a Ray cluster (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, else ./mlflow)")
     parser.add_argument("--experiment", help="MLflow experiment (default: the space file's name)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
                            optuna_sampler=args.optuna_sampler, objectives=args.objectives, ray_address=args.ray_address,
                            tracking_uri=args.tracking_uri, experiment=args.experiment, resume=args.resume,
-                           seed=args.seed, store=args.store, early_stop=args.early_stop,
+                           seed=args.seed, store=args.store, early_stop=args.early_stop, init=args.init,
                            **{k: v for k, v in (("grace", args.grace), ("eta", args.eta)) if v is not None})
     result = run_sweep(space, options, log=print)  # progress, then the table of all trials, the front first
     if result.interrupted:

@@ -19,7 +19,7 @@ HELP = "train one model with CHEX (or dense with --sparsity 0) and write the com
 
 # flag -> RunConfig setting, for the flags that map one to one
 FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset", "val_size", "lr", "sparsity",
-         "regrow_ratio", "period", "explore_until", "macs_target", "seed", "device", "stem")
+         "regrow_ratio", "period", "explore_until", "macs_target", "seed", "device", "stem", "init")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=("channels", "macs"), help="what the sparsity budget counts")
     parser.add_argument("--macs-target", type=float, help="fraction of dense MACs to keep (--budget macs)")
     parser.add_argument("--stem", choices=("auto", "small", "timm"), help="small-input stem (default auto)")
+    parser.add_argument("--init", metavar="WEIGHTS",
+                        help="start from a trained dense model: a weights file (state_dict, checkpoint, dense "
+                             "compact.pt, timm .pth/.safetensors) or an MLflow URI (runs:/ID, models:/NAME@ALIAS); "
+                             "the run is then a fine-tune (default 4 epochs at lr 0.02)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--config", type=pathlib.Path, help="YAML file of settings (flags override it)")
@@ -78,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from chex_tune.train.loop import train
 
     config = resolve_config(args)
+    if config.train.init is not None:  # read (an MLflow URI: fetched) and checked before any work
+        from chex_tune.tuning.track.runs import resolve_init
+
+        config = config.replace(init=resolve_init(config.train.init))
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder (it gets compact.pt, metrics.json, config.yaml)")
     result = train(config, args.out, resume=args.resume, log=print, progress=True)

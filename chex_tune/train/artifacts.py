@@ -33,6 +33,7 @@ SETTINGS = "chex.yaml"
 RUN_CONFIG = "config.yaml"
 FILES = (COMPACT, WIDTHS, METRICS, SETTINGS)  # every finished trial's; the built-in loop's add RUN_CONFIG
 HISTORY = "history"  # in metrics.json: one entry per epoch
+LINEAGE = "lineage"  # in metrics.json: {"dataset": {name, digest, sizes, source}, "init_digest": ...}
 
 
 def write_trial(out: str | pathlib.Path, model: nn.Module, *, widths: list[dict], metrics: Mapping,

@@ -32,7 +32,7 @@ from chex_tune.core.compact import make_recipe, rebuild_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
-from chex_tune.train.artifacts import HISTORY, write_trial
+from chex_tune.train.artifacts import HISTORY, LINEAGE, write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
 from chex_tune.train.metrics import (
@@ -51,6 +51,8 @@ from chex_tune.train.metrics import (
     final_costs,
 )
 from chex_tune.train.models import create_model, model_recipe, resolve_stem
+from chex_tune.train.optim import lr_at, make_optimizer
+from chex_tune.train.weights import file_digest, load_trained
 from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
@@ -66,22 +68,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
     return torch.device(name)
-
-
-def lr_at(step: int, *, total: int, base_lr: float, warmup_fraction: float) -> float:
-    """Linear warm-up over the first ``warmup_fraction`` of the steps, then cosine decay to 0."""
-    warmup = round(warmup_fraction * total)
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    return base_lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def make_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; norm scales/shifts and biases (1-d parameters) get no weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
 
 
 @torch.no_grad()
@@ -139,7 +125,9 @@ class Trainer:
 
         model = create_model(self.settings.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
                              stem=self.stem, pretrained=self.settings.pretrained)
-        if self.settings.norm_init is not None and not self.settings.pretrained:
+        if self.settings.init is not None:
+            load_trained(model, self.settings.init)  # before the explorer: its first mask reads these filters
+        elif self.settings.norm_init is not None and not self.settings.pretrained:
             init_norm_scales(model, self.settings.norm_init)
         self._set_model(model.to(self.device))
         self.dense_macs = count_macs(model, self.example[:1])
@@ -293,6 +281,13 @@ class Trainer:
         return self.finish()
 
     # ------------------------------------------------------------------------------------ finish
+    def lineage(self) -> dict:
+        """Where the run came from: its dataset (name, content digest, split sizes, where it was read) and, with a
+        trained start, the weights file's digest."""
+        dataset = {**self.data.lineage(), "source": self.settings.data_dir or f"{self.settings.dataset} default"}
+        init = {"init_digest": file_digest(self.settings.init)} if self.settings.init is not None else {}
+        return {"dataset": dataset, **init}
+
     def finish(self) -> dict:
         """Compact (if not done yet), evaluate once on val and test, measure, write the run's files."""
         val_masked = self.history[-1][VAL_ACC]
@@ -316,6 +311,7 @@ class Trainer:
             "epochs": self.settings.epochs, TRAIN_SECONDS: self.train_seconds,
             "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
             "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
+            LINEAGE: self.lineage(),
         }
         write_trial(self.out, small, widths=self.widths, metrics=result, history=self.history,
                     chex=self.config.chex.to_dict(), run_config={**self.config.to_dict(), "stem": self.stem})

@@ -44,6 +44,8 @@ class SweepOptions:
     cpus_per_trial: float | None = None  # default: this machine's cores / concurrent
     optuna_sampler: str = "tpe"  # Optuna's sampler (OPTUNA_SAMPLERS); not CHEX's regrowth sampler
     objectives: str | None = None  # overrides the space's (built-in trainable only)
+    init: str | None = None  # a trained start every trial forks from: a weights file or an MLflow model URI
+                             # (built-in trainable only; overrides the space's)
     ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance (unless Ray already runs)
     tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite under ``store``
     experiment: str | None = None  # default: the space file's (or the trainable's) name
@@ -161,6 +163,9 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
     if not callable(trainable):
         raise ValueError(f"trainable must be a Ray Tune trainable (a function taking the trial's config, or a "
                          f"Trainable class) or a SearchSpace, got {type(trainable).__name__}")
+    if options.init is not None:
+        raise ValueError("--init is the built-in loop's trained start; your trainable loads its own weights before "
+                         "ChexReporter (see the README's trained start)")
     if chex_space is not None and chex_space.non_chex_settings():
         raise ValueError(f"chex_space sets {chex_space.non_chex_settings()}, which are not CHEX settings: your "
                          "trainable reads CHEX settings only from it; put your own settings in param_space")
@@ -174,17 +179,20 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
 
 
 def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan:
+    from chex_tune.tuning.track.runs import resolve_init
     from chex_tune.tuning.trainable import builtin_constants, run_trial
 
     objectives = objectives or options.objectives
+    init = options.init or space.fixed.get("init")
     constants = {} if options.resume else builtin_constants(
         space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu",
-        threads=int(options.cpus()))
+        threads=int(options.cpus()),
+        init=resolve_init(init, store=options.store, tracking_uri=options.tracking_uri) if init else None)
     return Plan(run_trial, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=options.epochs or space.fixed.get("epochs"))
+                epochs=options.epochs or space.run_config(space.midpoint(), init=init).train.epochs)
 
 
 def domain_keys(space: Mapping, prefix: str = "") -> list[str]:

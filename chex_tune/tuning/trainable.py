@@ -28,6 +28,7 @@ from chex_tune.config import RunConfig
 from chex_tune.train import metrics as m
 from chex_tune.train.artifacts import FILES, METRICS, RUN_CONFIG, is_complete, read_metrics
 from chex_tune.train.loop import train
+from chex_tune.train.weights import check_init
 from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
 from chex_tune.tuning.reporter import trial_location
 from chex_tune.tuning.settings import resolve
@@ -38,15 +39,20 @@ FINAL_METRICS = (m.VAL_ACC, m.VAL_ACC_MASKED, m.TEST_ACC, m.MACS, m.DENSE_MACS, 
                  m.MACS_RATIO, m.TRAIN_SECONDS, "epochs")
 
 
-def builtin_constants(space, *, epochs: int | None, device: str, threads: int) -> dict:
-    """What every built-in trial gets besides Optuna's suggestions; the space's centre is checked first."""
+def builtin_constants(space, *, epochs: int | None, device: str, threads: int, init: str | None = None) -> dict:
+    """What every built-in trial gets besides Optuna's suggestions; the space's centre is checked first, and a
+    trained start (``init``, a local file) is loaded into the model once: every trial forks from it."""
     fixed = dict(space.fixed)
     if epochs is not None:
         fixed["epochs"] = epochs
+    if init is not None:
+        fixed["init"] = init
     fixed["device"] = device
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
-    space.run_config(space.midpoint(), **fixed)  # fail early
+    centre = space.run_config(space.midpoint(), **fixed)  # fail early
+    if centre.train.init is not None:
+        check_init(centre)
     return {FIXED_KEY: fixed, SEARCHED_KEY: list(space.searched), THREADS_KEY: max(1, int(threads))}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -41,6 +42,13 @@ class Data:
     def __repr__(self) -> str:
         return (f"Data({self.name!r}, {self.num_classes} classes, {self.in_chans}x{self.image_size}x{self.image_size}, "
                 f"train {self.train_size}, val {self.val_size}, test {self.test_size}, device {self.device})")
+
+    def lineage(self) -> dict:
+        """What a run trained and was selected on, for its record: the dataset's name, a digest of its three splits'
+        contents (the same images, labels and split give the same digest) and their sizes."""
+        digest = hashlib.sha256("".join(self._splits[s].fingerprint() for s in ("train", "val", "test")).encode())
+        return {"name": self.name, "digest": digest.hexdigest()[:16], "train_size": self.train_size,
+                "val_size": self.val_size, "test_size": self.test_size}
 
     def normalise(self, images: Tensor) -> Tensor:
         """uint8 images -> float32, normalised per channel."""

@@ -1,12 +1,15 @@
 """Where a split's images live: on the device as one uint8 tensor, or on disk, decoded by DataLoader workers.
 
-Both kinds answer the same three calls, which is all :class:`~chex_tune.train.data.Data` asks of a split:
+Both kinds answer the same four calls, which is all :class:`~chex_tune.train.data.Data` asks of a split:
 ``len``, ``batches(order, batch_size)`` (uint8 images and int64 labels on the device, in ``order`` or in
-stored order when it is None) and ``take(n)`` (the first ``n`` images).
+stored order when it is None), ``take(n)`` (the first ``n`` images) and ``fingerprint()`` (a digest of what
+the split holds, for a run's lineage).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -36,6 +39,13 @@ class TensorSplit:
     def take(self, n: int) -> Tensor:
         return self.images[:n]
 
+    def fingerprint(self) -> str:
+        """sha256 of the images' and labels' bytes."""
+        digest = hashlib.sha256()
+        for tensor in (self.images, self.labels):
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
 
 class FolderSplit:
     """A split decoded from disk by DataLoader workers (uint8 tensors of equal size, moved to the device)."""
@@ -60,3 +70,16 @@ class FolderSplit:
 
     def take(self, n: int) -> Tensor:
         return torch.stack([self.dataset[i][0] for i in range(min(n, len(self)))]).to(self.device)
+
+    def fingerprint(self) -> str:
+        """sha256 of the file list: each image's class folder, name, size and label (reading every file would cost
+        as much as an epoch)."""
+        dataset, indices = self.dataset, None
+        if isinstance(dataset, torch.utils.data.Subset):
+            dataset, indices = dataset.dataset, dataset.indices
+        samples = dataset.samples if indices is None else [dataset.samples[i] for i in indices]
+        digest = hashlib.sha256()
+        for path, label in samples:
+            name = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+            digest.update(f"{name}:{os.path.getsize(path)}:{label}\n".encode())
+        return digest.hexdigest()

@@ -22,7 +22,7 @@ import os
 import pathlib
 import tempfile
 
-from chex_tune.train.artifacts import COMPACT, WIDTHS, is_complete
+from chex_tune.train.artifacts import COMPACT, LINEAGE, WIDTHS, is_complete, read_metrics
 from chex_tune.train.metrics import EPOCH
 from chex_tune.tuning import protocol
 from chex_tune.tuning.objectives import missing_objectives, objectives_text, parse_objectives
@@ -127,6 +127,21 @@ def log_pytorch_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path
         mlflow.pytorch.log_model(model, name="model", input_example=example, serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                                    f"numpy=={numpy.__version__}"])
+
+
+def log_lineage(client, run_id: str, lineage: dict) -> None:
+    """Where a trial came from, on its run: its dataset as an MLflow dataset input (the run page's "Datasets") and
+    the digest of its trained start's weights as the param ``init_digest``."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = lineage.get("dataset")
+    if dataset:
+        sizes = {k: dataset[k] for k in ("train_size", "val_size", "test_size") if k in dataset}
+        entry = Dataset(name=dataset["name"], digest=dataset["digest"], source_type="local",
+                        source=json.dumps({"uri": str(dataset.get("source", ""))}), profile=json.dumps(sizes))
+        client.log_inputs(run_id, datasets=[DatasetInput(entry, tags=[InputTag("mlflow.data.context", "training")])])
+    if lineage.get("init_digest"):
+        log_params(client, run_id, {"init_digest": lineage["init_digest"]})
 
 
 # ------------------------------------------------------------------------------------ the recorder
@@ -237,6 +252,7 @@ class SweepRecorder:
             self.fail_trial(key, problem)
             return "FAILED"
         log_trial_artifacts(self.client, self.tracking_uri, run_id, pathlib.Path(directory))
+        log_lineage(self.client, run_id, read_metrics(directory).get(LINEAGE) or {})
         self.client.set_terminated(run_id, "FINISHED")
         return "FINISHED"
 

@@ -13,8 +13,12 @@ one front per experiment. MLflow and numpy only: no Ray, so these commands work 
 from __future__ import annotations
 
 import math
+import os
+import pathlib
+import tempfile
 from dataclasses import dataclass
 
+from chex_tune.train.artifacts import COMPACT
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, cost_objective, objectives_text, parse_objectives
 from chex_tune.tuning.pareto import non_dominated_ranks
 from chex_tune.tuning.protocol import OBJECTIVES_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, TrialRow
@@ -156,3 +160,67 @@ def sweep_objectives(client, experiment_name: str, sweep: str | None = None) -> 
         if recorded:
             return recorded
     return objectives_text(DEFAULT_OBJECTIVES)
+
+
+# ------------------------------------------------------------------------------------ models by URI
+MODEL_URI_SCHEMES = ("runs:/", "models:/")
+
+
+def is_model_uri(text: str | None) -> bool:
+    return isinstance(text, str) and text.startswith(MODEL_URI_SCHEMES)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str]:
+    """``("runs", RUN_ID, "")``, ``("alias", NAME, ALIAS)`` or ``("version", NAME, VERSION)``; a malformed URI is an
+    error before any store is opened."""
+    if uri.startswith("runs:/"):
+        run_id = uri[len("runs:/"):].split("/")[0]
+        if run_id:
+            return "runs", run_id, ""
+    else:
+        name, _, rest = uri[len("models:/"):].partition("/")
+        name, at, alias = name.partition("@")
+        if name and at and alias:
+            return "alias", name, alias
+        if name and rest.isdigit():
+            return "version", name, rest
+    raise ValueError(f"--init {uri!r}: expected runs:/RUN_ID, models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def fetch_compact(client, uri: str, directory: str | os.PathLike) -> pathlib.Path:
+    """The ``compact.pt`` of the run an MLflow model URI names (``parse_model_uri``; a registered version's source
+    run), downloaded into ``directory`` once per run. Errors name the URI and what was not found."""
+    from mlflow.exceptions import MlflowException
+
+    kind, name, ref = parse_model_uri(uri)
+    try:
+        if kind == "runs":
+            run_id = client.get_run(name).info.run_id  # a missing run fails here, with MLflow's message
+        else:
+            version = client.get_model_version_by_alias(name, ref) if kind == "alias" else \
+                client.get_model_version(name, ref)
+            run_id = version.run_id
+        target = pathlib.Path(directory) / f"{run_id}-{COMPACT}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                os.replace(client.download_artifacts(run_id, COMPACT, tmp), target)
+    except MlflowException as exc:
+        raise ValueError(f"--init {uri}: {exc.message.splitlines()[0]}") from None
+    return target
+
+
+def resolve_init(init: str, *, store: str | os.PathLike = "mlflow", tracking_uri: str | None = None) -> str:
+    """A trained start as a local file: an MLflow model URI's compact.pt downloaded under ``store/init``, a path made
+    absolute (trials run in their own directories); checked readable as dense weights before any work."""
+    from chex_tune.train.weights import read_state_dict
+    from chex_tune.tuning.track.store import open_store
+
+    if is_model_uri(init):
+        parse_model_uri(init)
+        client, _ = open_store(store, tracking_uri)
+        path = fetch_compact(client, init, pathlib.Path(store).expanduser().resolve() / "init")
+    else:
+        path = pathlib.Path(init).expanduser().resolve()
+    read_state_dict(path)  # a missing, damaged or not-dense file: one line, now
+    return str(path)

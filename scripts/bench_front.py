@@ -1,0 +1,165 @@
+"""From a trained model to a front: CHEX fine-tuned from trained weights against Torch-Pruning from the same weights.
+
+The CPU protocol of ``benchmarks/train.md`` (resnet18, timm stem, 8,000 Fashion-MNIST images, 1,000 validation,
+the 10,000-image test set). Per seed a dense model is trained for the protocol's 8 epochs; every row at every
+budget then starts from that model and fine-tunes for the same epochs (``chex_tune.config.FINETUNE``: 4 at lr 0.02
+unless ``--set`` says otherwise), so rows differ only in how they reach the budget:
+
+- ``CHEX from trained``: the shipped trained start (``init``), CHEX settings as shipped (``--chex`` to change them);
+- its variants (``VARIANTS``: uniform allocator, no regrowth), and Torch-Pruning's workflow from the same model:
+  one-shot group-L2 pruning to the budget (per-layer and global), then the same fine-tune.
+
+Rows are paired by seed (same dense model); the report gives each row's mean test accuracy with its 95% interval
+and CHEX's paired difference to each row. Writes ``front.json`` and ``front.md`` under ``--out``. This is the
+per-budget part of issue 25's benchmark; the family run and the sweep rows (cost against hypervolume) are not in it.
+
+    python scripts/bench_front.py --levels 0.25 0.06 0.03 --seeds 0 1 2 3 --out benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import chex_tune  # noqa: F401  (before timm)
+
+# isort: split
+import yaml
+
+from chex_tune.config import RunConfig
+from chex_tune.train.loop import Trainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import MODES, PrunedTrainer, one_shot_tp, parse_settings  # noqa: E402
+from benchlib import (  # noqa: E402
+    interval,
+    log,
+    machine_info,
+    machine_name,
+    md_table,
+    paired_difference,
+    recorded_argv,
+    write_report,
+)
+
+CHEX = "CHEX from trained"
+VARIANTS = {"CHEX from trained, uniform widths": {"allocator": "uniform"},
+            "CHEX from trained, no regrowth": {"regrow_ratio": 0.0}}
+TORCH_PRUNING = {"torch-pruning per-layer from trained": False, "torch-pruning global from trained": True}
+ROWS = (CHEX, *VARIANTS, *TORCH_PRUNING)
+
+
+def train_dense(base: dict, seed: int, workdir: Path) -> tuple[Path, dict]:
+    config = RunConfig.from_dict({**base, "seed": seed, "sparsity": 0.0})
+    out = workdir / f"dense-{seed}"
+    result = Trainer(config, out).run()
+    return out / "compact.pt", result
+
+
+def run_row(name: str, level: float, base: dict, finetune: dict, chex: dict, seed: int, init: Path,
+            workdir: Path) -> dict:
+    """One row's fine-tune from the dense model ``init`` down to ``level`` of its MACs."""
+    common = {k: v for k, v in base.items() if k not in ("epochs", "lr", "norm_init")}
+    common.update(finetune, seed=seed, init=str(init))
+    out = workdir / f"{name.replace(' ', '_').replace(',', '')}-{level}-{seed}"
+    if name in TORCH_PRUNING:
+        config = RunConfig.from_dict({**common, "sparsity": 0.0})
+        trainer = PrunedTrainer(config, out, prune_epochs=[0],
+                                prune=one_shot_tp(level, global_pruning=TORCH_PRUNING[name]))
+    else:
+        config = RunConfig.from_dict({**common, **chex, **VARIANTS.get(name, {}), "macs_target": level})
+        trainer = Trainer(config, out)
+    start = time.perf_counter()
+    result = trainer.run()
+    keep = ("test_acc", "val_acc", "macs", "dense_macs", "params", "epochs", "train_seconds")
+    return {**{k: result[k] for k in keep}, "row": name, "level": level, "seed": seed,
+            "macs_ratio": result["macs"] / result["dense_macs"], "wall_seconds": time.perf_counter() - start,
+            "settings": {k: v for k, v in config.to_dict().items() if k in ("epochs", "lr", "explore_until",
+                                                                             "allocator", "regrow_ratio")}}
+
+
+def summarise(runs: list[dict], dense: list[dict]) -> dict:
+    """Per level: each row's mean test accuracy with its 95% half-width, MACs and params, and CHEX - row paired."""
+    out: dict = {"dense": {"test_acc": interval([d["test_acc"] for d in dense]), "seeds": [d["seed"] for d in dense]}}
+    for level in sorted({r["level"] for r in runs}, reverse=True):
+        here = [r for r in runs if r["level"] == level]
+        chex = {r["seed"]: r["test_acc"] for r in here if r["row"] == CHEX}
+        rows = {}
+        for name in ROWS:
+            mine = {r["seed"]: r for r in here if r["row"] == name}
+            if not mine:
+                continue
+            seeds = sorted(set(mine) & set(chex))
+            _, diff, half = paired_difference([chex[s] for s in seeds], [mine[s]["test_acc"] for s in seeds]) \
+                if name != CHEX and seeds else (None, None, None)
+            rows[name] = {"test_acc": interval([r["test_acc"] for r in mine.values()]), "seeds": sorted(mine),
+                          "macs_ratio": statistics.mean(r["macs_ratio"] for r in mine.values()),
+                          "params": statistics.mean(r["params"] for r in mine.values()),
+                          "chex_minus_row": None if diff is None else [diff, half]}
+        out[str(level)] = rows
+    return out
+
+
+def markdown(data: dict) -> str:
+    dense_mean, dense_half = data["rows"]["dense"]["test_acc"]
+    lines = ["# CHEX from a trained model against Torch-Pruning from the same model",
+             "", f"Protocol: {yaml.safe_dump(data['protocol'], default_flow_style=True, width=200).strip()}; "
+                 f"fine-tune: {data['finetune']}; machine: {data['machine']}; {data['minutes']:.0f} min.",
+             f"Command: `{' '.join(data['argv'])}`", "",
+             f"Dense start (8 epochs): test {100 * dense_mean:.2f}% ± {100 * (dense_half or 0):.2f} "
+             f"(seeds {data['rows']['dense']['seeds']}).", ""]
+    for level, rows in data["rows"].items():
+        if level == "dense":
+            continue
+        lines += [f"## {float(level):.0%} of dense MACs", ""]
+        body = []
+        for name, row in rows.items():
+            mean, half = row["test_acc"]
+            diff = row["chex_minus_row"]
+            body.append([name, f"{100 * mean:.2f}% ± {100 * (half or 0):.2f}", f"{row['macs_ratio']:.3f}",
+                         f"{row['params'] / 1e6:.2f}M", "" if diff is None else
+                         f"{100 * diff[0]:+.2f} ± {100 * (diff[1] or 0):.2f} pt", str(row["seeds"])])
+        lines += md_table(["row", "test acc", "MACs / dense", "params", "CHEX − row (paired)", "seeds"], body) + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.06, 0.03])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW")
+    parser.add_argument("--chex", nargs="*", default=[], metavar="KEY=VALUE", help="CHEX settings of the CHEX rows")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="fine-tune settings (default: chex_tune.config.FINETUNE's epochs and lr)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    args = parser.parse_args(argv)
+    from chex_tune.config import FINETUNE
+
+    base, chex = dict(MODES["cpu"]), parse_settings(args.chex)
+    finetune = {"epochs": FINETUNE["epochs"], "lr": FINETUNE["lr"], **parse_settings(args.set)}
+    started, runs, dense = time.perf_counter(), [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            init, result = train_dense(base, seed, Path(tmp))
+            dense.append({"seed": seed, "test_acc": result["test_acc"], "train_seconds": result["train_seconds"]})
+            log(f"seed {seed}: dense test {result['test_acc']:.4f} ({result['train_seconds']:.0f} s)")
+            for level in args.levels:
+                for name in args.rows:
+                    run = run_row(name, level, base, finetune, chex, seed, init, Path(tmp))
+                    runs.append(run)
+                    log(f"seed {seed} {name} @ {level}: test {run['test_acc']:.4f}, MACs {run['macs_ratio']:.3f} "
+                        f"of dense, {run['params'] / 1e6:.2f}M params ({run['wall_seconds']:.0f} s)")
+    data = {"argv": recorded_argv(sys.argv if argv is None else ["scripts/bench_front.py", *argv]),
+            "machine": machine_name(machine_info()), "protocol": base, "finetune": finetune, "chex": chex,
+            "minutes": (time.perf_counter() - started) / 60, "dense": dense, "runs": runs}
+    data["rows"] = summarise(runs, dense)
+    write_report(args.out, "front", data, markdown(data), echo=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
