@@ -47,6 +47,10 @@ class TrainConfig:
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     warmup_fraction: float = 0.05  # linear warm-up over this fraction of the steps, then cosine
     label_smoothing: float = 0.1
+    # Distillation from the trained start (init): loss = (1 - distill) * cross-entropy + distill * T^2 * KL(teacher
+    # || student) at temperature T; the teacher is the dense model as loaded, frozen, in eval mode.
+    distill: float = 0.0
+    distill_temperature: float = 4.0
     device: str = "auto"  # "auto" = cuda when available
     amp: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # (CUDA only)
@@ -76,6 +80,10 @@ class TrainConfig:
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, closed_high=False)
         if self.norm_init is not None:
             _in_range("norm_init", self.norm_init, 0.0, float("inf"), closed_high=False, open_low=True)
+        _in_range("distill", self.distill, 0.0, 1.0, closed_high=True)
+        _in_range("distill_temperature", self.distill_temperature, 0.0, float("inf"), closed_high=False, open_low=True)
+        if self.distill > 0 and self.init is None:
+            raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from")
         if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
             raise ValueError(f"init must be the path of a weights file or an MLflow model URI, got {self.init!r}")
 

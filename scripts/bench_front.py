@@ -6,8 +6,9 @@ budget then starts from that model and fine-tunes for the same epochs (``chex_tu
 unless ``--set`` says otherwise), so rows differ only in how they reach the budget:
 
 - ``CHEX from trained``: the shipped trained start (``init``), CHEX settings as shipped (``--chex`` to change them);
-- its variants (``VARIANTS``: uniform allocator, no regrowth), and Torch-Pruning's workflow from the same model:
-  one-shot group-L2 pruning to the budget (per-layer and global), then the same fine-tune.
+- its variants (``ROWS``: uniform allocator, no regrowth, a shorter exploration, distillation from the dense
+  model), and Torch-Pruning's workflow from the same model: one-shot group-L2 pruning to the budget (per-layer
+  and global), then the same fine-tune (also distilled, to tell what distillation gives from what CHEX gives).
 
 Rows are paired by seed (same dense model); the report gives each row's mean test accuracy with its 95% interval
 and CHEX's paired difference to each row. Writes ``front.json`` and ``front.md`` under ``--out``. This is the
@@ -47,10 +48,17 @@ from benchlib import (  # noqa: E402
 )
 
 CHEX = "CHEX from trained"
-VARIANTS = {"CHEX from trained, uniform widths": {"allocator": "uniform"},
-            "CHEX from trained, no regrowth": {"regrow_ratio": 0.0}}
-TORCH_PRUNING = {"torch-pruning per-layer from trained": False, "torch-pruning global from trained": True}
-ROWS = (CHEX, *VARIANTS, *TORCH_PRUNING)
+# row -> (how it reaches the budget, settings that differ from the shipped trained start)
+ROWS = {
+    CHEX: ("chex", {}),
+    "CHEX from trained, uniform widths": ("chex", {"allocator": "uniform"}),
+    "CHEX from trained, no regrowth": ("chex", {"regrow_ratio": 0.0}),
+    "CHEX from trained, explore 25%": ("chex", {"explore_until": 0.25}),
+    "CHEX from trained, distilled": ("chex", {"distill": 0.5}),
+    "torch-pruning per-layer from trained": ("per-layer", {}),
+    "torch-pruning global from trained": ("global", {}),
+    "torch-pruning per-layer from trained, distilled": ("per-layer", {"distill": 0.5}),
+}
 
 
 def train_dense(base: dict, seed: int, workdir: Path) -> tuple[Path, dict]:
@@ -65,21 +73,22 @@ def run_row(name: str, level: float, base: dict, finetune: dict, chex: dict, see
     """One row's fine-tune from the dense model ``init`` down to ``level`` of its MACs."""
     common = {k: v for k, v in base.items() if k not in ("epochs", "lr", "norm_init")}
     common.update(finetune, seed=seed, init=str(init))
-    out = workdir / f"{name.replace(' ', '_').replace(',', '')}-{level}-{seed}"
-    if name in TORCH_PRUNING:
-        config = RunConfig.from_dict({**common, "sparsity": 0.0})
-        trainer = PrunedTrainer(config, out, prune_epochs=[0],
-                                prune=one_shot_tp(level, global_pruning=TORCH_PRUNING[name]))
-    else:
-        config = RunConfig.from_dict({**common, **chex, **VARIANTS.get(name, {}), "macs_target": level})
+    out = workdir / f"{name.replace(' ', '_').replace(',', '').replace('%', '')}-{level}-{seed}"
+    method, changes = ROWS[name]
+    if method == "chex":
+        config = RunConfig.from_dict({**common, **chex, **changes, "macs_target": level})
         trainer = Trainer(config, out)
+    else:
+        config = RunConfig.from_dict({**common, **changes, "sparsity": 0.0})
+        trainer = PrunedTrainer(config, out, prune_epochs=[0],
+                                prune=one_shot_tp(level, global_pruning=method == "global"))
     start = time.perf_counter()
     result = trainer.run()
     keep = ("test_acc", "val_acc", "macs", "dense_macs", "params", "epochs", "train_seconds")
     return {**{k: result[k] for k in keep}, "row": name, "level": level, "seed": seed,
             "macs_ratio": result["macs"] / result["dense_macs"], "wall_seconds": time.perf_counter() - start,
             "settings": {k: v for k, v in config.to_dict().items() if k in ("epochs", "lr", "explore_until",
-                                                                             "allocator", "regrow_ratio")}}
+                                                                             "allocator", "regrow_ratio", "distill")}}
 
 
 def summarise(runs: list[dict], dense: list[dict]) -> dict:
@@ -140,7 +149,8 @@ def main(argv=None) -> int:
     from chex_tune.config import FINETUNE
 
     base, chex = dict(MODES["cpu"]), parse_settings(args.chex)
-    finetune = {"epochs": FINETUNE["epochs"], "lr": FINETUNE["lr"], **parse_settings(args.set)}
+    finetune = {"epochs": FINETUNE["epochs"], "lr": FINETUNE["lr"],
+                **{k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}}
     started, runs, dense = time.perf_counter(), [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

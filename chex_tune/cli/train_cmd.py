@@ -52,6 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
+    values = settings_of(args, FLAGS)
+    if args.budget == "macs" and values.get("macs_target") is None:
+        raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
+    if args.budget == "channels":  # the channel budget (--sparsity) even where the YAML set a MACs target
+        values["macs_target"] = None
+    return RunConfig.from_dict(values)
+
+
+def settings_of(args: argparse.Namespace, flags) -> dict:
+    """The settings a command was given: ``--config`` YAML, then ``--set KEY=VALUE``, then its ``flags``."""
     values: dict = {}
     if args.config is not None:
         loaded = load_yaml(args.config, "--config") or {}
@@ -68,14 +78,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         except yaml.YAMLError:
             raise UserError(f"--set {item!r}: {text!r} is not a value (write text, a number, true/false or "
                             f"[a, list])") from None
-    values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
-    if args.budget == "macs" and values.get("macs_target") is None:
-        raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
-    if args.budget == "channels":  # the channel budget (--sparsity) even where the YAML set a MACs target
-        values["macs_target"] = None
+    values.update({name: getattr(args, name) for name in flags if getattr(args, name, None) is not None})
     if "data_dir" in values and values["data_dir"] is not None:
-        values["data_dir"] = str(pathlib.Path(values["data_dir"]).expanduser())
-    return RunConfig.from_dict(values)
+        values["data_dir"] = str(pathlib.Path(values["data_dir"]).expanduser().resolve())
+    return values
 
 
 def run(args: argparse.Namespace) -> int:

@@ -79,6 +79,18 @@ def removed_channels(groups: list[ChannelGroup], masks: list[torch.Tensor]) -> d
     return removed
 
 
+def compose_removed(earlier: dict[str, list[int]], now: dict[str, list[int]], model: nn.Module) -> dict[str, list[int]]:
+    """What a compact ``model`` (which lost ``earlier``, in dense indices) loses with ``now`` (its own indices), in
+    dense indices: compacting a compact model again stays one recipe, replayed on the dense model in one pass."""
+    out = {name: list(channels) for name, channels in earlier.items()}
+    for name, channels in now.items():
+        gone = set(earlier.get(name, ()))
+        dense = model.get_submodule(name).out_channels + len(gone)
+        kept = [c for c in range(dense) if c not in gone]
+        out[name] = sorted(gone | {kept[i] for i in channels})
+    return out
+
+
 def prune_copy(model: nn.Module, removed: dict[str, list[int]], example_inputs) -> nn.Module:
     """A deep copy of ``model`` with ``removed`` channels physically taken out."""
     small = copy.deepcopy(model)

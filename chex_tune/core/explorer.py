@@ -22,7 +22,7 @@ from torch import nn
 
 from chex_tune.core.allocation import AllocationProblem, allocate
 from chex_tune.core.builders import recipe_args
-from chex_tune.core.compact import find_inexact_groups, make_recipe, prune_copy, removed_channels
+from chex_tune.core.compact import compose_removed, find_inexact_groups, make_recipe, prune_copy, removed_channels
 from chex_tune.core.config import ChexConfig
 from chex_tune.core.flops import SubmodelCost
 from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
@@ -288,6 +288,9 @@ class ChannelExplorer:
         self.apply_masks()
         removed = removed_channels(self.state.groups, self.state.masks)
         small = prune_copy(self.model, removed, self.example_inputs)
+        earlier = getattr(self.model, "chex_recipe", None)  # a compact model compacted again: one recipe
+        if earlier is not None:
+            removed = compose_removed(earlier["removed"], removed, self.model)
         recipe = make_recipe(self.model, removed, tuple(first_input(self.example_inputs).shape), **self._recipe_args)
         if recipe is not None:
             small.chex_recipe = recipe

@@ -50,9 +50,9 @@ from chex_tune.train.metrics import (
     cost_metrics,
     final_costs,
 )
-from chex_tune.train.models import create_model, model_recipe, resolve_stem
+from chex_tune.train.models import frozen_copy, model_recipe, resolve_stem
 from chex_tune.train.optim import lr_at, make_optimizer
-from chex_tune.train.weights import file_digest, load_trained
+from chex_tune.train.weights import budget_of_start, file_digest, start_model
 from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
@@ -68,14 +68,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
     return torch.device(name)
-
-
-@torch.no_grad()
-def init_norm_scales(model: nn.Module, value: float) -> None:
-    """Start every BatchNorm scale (gamma) at ``value`` (the CHEX paper uses 0.5)."""
-    for layer in model.modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.weight is not None:
-            layer.weight.fill_(value)
 
 
 @torch.no_grad()
@@ -123,20 +115,18 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0
 
-        model = create_model(self.settings.model, num_classes=self.data.num_classes, in_chans=self.data.in_chans,
-                             stem=self.stem, pretrained=self.settings.pretrained)
-        if self.settings.init is not None:
-            load_trained(model, self.settings.init)  # before the explorer: its first mask reads these filters
-        elif self.settings.norm_init is not None and not self.settings.pretrained:
-            init_norm_scales(model, self.settings.norm_init)
+        model, self.dense_macs, self.dense_params = start_model(self.settings, self.data, self.stem)
+        self.teacher = None
+        if self.settings.distill > 0:  # the trained start, as loaded
+            teacher = frozen_copy(model).to(self.device)
+            self.teacher = teacher.to(memory_format=torch.channels_last) if self.channels_last else teacher
         self._set_model(model.to(self.device))
-        self.dense_macs = count_macs(model, self.example[:1])
-        self.dense_params = count_params(model)
         self.explorer = None
         if not config.chex.dense:
             total = self.settings.epochs if config.chex.unit == "epoch" else self.total_steps
             self.explorer = ChannelExplorer.from_config(
-                self.model, self.example, config.chex, total=total, optimizer=self.optimizer,
+                self.model, self.example, budget_of_start(config.chex, self.model, self.example[:1], self.dense_macs,
+                                                          self.settings.init), total=total, optimizer=self.optimizer,
                 builder=self.recipe["builder"], model_name=self.recipe["model_name"],
                 model_kwargs=self.recipe["model_kwargs"])
         self.compacted = False
@@ -227,7 +217,7 @@ class Trainer:
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = F.cross_entropy(self.forward(images), labels, label_smoothing=settings.label_smoothing)
+                loss = self.loss(images, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -255,6 +245,19 @@ class Trainer:
         self.epoch += 1
         return {EPOCH: self.epoch, TRAIN_LOSS: train_loss, VAL_ACC: self.evaluate("val"), LR: lr,
                 EPOCH_SECONDS: epoch_seconds, **self.cost()}
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with label smoothing; with a teacher, mixed with the distillation term."""
+        settings = self.settings
+        logits = self.forward(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad():
+            target = F.log_softmax(self.teacher(images).float() / settings.distill_temperature, dim=1)
+        student = F.log_softmax(logits.float() / settings.distill_temperature, dim=1)
+        soft = F.kl_div(student, target, log_target=True, reduction="batchmean") * settings.distill_temperature ** 2
+        return (1 - settings.distill) * loss + settings.distill * soft
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):

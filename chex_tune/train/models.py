@@ -12,8 +12,10 @@ by reference, so no caller has to import this module first).
 
 from __future__ import annotations
 
+import copy
 import difflib
 
+import torch
 from torch import nn
 
 SMALL_STEM_BUILDER = "timm-small-stem"  # the name saved recipes hold (core.compact.BUILDER_REFERENCES)
@@ -83,3 +85,19 @@ def use_small_stem(model: nn.Module) -> nn.Module:
 def build_small_stem(model_name: str, **kwargs) -> nn.Module:
     """The ``SMALL_STEM_BUILDER`` builder: what ``load_compact`` calls for a recipe that names it."""
     return create_model(model_name, stem="small", **kwargs)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy that never trains: eval mode (BatchNorm uses its running statistics), no gradients."""
+    teacher = copy.deepcopy(model).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def init_norm_scales(model: nn.Module, value: float) -> None:
+    """Start every BatchNorm scale (gamma) at ``value`` (the CHEX paper uses 0.5)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.weight is not None:
+            layer.weight.fill_(value)

@@ -3,12 +3,13 @@
 ``init`` names a local file: a ``state_dict`` (``torch.save(model.state_dict())``), a checkpoint holding one
 (under ``state_dict``, ``model`` or ``model_state_dict``: Lightning's, ours, most training scripts'), a
 chex-tune ``compact.pt`` of a dense run (nothing removed), or a timm weights file (``.pth``, ``.bin`` or
-``.safetensors``). Everything is read with ``weights_only=True``; nothing is unpickled. An MLflow model URI
-is turned into such a file by the tuning layer (``chex_tune.tuning.track.init_source``), which also records
-where it came from.
+``.safetensors``). A chex-tune compact model with channels removed is a start too (``compact_start``): the run
+compresses it further, its budget still a fraction of the original dense model's MACs. Everything is read with
+``weights_only=True``; nothing is unpickled. The tuning layer turns an MLflow model URI into such a file
+(``chex_tune.tuning.track.runs.resolve_init``).
 
-Bad input is one clear error: a missing or damaged file, a compact model that is not dense, weights that do
-not fit the model (the first mismatched key with both shapes, and how many keys differ).
+Bad input is one clear error: a missing or damaged file, weights that do not fit the model (the first mismatched
+key with both shapes, and how many keys differ).
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return state
 
 
+def compact_start(path: str | pathlib.Path) -> nn.Module | None:
+    """The compact model in ``path`` (rebuilt from its recipe, with its weights) when it is a chex-tune compact model
+    with channels removed; None when ``path`` holds dense weights."""
+    from chex_tune.core.compact import FORMAT, load_compact
+
+    path = pathlib.Path(path).expanduser()
+    if path.suffix == ".safetensors" or not path.is_file():
+        return None
+    payload = torch_load(path, "weights file", hint=" (give a state_dict saved with torch.save)")
+    removed = payload.get("removed") if isinstance(payload, dict) and payload.get("format") == FORMAT else None
+    return load_compact(path) if removed else None
+
+
 def load_trained(model: nn.Module, path: str | pathlib.Path) -> None:
     """Load the trained weights in ``path`` into ``model``, or say exactly why they do not fit."""
     state = read_state_dict(path)
@@ -105,13 +119,46 @@ def load_trained(model: nn.Module, path: str | pathlib.Path) -> None:
 
 
 def check_init(config) -> None:
-    """Load ``config``'s trained start into the model the run would build (its dataset fixes classes and input
-    channels), so that weights that do not fit fail before a sweep starts rather than in every trial."""
+    """Build the start ``config``'s run would build (its dataset fixes classes and input channels) and check its
+    budget, so that weights that do not fit fail before a sweep starts rather than in every trial."""
     from chex_tune.train.data import load_data
-    from chex_tune.train.models import create_model, resolve_stem
+    from chex_tune.train.models import resolve_stem
 
-    settings = config.train
-    data = load_data(settings, "cpu")
-    model = create_model(settings.model, num_classes=data.num_classes, in_chans=data.in_chans,
-                         stem=resolve_stem(settings.stem, data.image_size))
-    load_trained(model, settings.init)
+    data = load_data(config.train, "cpu")
+    model, dense_macs, _ = start_model(config.train, data, resolve_stem(config.train.stem, data.image_size))
+    budget_of_start(config.chex, model, data.example_input()[:1], dense_macs, config.train.init)
+
+
+def start_model(settings, data, stem: str) -> tuple[nn.Module, int, int]:
+    """The model a run starts from, and the dense model's MACs and params: fresh (norm scales at ``norm_init``),
+    trained weights (``init``), or a compact model from ``init`` that the run compresses further."""
+    from chex_tune.core.flops import count_macs, count_params
+    from chex_tune.train.models import create_model, init_norm_scales
+
+    model = create_model(settings.model, num_classes=data.num_classes, in_chans=data.in_chans, stem=stem,
+                         pretrained=settings.pretrained)
+    dense = count_macs(model, data.example_input()[:1]), count_params(model)
+    start = compact_start(settings.init) if settings.init is not None else None
+    if start is not None:
+        return start, *dense
+    if settings.init is not None:
+        load_trained(model, settings.init)  # before the explorer: its first mask reads these filters
+    elif settings.norm_init is not None and not settings.pretrained:
+        init_norm_scales(model, settings.norm_init)
+    return model, *dense
+
+
+def budget_of_start(chex, model: nn.Module, example, dense_macs: float, init: str | None):
+    """The CHEX settings for the explorer of ``model``: a MACs budget is a fraction of the dense model's MACs, so on
+    a compact start it becomes a fraction of the start's own."""
+    import dataclasses
+
+    from chex_tune.core.flops import count_macs
+
+    start_macs = count_macs(model, example)
+    if start_macs >= dense_macs:
+        return chex
+    if chex.macs_target is None or chex.macs_target * dense_macs >= start_macs:
+        raise UserError(f"--init {init} is a compact model at {start_macs / dense_macs:.1%} of the dense MACs: "
+                        f"continuing it needs a smaller macs_target (got {chex.macs_target})")
+    return dataclasses.replace(chex, macs_target=chex.macs_target * dense_macs / start_macs)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # Numeric settings a space may search with a range (or with numeric choices), and their type.
 NUMERIC = {"sparsity": float, "regrow_ratio": float, "regrow_fraction": float, "period": int, "explore_until": float,
-           "lr": float, "macs_target": float}
+           "lr": float, "macs_target": float, "distill": float, "distill_temperature": float}
 # Categorical settings: searched with choices only.
 CATEGORICAL = ("scorer", "sampler", "allocator", "reallocate")
 SEARCHABLE = (*NUMERIC, *CATEGORICAL)

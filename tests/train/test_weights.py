@@ -83,11 +83,20 @@ def test_files_that_cannot_start_a_run_are_refused_with_the_reason(dense, tmp_pa
         load_trained(fresh_model(), tmp_path / "partial.pt")
 
 
-def test_a_compact_model_with_channels_removed_is_not_a_trained_start(dense, tmp_path):
+def test_a_compact_model_as_the_start_is_compressed_further_its_budget_still_of_the_dense_model(dense, tmp_path):
     compact, _ = dense
-    train(RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(compact)}), tmp_path)
+    half = train(RunConfig.from_dict({**TINY, "macs_target": 0.5, "init": str(compact)}), tmp_path / "half")
     with pytest.raises(UserError, match=r"a compact model with \d+ channels removed, not a dense model"):
-        read_state_dict(tmp_path / "compact.pt")
+        read_state_dict(tmp_path / "half" / "compact.pt")  # not dense weights...
+    start = str(tmp_path / "half" / "compact.pt")  # ... but a start to compress further
+    quarter = train(RunConfig.from_dict({**TINY, "macs_target": 0.25, "init": start}), tmp_path / "quarter")
+    assert quarter["dense_macs"] == half["dense_macs"]  # counted against the original dense model
+    assert abs(quarter["macs"] / quarter["dense_macs"] - 0.25) < 0.03 < abs(half["macs"] / half["dense_macs"] - 0.25)
+    model = load_compact(tmp_path / "quarter" / "compact.pt")  # one recipe, replayed on the dense model
+    assert sum(p.numel() for p in model.parameters()) == quarter["params"]
+    with pytest.raises(UserError, match=r"is a compact model at \d+\.\d% of the dense MACs: continuing it needs a "
+                                        r"smaller macs_target \(got 0.6\)"):
+        train(RunConfig.from_dict({**TINY, "macs_target": 0.6, "init": start}), tmp_path / "wider")
 
 
 def test_a_trained_start_is_a_fine_tune_that_keeps_the_trained_scales_and_records_its_lineage(dense, tmp_path):
@@ -131,3 +140,26 @@ def test_bad_init_on_the_command_line_is_one_line_and_exit_2(dense, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert message.format(path=path) in err
+
+
+def test_distillation_needs_a_trained_start_and_leaves_the_teacher_untouched(dense, tmp_path):
+    from chex_tune.train.loop import Trainer
+
+    with pytest.raises(ValueError, match=r"distill 0.5 needs init: the teacher is the trained model"):
+        RunConfig.from_dict({**TINY, "distill": 0.5})
+    with pytest.raises(ValueError, match=r"distill must be in \[0.0, 1.0\], got 1.5"):
+        RunConfig.from_dict({**TINY, "distill": 1.5, "init": str(dense[0])})
+    config = RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0]), "distill": 0.5})
+    trainer = Trainer(config, tmp_path)
+    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    assert not trainer.teacher.training and not any(p.requires_grad for p in trainer.teacher.parameters())
+    trainer.run()
+    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())  # running stats too
+    assert_same_weights(trainer.teacher, dense[1])
+    plain = Trainer(RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0])}), tmp_path / "plain")
+    images, labels = next(plain.data.train_batches(32, epoch=0, seed=0))
+    torch.manual_seed(0)
+    with torch.no_grad():  # the same student and batch: the distilled loss adds the teacher's term
+        distilled = trainer.loss(images, labels)
+        trainer.teacher = None
+        assert not torch.isclose(distilled, trainer.loss(images, labels))

@@ -1,0 +1,127 @@
+"""A family: one compact model per budget from one trained model, each an MLflow run like a sweep trial.
+
+    result = run_family(RunConfig.from_dict({...}), levels=(0.5, 0.25, 0.12, 0.06, 0.03), init="dense.pt")
+
+Shapes (``shape``): ``cascade`` fine-tunes each member from the previous one (the first from the trained model),
+so the smaller members inherit the larger ones' training and every fine-tune runs on an ever smaller model;
+``independent`` fine-tunes every member from the trained model itself. Without ``init`` the dense model is trained
+first (its run is a member too: the front's dense point). Members run one after another in this process; each is
+a child run of one parent run (tagged as a sweep, so ``chex-tune pareto`` and ``export`` read a family as they
+read a sweep) with the same files, metrics and lineage as a built-in sweep trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import socket
+import time
+from collections.abc import Callable
+
+from chex_tune.config import RunConfig
+from chex_tune.train.artifacts import COMPACT
+from chex_tune.train.loop import train
+from chex_tune.train.metrics import EPOCH
+from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
+
+logger = logging.getLogger(__name__)
+
+SHAPES = ("cascade", "independent")
+DEFAULT_LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
+
+
+@dataclasses.dataclass
+class FamilyResult:
+    experiment: str
+    parent_run_id: str
+    tracking_uri: str
+    members: list[dict]  # level, run_id, path (its compact.pt), and its final metrics
+    rows: list  # the family's trial rows, ranked (rank 0: its front)
+
+    def __str__(self) -> str:
+        from chex_tune.tuning.tables import trials_table
+
+        return f"family {self.experiment!r} (parent run {self.parent_run_id})\n" + trials_table(
+            self.rows, parse_objectives(DEFAULT_OBJECTIVES))
+
+
+def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None, shape: str = "cascade",
+               experiment: str = "family", store: str = "mlflow", tracking_uri: str | None = None,
+               dense_epochs: int | None = None, log: Callable[[str], None] | None = None) -> FamilyResult:
+    """Compact members at ``levels`` (fractions of the dense MACs) of the model ``settings`` describe (flat RunConfig
+    settings; a fine-tune's defaults fill what they leave out), from ``init`` (weights file or MLflow URI) or from a
+    dense model trained first: the model and data settings, for ``dense_epochs`` (default: the from-scratch
+    default) at the from-scratch learning rate."""
+    from chex_tune.tuning.track.recorder import SweepRecorder, time_stamp
+    from chex_tune.tuning.track.runs import resolve_init
+    from chex_tune.tuning.track.store import prepare_store
+
+    log = log or logger.info
+    levels = _check(levels, shape)
+    RunConfig.from_dict({**settings, "init": init or "-", "macs_target": levels[0]})  # every setting, checked now
+    store_dir, uri = prepare_store(store, tracking_uri)
+    recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
+    recorder.open(params={"levels": list(levels), "shape": shape, "init": init}, tags={"chex.family": shape})
+    work = store_dir / "family" / recorder.sweep
+    members: list[dict] = []
+    try:
+        if init is None:
+            members.append(_member(recorder, "dense", _dense(settings, dense_epochs), work / "dense", log))
+            init = members[-1]["path"]
+        start = resolve_init(init, store=store, tracking_uri=tracking_uri)
+        for level in levels:
+            member = RunConfig.from_dict({**settings, "init": start, "macs_target": level})
+            members.append(_member(recorder, f"{level:g}", member, work / f"{level:g}", log))
+            if shape == "cascade":
+                start = members[-1]["path"]
+    except BaseException:
+        recorder.close("KILLED")
+        raise
+    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close())
+
+
+def _dense(settings: dict, epochs: int | None) -> RunConfig:
+    """The dense run a family without a trained start begins with: the model and data settings, from scratch."""
+    from chex_tune.config import FINETUNE, ChexConfig
+
+    chex = {f.name for f in dataclasses.fields(ChexConfig)} - {"seed"}
+    kept = {k: v for k, v in settings.items() if k not in FINETUNE and k not in chex and k not in ("distill", "init")}
+    return RunConfig.from_dict({**kept, "sparsity": 0.0, **({"epochs": epochs} if epochs else {})})
+
+
+def _check(levels, shape: str) -> tuple[float, ...]:
+    if shape not in SHAPES:
+        raise ValueError(f"unknown family shape {shape!r}; choose one of: {', '.join(SHAPES)}")
+    levels = tuple(sorted(set(levels), reverse=True))
+    if not levels or not all(isinstance(v, (int, float)) and 0 < v < 1 for v in levels):
+        raise ValueError(f"--levels must be fractions of the dense MACs in (0, 1), like 0.5 0.25 0.12, got {levels}")
+    return levels
+
+
+def _member(recorder, key: str, config: RunConfig, out: pathlib.Path, log) -> dict:
+    """Train one member as a child run of the family; returns its level, run id, compact model and metrics."""
+    from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY
+    from chex_tune.tuning.settings import trial_params
+    from chex_tune.tuning.trainable import TRIAL_KEY, final_report
+
+    run_id = recorder.start_trial(key, trial_params({FIXED_KEY: config.to_dict(), SEARCHED_KEY: []}),
+                                  searched=["macs_target"])
+    started = time.perf_counter()
+
+    def report_epoch(metrics: dict) -> None:
+        recorder.log_epoch(key, metrics, step=int(metrics[EPOCH]))
+
+    try:
+        result = train(config, out, callback=report_epoch)
+    except Exception as exc:  # the member fails alone; the family stops (later members need it)
+        recorder.fail_trial(key, f"{type(exc).__name__}: {exc}")
+        raise
+    result[TRIAL_KEY] = {"seconds": time.perf_counter() - started, "location": {"host": socket.gethostname()}}
+    report = final_report(result)
+    final = {k: v for k, v in report.items() if k not in (FINAL_KEY, PARAMS_KEY)}
+    recorder.complete_trial(key, final, out, params=report[PARAMS_KEY])
+    log(f"member {key}: val_acc {result['val_acc']:.4f}, MACs {result['macs'] / result['dense_macs']:.3f} of dense "
+        f"({result['train_seconds']:.0f} s of training)")
+    return {"key": key, "run_id": run_id, "path": str(out / COMPACT), **{k: v for k, v in report.items()
+                                                                          if isinstance(v, (int, float))}}

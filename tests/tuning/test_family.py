@@ -1,0 +1,74 @@
+"""A family from one trained model: one compact member per budget, each a child run that pareto and export read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chex_tune import load_compact
+from chex_tune.cli import main
+from chex_tune.config import RunConfig
+from chex_tune.train.loop import train
+from chex_tune.tuning.family import run_family
+
+TINY = {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "batch_size": 32, "train_subset": 128,
+        "val_size": 64, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense")
+    train(RunConfig.from_dict({**TINY, "epochs": 1, "sparsity": 0.0}), out)
+    return out / "compact.pt"
+
+
+def test_a_cascade_family_makes_one_member_per_budget_each_from_the_one_before(dense, tmp_path):
+    from mlflow import MlflowClient
+
+    result = run_family({**TINY, "epochs": 1}, levels=(0.25, 0.5), init=str(dense), store=str(tmp_path),
+                        experiment="cascade", log=lambda _m: None)
+    members = result.members
+    assert [m["key"] for m in members] == ["0.5", "0.25"]  # largest first: the cascade's order
+    assert [round(m["macs_ratio"], 2) for m in members] == [0.5, 0.25]
+    client = MlflowClient(result.tracking_uri)
+    runs = {m["key"]: client.get_run(m["run_id"]) for m in members}
+    assert runs["0.5"].data.params["init"] == str(dense)
+    assert runs["0.25"].data.params["init"] == members[0]["path"]  # the cascade: from the previous member
+    assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in runs.values())
+    assert all(r.info.status == "FINISHED" and r.inputs.dataset_inputs for r in runs.values())
+    small = load_compact(members[1]["path"])  # one recipe from the dense model, through two compactions
+    assert sum(p.numel() for p in small.parameters()) == members[1]["params"]
+    assert {row.rank for row in result.rows} <= {0, 1}
+
+
+def test_an_independent_family_without_a_trained_start_trains_the_dense_model_first(tmp_path, capsys):
+    code = main(["family", "--model", "test_resnet", "--dataset", "synthetic", "--stem", "timm", "--batch-size", "32",
+                 "--train-subset", "128", "--val-size", "64", "--device", "cpu", "--levels", "0.5", "0.25",
+                 "--shape", "independent", "--epochs", "1", "--dense-epochs", "1", "--store", str(tmp_path),
+                 "--experiment", "independent"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "member dense" in printed and "member 0.25" in printed
+    assert main(["pareto", "independent", "--store", str(tmp_path), "--format", "json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    assert front["finished"] == 3  # the dense model and two members, read as a sweep's trials
+    from mlflow import MlflowClient
+
+    from chex_tune.tuning.track.store import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("independent").experiment_id
+    runs = {r.data.tags["chex.trial_id"]: r for r in client.search_runs([experiment], "tags.`chex.trial_id` LIKE '%'")}
+    assert runs["dense"].data.metrics["macs"] == runs["dense"].data.metrics["dense_macs"]
+    started_from = {runs[k].data.params["init"] for k in ("0.5", "0.25")}  # both from the dense member's model
+    assert started_from == {str(next((tmp_path / "family").glob("*/dense/compact.pt")))}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"shape": "ladder"}, "unknown family shape 'ladder'; choose one of: cascade, independent"),
+    ({"levels": (0.5, 1.5)}, "--levels must be fractions of the dense MACs in (0, 1)"),
+])
+def test_bad_family_settings_are_refused_before_any_work(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_family(dict(TINY), **{"levels": (0.5,), "store": str(tmp_path), **changes})
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was made
