@@ -20,6 +20,7 @@ per-budget part of issue 25's benchmark; the family run and the sweep rows (cost
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,9 @@ ROWS = {
     "CHEX from trained, no regrowth": ("chex", {"regrow_ratio": 0.0}),
     "CHEX from trained, explore 25%": ("chex", {"explore_until": 0.25}),
     "CHEX from trained, distilled": ("chex", {"distill": 0.5}),
+    "CHEX from trained, normalized": ("chex", {"allocator": "gamma-normalized"}),
+    "CHEX from trained, normalized, explore 25%": ("chex", {"allocator": "gamma-normalized", "explore_until": 0.25}),
+    "CHEX from trained, normalized, distilled": ("chex", {"allocator": "gamma-normalized", "distill": 0.5}),
     "torch-pruning per-layer from trained": ("per-layer", {}),
     "torch-pruning global from trained": ("global", {}),
     "torch-pruning per-layer from trained, distilled": ("per-layer", {"distill": 0.5}),
@@ -62,8 +66,11 @@ ROWS = {
 
 
 def train_dense(base: dict, seed: int, workdir: Path) -> tuple[Path, dict]:
-    config = RunConfig.from_dict({**base, "seed": seed, "sparsity": 0.0})
+    """The seed's dense model, trained once per ``workdir`` (``--cache``: kept between runs of the script)."""
     out = workdir / f"dense-{seed}"
+    if (out / "compact.pt").exists() and (out / "metrics.json").exists():
+        return out / "compact.pt", json.loads((out / "metrics.json").read_text())
+    config = RunConfig.from_dict({**base, "seed": seed, "sparsity": 0.0})
     result = Trainer(config, out).run()
     return out / "compact.pt", result
 
@@ -145,6 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="fine-tune settings (default: chex_tune.config.FINETUNE's epochs and lr)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--cache", type=Path, help="keep the dense models here between runs (default: not kept)")
     args = parser.parse_args(argv)
     from chex_tune.config import FINETUNE
 
@@ -154,7 +162,7 @@ def main(argv=None) -> int:
     started, runs, dense = time.perf_counter(), [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            init, result = train_dense(base, seed, Path(tmp))
+            init, result = train_dense(base, seed, args.cache or Path(tmp))
             dense.append({"seed": seed, "test_acc": result["test_acc"], "train_seconds": result["train_seconds"]})
             log(f"seed {seed}: dense test {result['test_acc']:.4f} ({result['train_seconds']:.0f} s)")
             for level in args.levels:

@@ -11,6 +11,10 @@ grow with ``K``, so a bisection finds it.
   budget's currency (its MACs for a MACs budget, its channels for a channel budget), so a channel of
   an early, high-resolution layer must matter more to stay than one of a late, cheap layer. The
   explorer divides the scores; here it ranks like ``gamma``.
+- ``gamma-normalized``: the same ranking with each unit's |gamma| divided by its group's mean |gamma|, so a
+  group's scale does not decide its width, only how unequal its units are. For trained starts, whose layers'
+  scales differ for reasons that have nothing to do with importance (a global |gamma| ranking there keeps a
+  sixth of the parameters a uniform allocation keeps at the same MACs: benchmarks/front.md).
 - ``uniform``: every group keeps the same fraction (the "no re-allocation" ablation).
 
 Every group keeps at least ``min_units`` (never zero) and widths can be rounded to a multiple.
@@ -86,10 +90,10 @@ def _uniform(problem: AllocationProblem, scores: list[torch.Tensor | None], leve
     return problem.uniform_widths(level / problem.total_units)
 
 
-# An allocator: (problem, scores, level K) -> widths. gamma-per-cost ranks like gamma on scores the explorer
-# has divided by each unit's cost.
+# An allocator: (problem, scores, level K) -> widths. gamma-per-cost and gamma-normalized rank like gamma, on
+# scores the explorer has divided by each unit's cost or by its group's mean.
 ALLOCATORS: dict[str, Callable[[AllocationProblem, list, int], list[int]]] = {
-    "gamma": _ranked, "gamma-per-cost": _ranked, "uniform": _uniform}
+    "gamma": _ranked, "gamma-per-cost": _ranked, "gamma-normalized": _ranked, "uniform": _uniform}
 
 
 def search_level(cost: Callable[[int], float], target: float, high: int, *, nearest: bool) -> int:

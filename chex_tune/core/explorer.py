@@ -44,7 +44,8 @@ class ChannelExplorer:
       scorer: "css" (column subset selection, the paper) or "l1".
       sampler: "projection" (the paper) or "uniform" regrowth.
       allocator: "gamma" (global |gamma| ranking, the paper), "gamma-per-cost" (|gamma| per unit of the
-        budget: per MAC for a MACs budget) or "uniform" (same fraction everywhere).
+        budget: per MAC for a MACs budget), "gamma-normalized" (|gamma| over its group's mean: for trained
+        starts) or "uniform" (same fraction everywhere).
       reallocate: rank inactive channels by their most-recently-used |gamma| (widths move both ways);
         False ranks them at 0 like the authors' code (widths can only shrink).
       min_width, width_multiple: floor per group (fraction, at least one unit); rounding of widths.
@@ -225,6 +226,8 @@ class ChannelExplorer:
             scores.append(torch.where(mask, now, inactive_value))
         if self.config.allocator == "gamma-per-cost":
             scores = [s if s is None else s / cost for s, cost in zip(scores, self._unit_costs())]
+        elif self.config.allocator == "gamma-normalized":
+            scores = [s if s is None else s / s.abs().mean().clamp_min(1e-12) for s in scores]
         allocator = self.config.allocator
         keep = self._widths(allocator=allocator, scores=scores)
         grown = self._grown_widths(keep, delta, allocator=allocator, scores=scores)

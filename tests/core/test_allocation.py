@@ -58,7 +58,7 @@ def _randomise_gammas(model, seed):
 
 
 @pytest.mark.parametrize(("allocator", "target"), [("gamma", 0.3), ("gamma", 0.6), ("gamma-per-cost", 0.3),
-                                                        ("uniform", 0.5)])
+                                                        ("gamma-normalized", 0.3), ("uniform", 0.5)])
 def test_macs_budget_lands_within_two_percent(allocator, target):
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10)
@@ -125,3 +125,29 @@ def test_cost_aware_ranking_keeps_more_of_the_cheap_layers():
     assert costs["conv1"] > costs["layer4.0.conv1"] > 0
     assert fractions["gamma-per-cost"]["layer4.0.conv1"] > fractions["gamma"]["layer4.0.conv1"]
     assert fractions["gamma-per-cost"]["conv1"] < fractions["gamma"]["conv1"]
+
+
+def test_normalized_ranking_ignores_a_groups_scale_and_follows_its_spread():
+    """Layers of equal spread, the late ones at ten times the early ones' scale: the global ranking keeps the
+    large-scale layers wider whatever their spread, the normalized one does not."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    widths = {}
+    for allocator in ("gamma", "gamma-normalized"):
+        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+        ex = ChannelExplorer(model, x, allocator=allocator, macs_target=0.3, regrow_ratio=0.0, period=1, total=2,
+                             explore_until=0.5, verify=False)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, layer in model.named_modules():
+                if isinstance(layer, torch.nn.BatchNorm2d):
+                    spread = torch.rand(layer.weight.shape, generator=generator) + 0.5
+                    layer.weight.copy_(spread * (10.0 if name.startswith(("layer3", "layer4")) else 1.0))
+        ex.apply_masks()
+        ex.step()
+        widths[allocator] = {s["group"]: s["width"] / s["channels"] for s in ex.groups_summary}
+    early = [g for g in widths["gamma"] if g.startswith(("layer1", "layer2")) and g.endswith("conv1")]
+    late = [g for g in widths["gamma"] if g.startswith(("layer3", "layer4")) and g.endswith("conv1")]
+    assert min(widths["gamma"][g] for g in late) > max(widths["gamma"][g] for g in early)  # scale decides
+    assert min(widths["gamma-normalized"][g] for g in early) > max(widths["gamma"][g] for g in early)
+    assert max(widths["gamma-normalized"][g] for g in early) >= min(widths["gamma-normalized"][g] for g in late)
