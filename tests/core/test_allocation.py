@@ -104,23 +104,28 @@ def test_true_reallocation_lets_a_group_grow_back(tiny_resnet, image_batch, real
     assert _width(ex, group) == (32 if reallocate else 16)
 
 
+def widths_after_one_step(allocator: str, gamma_of) -> tuple[dict, ChannelExplorer]:
+    """resnet18's kept fraction per group after one prune step at 30% of its MACs, its BatchNorm scales set to
+    ``gamma_of(layer name, shape)`` first."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    ex = ChannelExplorer(model, torch.randn(1, 3, 32, 32), allocator=allocator, macs_target=0.3, regrow_ratio=0.0,
+                         period=1, total=2, explore_until=0.5, verify=False)
+    with torch.no_grad():
+        for name, layer in model.named_modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.weight.copy_(gamma_of(name, layer.weight.shape))
+    ex.apply_masks()
+    ex.step()
+    assert abs(ex.macs() / ex.dense_macs() - 0.3) <= 0.02 * 0.3
+    return {s["group"]: s["width"] / s["channels"] for s in ex.groups_summary}, ex
+
+
 def test_cost_aware_ranking_keeps_more_of_the_cheap_layers():
     """Equal |gamma| everywhere: per MAC, a late (1x1 px here) channel is cheaper than an early one."""
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 32, 32)
     fractions = {}
     for allocator in ("gamma", "gamma-per-cost"):
-        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
-        ex = ChannelExplorer(model, x, allocator=allocator, macs_target=0.3, regrow_ratio=0.0, period=1, total=2,
-                             explore_until=0.5, verify=False)
-        with torch.no_grad():
-            for layer in model.modules():
-                if isinstance(layer, torch.nn.BatchNorm2d):
-                    layer.weight.fill_(1.0)
-        ex.apply_masks()
-        ex.step()
-        assert abs(ex.macs() / ex.dense_macs() - 0.3) <= 0.02 * 0.3
-        fractions[allocator] = {s["group"]: s["width"] / s["channels"] for s in ex.groups_summary}
+        fractions[allocator], ex = widths_after_one_step(allocator, lambda _name, shape: torch.ones(shape))
     costs = dict(zip([g.name for g in ex.state.groups], ex.cost.unit_macs()))
     assert costs["conv1"] > costs["layer4.0.conv1"] > 0
     assert fractions["gamma-per-cost"]["layer4.0.conv1"] > fractions["gamma"]["layer4.0.conv1"]
@@ -130,22 +135,14 @@ def test_cost_aware_ranking_keeps_more_of_the_cheap_layers():
 def test_normalized_ranking_ignores_a_groups_scale_and_follows_its_spread():
     """Layers of equal spread, the late ones at ten times the early ones' scale: the global ranking keeps the
     large-scale layers wider whatever their spread, the normalized one does not."""
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 32, 32)
-    widths = {}
-    for allocator in ("gamma", "gamma-normalized"):
-        model = timm.create_model("resnet18", pretrained=False, num_classes=10)
-        ex = ChannelExplorer(model, x, allocator=allocator, macs_target=0.3, regrow_ratio=0.0, period=1, total=2,
-                             explore_until=0.5, verify=False)
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for name, layer in model.named_modules():
-                if isinstance(layer, torch.nn.BatchNorm2d):
-                    spread = torch.rand(layer.weight.shape, generator=generator) + 0.5
-                    layer.weight.copy_(spread * (10.0 if name.startswith(("layer3", "layer4")) else 1.0))
-        ex.apply_masks()
-        ex.step()
-        widths[allocator] = {s["group"]: s["width"] / s["channels"] for s in ex.groups_summary}
+    generator = torch.Generator()
+
+    def scaled(name, shape):
+        if name == "bn1":
+            generator.manual_seed(1)  # the first norm layer: the same draws for both allocators
+        return (torch.rand(shape, generator=generator) + 0.5) * (10.0 if name.startswith(("layer3", "layer4")) else 1.0)
+
+    widths = {a: widths_after_one_step(a, scaled)[0] for a in ("gamma", "gamma-normalized")}
     early = [g for g in widths["gamma"] if g.startswith(("layer1", "layer2")) and g.endswith("conv1")]
     late = [g for g in widths["gamma"] if g.startswith(("layer3", "layer4")) and g.endswith("conv1")]
     assert min(widths["gamma"][g] for g in late) > max(widths["gamma"][g] for g in early)  # scale decides
