@@ -59,6 +59,9 @@ ROWS = {
     "CHEX from trained, normalized": ("chex", {"allocator": "gamma-normalized"}),
     "CHEX from trained, normalized, explore 25%": ("chex", {"allocator": "gamma-normalized", "explore_until": 0.25}),
     "CHEX from trained, normalized, distilled": ("chex", {"allocator": "gamma-normalized", "distill": 0.5}),
+    # Torch-Pruning's workflow in CHEX's settings (a point a trained-start space can reach): the first mask, uniform
+    # widths by filter L1 norm, kept (no regrowth) and compacted at once, then the whole fine-tune on it
+    "CHEX from trained, prune once": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0, "explore_until": 0.01}),
     "torch-pruning per-layer from trained": ("per-layer", {}),
     "torch-pruning global from trained": ("global", {}),
     "torch-pruning per-layer from trained, distilled": ("per-layer", {"distill": 0.5}),

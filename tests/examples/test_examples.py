@@ -134,3 +134,17 @@ def test_lightning_callback(tmp_path):
     client, runs = finished_trials(uri, "lightning_callback", 1)
     assert "train_loss" in runs[0].data.metrics  # the module's own logged metric, reported by the callback
     assert served_output(uri, runs[0].info.run_id).shape == (2, 10)
+
+
+@pytest.mark.ray
+def test_compress_trained_model(tmp_path):
+    """A new user's path: own module and weights file -> a sweep of fine-tunes -> the front -> an ONNX file."""
+    uri, out = run_example(tmp_path, "compress_trained_model.py", "--trials", "2", "--epochs", "1")
+    client, runs = finished_trials(uri, "compress_trained_model", 2)
+    assert all(0.03 <= float(r.data.params["macs_target"]) <= 0.6 for r in runs)
+    assert all(r.data.params["builder"] == "digits:build_model" for r in runs)
+    chosen = next(line for line in out.splitlines() if line.startswith("chosen: run "))
+    assert chosen.split()[2].rstrip(",") in {r.info.run_id for r in runs if r.data.tags["pareto"] == "true"}
+    scored = next(line for line in out.splitlines() if line.startswith("ONNX: "))
+    accuracy = float(scored.split("validation accuracy of the file ")[1].split()[0])
+    assert accuracy > 0.5  # a fine-tuned trained model, not a fresh one (10 classes: 0.1 by chance)
