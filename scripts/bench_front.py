@@ -62,6 +62,8 @@ ROWS = {
     # Torch-Pruning's workflow in CHEX's settings (a point a trained-start space can reach): the first mask, uniform
     # widths by filter L1 norm, kept (no regrowth) and compacted at once, then the whole fine-tune on it
     "CHEX from trained, prune once": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0, "explore_until": 0.01}),
+    "CHEX from trained, prune once, distilled": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0,
+                                                          "explore_until": 0.01, "distill": 0.5}),
     "torch-pruning per-layer from trained": ("per-layer", {}),
     "torch-pruning global from trained": ("global", {}),
     "torch-pruning per-layer from trained, distilled": ("per-layer", {"distill": 0.5}),
