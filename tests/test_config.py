@@ -24,7 +24,8 @@ def test_old_allocator_names_mean_gamma():
     ({"width_multiple": 0}, "width_multiple must be a positive integer"),
     ({"unit": "batch"}, "unknown unit 'batch'; choose one of: step, epoch"),
     ({"allocator": "gamma-macs"}, "allocator 'gamma-macs' needs macs_target"),
-    ({"allocator": "magic"}, "unknown allocator 'magic'; choose one of: gamma, gamma-per-cost, uniform"),
+    ({"allocator": "magic"}, "unknown allocator 'magic'; choose one of: gamma, gamma-per-cost, gamma-normalized, "
+                             "uniform"),
     ({"period": 1.5}, "period must be a positive integer"),
 ])
 def test_bad_values_are_rejected_by_name(values, message):

@@ -155,7 +155,8 @@ def test_final_sparsity_and_frozen_masks(tiny_resnet, image_batch):
     ({"period": 0}, "period must be a positive integer"),
     ({"scorer": "magic"}, "unknown scorer 'magic'; choose one of: css, l1"),
     ({"sampler": "magic"}, "unknown sampler 'magic'; choose one of: projection, uniform"),
-    ({"allocator": "magic"}, "unknown allocator 'magic'; choose one of: gamma, gamma-per-cost, uniform"),
+    ({"allocator": "magic"}, "unknown allocator 'magic'; choose one of: gamma, gamma-per-cost, gamma-normalized, "
+                                "uniform"),
     ({"macs_target": 1.5}, "macs_target must be in (0.0, 1.0]"),
     ({"sparsty": 0.5}, "unknown CHEX setting(s) ['sparsty']"),
     ({"ignore": ["no.such.layer"]}, "ignore names unknown layers ['no.such.layer']"),
