@@ -64,6 +64,17 @@ ROWS = {
     "CHEX from trained, prune once": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0, "explore_until": 0.01}),
     "CHEX from trained, prune once, distilled": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0,
                                                           "explore_until": 0.01, "distill": 0.5}),
+    # the first mask by Torch-Pruning's group magnitude instead of filter L1 (initial_scorer), then as above
+    "CHEX from trained, prune once, magnitude": ("chex", {"allocator": "uniform", "regrow_ratio": 0.0,
+                                                          "explore_until": 0.01, "initial_scorer": "magnitude"}),
+    "CHEX from trained, prune once, magnitude, distilled": ("chex", {
+        "allocator": "uniform", "regrow_ratio": 0.0, "explore_until": 0.01, "initial_scorer": "magnitude",
+        "distill": 0.5}),
+    "CHEX from trained, magnitude, uniform widths": ("chex", {"allocator": "uniform", "initial_scorer": "magnitude"}),
+    "CHEX from trained, magnitude, normalized": ("chex", {"allocator": "gamma-normalized",
+                                                          "initial_scorer": "magnitude"}),
+    "CHEX from trained, magnitude, normalized, explore 25%": ("chex", {
+        "allocator": "gamma-normalized", "initial_scorer": "magnitude", "explore_until": 0.25}),
     "torch-pruning per-layer from trained": ("per-layer", {}),
     "torch-pruning global from trained": ("global", {}),
     "torch-pruning per-layer from trained, distilled": ("per-layer", {"distill": 0.5}),
@@ -99,8 +110,8 @@ def run_row(name: str, level: float, base: dict, finetune: dict, chex: dict, see
     keep = ("test_acc", "val_acc", "macs", "dense_macs", "params", "epochs", "train_seconds")
     return {**{k: result[k] for k in keep}, "row": name, "level": level, "seed": seed,
             "macs_ratio": result["macs"] / result["dense_macs"], "wall_seconds": time.perf_counter() - start,
-            "settings": {k: v for k, v in config.to_dict().items() if k in ("epochs", "lr", "explore_until",
-                                                                             "allocator", "regrow_ratio", "distill")}}
+            "settings": {k: v for k, v in config.to_dict().items() if k in (
+                "epochs", "lr", "explore_until", "allocator", "regrow_ratio", "distill", "initial_scorer")}}
 
 
 def summarise(runs: list[dict], dense: list[dict]) -> dict:
@@ -125,12 +136,24 @@ def summarise(runs: list[dict], dense: list[dict]) -> dict:
     return out
 
 
+def merged(stored: dict, new: dict) -> dict:
+    """``new``'s runs added to ``stored``'s (a run of the same row, level and seed replaces the stored one)."""
+    if (stored["protocol"], stored["finetune"], stored["chex"]) != (new["protocol"], new["finetune"], new["chex"]):
+        raise SystemExit("--merge: front.json was made with another protocol, fine-tune or CHEX settings")
+    key = lambda run: (run["row"], run["level"], run["seed"])  # noqa: E731
+    replaced = {key(run) for run in new["runs"]}
+    dense = {d["seed"]: d for d in stored["dense"] + new["dense"]}
+    return {**new, "argv": stored["argv"] + new["argv"], "minutes": stored["minutes"] + new["minutes"],
+            "dense": [dense[s] for s in sorted(dense)],
+            "runs": [r for r in stored["runs"] if key(r) not in replaced] + new["runs"]}
+
+
 def markdown(data: dict) -> str:
     dense_mean, dense_half = data["rows"]["dense"]["test_acc"]
     lines = ["# CHEX from a trained model against Torch-Pruning from the same model",
              "", f"Protocol: {yaml.safe_dump(data['protocol'], default_flow_style=True, width=200).strip()}; "
                  f"fine-tune: {data['finetune']}; machine: {data['machine']}; {data['minutes']:.0f} min.",
-             f"Command: `{' '.join(data['argv'])}`", "",
+             *[f"Command: `{' '.join(argv)}`" for argv in data["argv"]], "",
              f"Dense start (8 epochs): test {100 * dense_mean:.2f}% ± {100 * (dense_half or 0):.2f} "
              f"(seeds {data['rows']['dense']['seeds']}).", ""]
     for level, rows in data["rows"].items():
@@ -158,6 +181,9 @@ def main(argv=None) -> int:
                         help="fine-tune settings (default: chex_tune.config.FINETUNE's epochs and lr)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--cache", type=Path, help="keep the dense models here between runs (default: not kept)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these runs to --out/front.json (a run of the same row, level and seed replaces the "
+                             "stored one); the protocol and fine-tune must be the same")
     args = parser.parse_args(argv)
     from chex_tune.config import FINETUNE
 
@@ -176,9 +202,11 @@ def main(argv=None) -> int:
                     runs.append(run)
                     log(f"seed {seed} {name} @ {level}: test {run['test_acc']:.4f}, MACs {run['macs_ratio']:.3f} "
                         f"of dense, {run['params'] / 1e6:.2f}M params ({run['wall_seconds']:.0f} s)")
-    data = {"argv": recorded_argv(sys.argv if argv is None else ["scripts/bench_front.py", *argv]),
+    data = {"argv": [recorded_argv(sys.argv if argv is None else ["scripts/bench_front.py", *argv])],
             "machine": machine_name(machine_info()), "protocol": base, "finetune": finetune, "chex": chex,
             "minutes": (time.perf_counter() - started) / 60, "dense": dense, "runs": runs}
+    if args.merge:
+        data = merged(json.loads((args.out / "front.json").read_text()), data)
     data["rows"] = summarise(runs, dense)
     write_report(args.out, "front", data, markdown(data), echo=True)
     return 0

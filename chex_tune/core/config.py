@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+INITIAL_SCORERS = ("l1", "magnitude")
+
 
 @dataclass(frozen=True)
 class ChexConfig:
@@ -27,6 +29,9 @@ class ChexConfig:
     explore_until: float = 0.15  # fraction of training after which masks freeze (paper: 0.72; benchmarks/train.md)
     unit: str = "step"  # what period/total count: "step" or "epoch"
     scorer: str = "css"
+    # how the first mask (uniform widths, before any training) picks its units: "l1", each unit's filter L1 norm,
+    # or "magnitude", the L2 norm of every parameter coupled to it (Torch-Pruning's group magnitude: for trained starts)
+    initial_scorer: str = "l1"
     sampler: str = "projection"
     allocator: str = "gamma"  # "gamma": global |gamma| ranking (the paper); "uniform": same fraction everywhere
     macs_target: float | None = None  # MACs budget: fraction of dense MACs to keep (replaces the channel budget)
@@ -51,6 +56,7 @@ class ChexConfig:
             raise ValueError(f"width_multiple must be a positive integer, got {self.width_multiple!r}")
         _one_of("unit", self.unit, ("step", "epoch"))
         _one_of("scorer", self.scorer, tuple(SCORERS))
+        _one_of("initial_scorer", self.initial_scorer, INITIAL_SCORERS)
         _one_of("sampler", self.sampler, tuple(SAMPLERS))
         if self.allocator in ALLOCATOR_ALIASES:
             if self.allocator == "gamma-macs" and self.macs_target is None:

@@ -134,7 +134,7 @@ class ChannelExplorer:
         )
 
     def _initial_prune(self) -> None:
-        """Step 0: uniform widths at the budget plus delta0, chosen by filter L1 norm; snapshot first."""
+        """Step 0: uniform widths at the budget plus delta0, chosen by ``initial_scorer``; snapshot first."""
         self.state.take_snapshot()
         if not self.state.groups:
             return
@@ -142,9 +142,12 @@ class ChannelExplorer:
         grown = self._grown_widths(keep, self.config.regrow_ratio, allocator="uniform", scores=None)
         masks = []
         for group, width in zip(self.state.groups, grown):
-            filters = self.state.unit_filters(group)
+            if self.config.initial_scorer == "magnitude":
+                scores = self.state.unit_magnitudes(group)
+            else:
+                scores = l1_scores(self.state.unit_filters(group), width).cpu()
             mask = torch.zeros(group.units, dtype=torch.bool)
-            mask[top_k_indices(l1_scores(filters, width).cpu(), width)] = True
+            mask[top_k_indices(scores, width)] = True
             masks.append(mask)
         self.state.set_masks(masks)
         self.state.apply()

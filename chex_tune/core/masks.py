@@ -119,6 +119,21 @@ class MaskState:
         return torch.cat(columns, dim=1).T
 
     @torch.no_grad()
+    def unit_magnitudes(self, group: ChannelGroup) -> torch.Tensor:
+        """Each unit's squared L2 norm over the weights coupled to it: its producers' filters, its norm layers'
+        scales and its consumers' input weights (Torch-Pruning's group magnitude, which leaves biases and running
+        statistics out)."""
+        total = torch.zeros(group.units)
+        for piece in group.slices:
+            tensor = resolve_tensor(self.model, piece)
+            if not isinstance(tensor, nn.Parameter) or piece.attr == "bias":
+                continue
+            values = tensor.detach().index_select(piece.dim, piece.index.to(tensor.device)).float()
+            per_position = values.pow(2).movedim(piece.dim, 0).reshape(len(piece.index), -1).sum(1).cpu()
+            total.scatter_add_(0, piece.unit, per_position)
+        return total
+
+    @torch.no_grad()
     def unit_gammas(self, group: ChannelGroup, *, from_snapshot: bool = False) -> torch.Tensor | None:
         """Largest |gamma| per unit over the group's norm layers (None when it has none).
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 NUMERIC = {"sparsity": float, "regrow_ratio": float, "regrow_fraction": float, "period": int, "explore_until": float,
            "lr": float, "macs_target": float, "distill": float, "distill_temperature": float}
 # Categorical settings: searched with choices only.
-CATEGORICAL = ("scorer", "sampler", "allocator", "reallocate")
+CATEGORICAL = ("scorer", "initial_scorer", "sampler", "allocator", "reallocate")
 SEARCHABLE = (*NUMERIC, *CATEGORICAL)
 SPEC_KEYS = ("low", "high", "log", "int", "choices")
 
