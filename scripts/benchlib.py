@@ -37,15 +37,21 @@ def timestamp() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+FOLDER_OPTIONS = ("--out", "--cache")  # folders a benchmark writes, recorded as DIR when outside the project
+
+
 def recorded_argv(argv: list[str]) -> list[str]:
-    """A benchmark's arguments as its results record them: an output folder outside the project (an absolute
+    """A benchmark's arguments as its results record them: a folder it writes outside the project (an absolute
     path, a scratch folder of this machine) reads ``DIR``, so recorded commands name no machine's paths."""
     recorded = list(argv)
     for n, arg in enumerate(recorded):
-        if arg == "--out" and n + 1 < len(recorded) and Path(recorded[n + 1]).is_absolute():
+        option, equals, value = arg.partition("=")
+        if option not in FOLDER_OPTIONS:
+            continue
+        if equals and Path(value).is_absolute():
+            recorded[n] = f"{option}=DIR"
+        elif not equals and n + 1 < len(recorded) and Path(recorded[n + 1]).is_absolute():
             recorded[n + 1] = "DIR"
-        elif arg.startswith("--out=") and Path(arg.removeprefix("--out=")).is_absolute():
-            recorded[n] = "--out=DIR"
     return recorded
 
 
