@@ -86,7 +86,8 @@ class TrainConfig:
         _in_range("distill", self.distill, 0.0, 1.0, closed_high=True)
         _in_range("distill_temperature", self.distill_temperature, 0.0, float("inf"), closed_high=False, open_low=True)
         if self.distill > 0 and self.init is None:
-            raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from")
+            raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from "
+                             "(give --init WEIGHTS, or init: under a space's fixed)")
         if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
             raise ValueError(f"init must be the path of a weights file or an MLflow model URI, got {self.init!r}")
 

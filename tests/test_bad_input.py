@@ -117,6 +117,9 @@ CASES = [
      "--init 'models:/r18': expected runs:/RUN_ID, models:/NAME@ALIAS or models:/NAME/VERSION"),
     ("sweep-init-missing", ["sweep", "{tmp}/good.yaml", "--init", "{tmp}/nope.pt", "--store", "{tmp}/store"],
      "--init '{tmp}/nope.pt': no such file"),
+    # the fine-tune space searches distillation, whose teacher is the trained start: without --init, refused
+    ("sweep-finetune-space-without-init", ["sweep", "fashion_mnist_resnet18_finetune", "--store", "{tmp}/store"],
+     "distill 0.25 needs init: the teacher is the trained model it starts from (give --init WEIGHTS"),
     ("train-imagefolder-missing", [*TRAIN[:3], "--dataset", "imagefolder", "--data-dir", "{tmp}/images",
                                    "--out", "{tmp}/run"], "{tmp}/images"),
     # inspect
@@ -341,7 +344,8 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == ("chex-tune sweep: error: search space file 'nope.yaml' not found; give a YAML file "
                                    "or the name of a shipped space: fashion_mnist_mobilenetv2.yaml, "
-                                   "fashion_mnist_resnet18.yaml, imagefolder_resnet50.yaml")
+                                   "fashion_mnist_resnet18.yaml, fashion_mnist_resnet18_finetune.yaml, "
+                                   "imagefolder_resnet50.yaml")
 
 
 @pytest.mark.parametrize(("code", "shown"), [

@@ -40,6 +40,7 @@ from chex_tune.tuning.protocol import FIXED_KEY, RESERVED_KEYS, SEARCHED_KEY
 from chex_tune.tuning.settings import REGROW_FRACTION, chex_fields, resolve
 
 TOP_LEVEL_KEYS = ("fixed", "search", "objectives", "description")
+TRAINED_START_TO_COME = "<the sweep's --init>"  # stands in for a trained start while a space is checked
 
 
 def _shipped_spaces() -> Path:
@@ -166,6 +167,10 @@ class SearchSpace:
             # The one constraint that ties two searched CHEX params: say it in terms of the ranges.
             if merged["macs_target"] is None and 0 < merged["sparsity"] < merged["regrow_ratio"]:
                 raise ValueError(self._regrow_message(merged))
+            if values.get("distill") and values.get("init") is None:
+                # distillation needs the trained start, which a sweep may bring (--init, SweepOptions.init); the
+                # sweep checks the space's centre again with it, before any trial
+                values = {**values, "init": TRAINED_START_TO_COME}
             try:
                 RunConfig.from_dict(values)
             except ValueError as exc:

@@ -33,8 +33,27 @@ def with_search(**params) -> dict:
 
 
 # ------------------------------------------------------------------------------------ shipped spaces
-def test_the_three_spaces_ship():
-    assert SHIPPED == ["fashion_mnist_mobilenetv2.yaml", "fashion_mnist_resnet18.yaml", "imagefolder_resnet50.yaml"]
+def test_the_four_spaces_ship():
+    assert SHIPPED == ["fashion_mnist_mobilenetv2.yaml", "fashion_mnist_resnet18.yaml",
+                       "fashion_mnist_resnet18_finetune.yaml", "imagefolder_resnet50.yaml"]
+
+
+def test_the_finetune_space_is_the_measured_fine_tune_and_reaches_torch_pruning():
+    from chex_tune.config import FINETUNE
+
+    space = SearchSpace.load("fashion_mnist_resnet18_finetune")
+    # a space's fixed settings win over FINETUNE's defaults, so the space repeats the measured ones
+    for key in ("epochs", "lr", "initial_scorer"):
+        assert space.fixed[key] == FINETUNE[key]
+    # Torch-Pruning's workflow (uniform widths, kept first mask, compacted at once) is a corner of the box
+    assert space.params["regrow_ratio"].low == 0.0 and "uniform" in space.params["allocator"].choices
+    assert space.params["explore_until"].low == FINETUNE["explore_until"]
+    # it searches distillation, so it validates without init only because a sweep brings one; with one the
+    # trial is a fine-tune: norm_init off (FINETUNE), the teacher's weight as sampled
+    config = space.run_config(space.midpoint(), init="dense.pt").to_dict()
+    assert config["norm_init"] is None and config["distill"] == space.midpoint()["distill"] > 0
+    with pytest.raises(ValueError, match="needs init"):
+        space.run_config(space.midpoint())
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -43,9 +62,10 @@ def test_shipped_space_is_valid_at_its_corners_and_midpoint(name):
     assert space.source.endswith(name)
     assert space.description
     corners = space.sample_corners()
-    assert len(corners) == 2 ** len(space.params)
+    assert len(corners) == math.prod(len(p.choices) if p.choices else 2 for p in space.params.values())
+    trained_start = {"init": "dense.pt"} if "distill" in space.params else {}  # distillation needs a teacher
     for sampled in [*corners, space.midpoint()]:
-        config = space.run_config(sampled)
+        config = space.run_config(sampled, **trained_start)
         assert isinstance(config, RunConfig)
         values = config.to_dict()
         assert {key: values[key] for key in space.fixed} == space.fixed
