@@ -222,6 +222,11 @@ def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
                                 "by chex_tune.save_compact (a run's compact.pt)") from None
     payload = torch_load(path, "chex-tune compact model", map_location=map_location,
                          hint=" (chex_tune.save_compact writes them)")
+    return compact_from_payload(payload, path)
+
+
+def compact_from_payload(payload, path: str | os.PathLike) -> nn.Module:
+    """The compact model in a ``save_compact`` payload already read from ``path``, checked as ``load_compact`` does."""
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
     if found != FORMAT:
         raise UserError(f"{path} is not a chex-tune compact model (format {found!r}, expected {FORMAT!r}; "

@@ -3,10 +3,10 @@
 ``init`` names a local file: a ``state_dict`` (``torch.save(model.state_dict())``), a checkpoint holding one
 (under ``state_dict``, ``model`` or ``model_state_dict``: Lightning's, ours, most training scripts'), a
 chex-tune ``compact.pt`` of a dense run (nothing removed), or a timm weights file (``.pth``, ``.bin`` or
-``.safetensors``). A chex-tune compact model with channels removed is a start too (``compact_start``): the run
-compresses it further, its budget still a fraction of the original dense model's MACs. Everything is read with
-``weights_only=True``; nothing is unpickled. The tuning layer turns an MLflow model URI into such a file
-(``chex_tune.tuning.track.runs.resolve_init``).
+``.safetensors``). A chex-tune compact model with channels removed is a start too: the run compresses it further,
+its budget still a fraction of the original dense model's MACs (``read_start`` tells the two apart, reading the
+file once). Everything is read with ``weights_only=True``; nothing is unpickled. The tuning layer turns an MLflow
+model URI into such a file (``chex_tune.tuning.track.runs.resolve_init``).
 
 Bad input is one clear error: a missing or damaged file, weights that do not fit the model (the first mismatched
 key with both shapes, and how many keys differ).
@@ -35,21 +35,20 @@ def file_digest(path: str | pathlib.Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def read_state_dict(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
-    """The dense model's weights held in ``path`` (any of the forms in the module docstring)."""
+def read_start(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor] | None, dict | None]:
+    """``path`` read once: ``(state_dict, None)`` for dense weights (any of the forms in the module docstring), or
+    ``(None, payload)`` for a chex-tune compact model with channels removed."""
     path = pathlib.Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"--init {str(path)!r}: no such file; give the trained dense model's weights (a state_dict, "
                         "a checkpoint with one, a dense run's compact.pt or a timm weights file) or an MLflow model "
                         "URI (runs:/RUN_ID or models:/NAME@ALIAS)")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path), None
     payload = torch_load(path, "weights file", hint=" (give a state_dict saved with torch.save)")
     if isinstance(payload, dict) and payload.get("format", "").startswith("chex_tune.compact/"):
-        removed = sum(len(channels) for channels in payload.get("removed", {}).values())
-        if removed:
-            raise UserError(f"--init {path}: a compact model with {removed} channels removed, not a dense model; give "
-                            "the dense model's weights (a dense run's compact.pt, or your trained model's state_dict)")
+        if any(payload.get("removed", {}).values()):
+            return None, payload
         payload = payload["state_dict"]
     elif isinstance(payload, dict) and not _is_state_dict(payload):
         found = [key for key in CHECKPOINT_KEYS if _is_state_dict(payload.get(key))]
@@ -59,7 +58,18 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
         payload = payload[found[0]]
     if not _is_state_dict(payload):
         raise UserError(f"--init {path}: holds a {type(payload).__name__}, not a state_dict of tensors")
-    return _without_wrapper_prefix(payload)
+    return _without_wrapper_prefix(payload), None
+
+
+def read_state_dict(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
+    """The dense model's weights held in ``path`` (any of the forms in the module docstring)."""
+    state, compact = read_start(path)
+    if compact is not None:
+        removed = sum(len(channels) for channels in compact["removed"].values())
+        raise UserError(f"--init {pathlib.Path(path).expanduser()}: a compact model with {removed} channels removed, "
+                        "not a dense model; give the dense model's weights (a dense run's compact.pt, or your trained "
+                        "model's state_dict)")
+    return state
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, torch.Tensor]:
@@ -85,22 +95,12 @@ def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return state
 
 
-def compact_start(path: str | pathlib.Path) -> nn.Module | None:
-    """The compact model in ``path`` (rebuilt from its recipe, with its weights) when it is a chex-tune compact model
-    with channels removed; None when ``path`` holds dense weights."""
-    from chex_tune.core.compact import FORMAT, load_compact
-
-    path = pathlib.Path(path).expanduser()
-    if path.suffix == ".safetensors" or not path.is_file():
-        return None
-    payload = torch_load(path, "weights file", hint=" (give a state_dict saved with torch.save)")
-    removed = payload.get("removed") if isinstance(payload, dict) and payload.get("format") == FORMAT else None
-    return load_compact(path) if removed else None
-
-
 def load_trained(model: nn.Module, path: str | pathlib.Path) -> None:
     """Load the trained weights in ``path`` into ``model``, or say exactly why they do not fit."""
-    state = read_state_dict(path)
+    _load_state(model, read_state_dict(path), path)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
     own = model.state_dict()
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
@@ -132,19 +132,21 @@ def check_init(config) -> None:
 def start_model(settings, data, stem: str) -> tuple[nn.Module, int, int]:
     """The model a run starts from, and the dense model's MACs and params: fresh (norm scales at ``norm_init``),
     trained weights (``init``), or a compact model from ``init`` that the run compresses further."""
+    from chex_tune.core.compact import compact_from_payload
     from chex_tune.core.flops import count_macs, count_params
     from chex_tune.train.models import create_model, init_norm_scales
 
     model = create_model(settings.model, num_classes=data.num_classes, in_chans=data.in_chans, stem=stem,
                          pretrained=settings.pretrained)
     dense = count_macs(model, data.example_input()[:1]), count_params(model)
-    start = compact_start(settings.init) if settings.init is not None else None
-    if start is not None:
-        return start, *dense
-    if settings.init is not None:
-        load_trained(model, settings.init)  # before the explorer: its first mask reads these filters
-    elif settings.norm_init is not None and not settings.pretrained:
-        init_norm_scales(model, settings.norm_init)
+    if settings.init is None:
+        if settings.norm_init is not None and not settings.pretrained:
+            init_norm_scales(model, settings.norm_init)
+        return model, *dense
+    state, compact = read_start(settings.init)
+    if compact is not None:
+        return compact_from_payload(compact, settings.init), *dense
+    _load_state(model, state, settings.init)  # before the explorer: its first mask reads these filters
     return model, *dense
 
 

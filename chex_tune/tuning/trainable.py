@@ -41,7 +41,8 @@ FINAL_METRICS = (m.VAL_ACC, m.VAL_ACC_MASKED, m.TEST_ACC, m.MACS, m.DENSE_MACS, 
 
 def builtin_constants(space, *, epochs: int | None, device: str, threads: int, init: str | None = None) -> dict:
     """What every built-in trial gets besides Optuna's suggestions; the space's centre is checked first, and a
-    trained start (``init``, a local file) is loaded into the model once: every trial forks from it."""
+    trained start (``init``, a local file) every trial forks from is built once here, so weights that do not fit
+    stop the sweep before any trial."""
     fixed = dict(space.fixed)
     if epochs is not None:
         fixed["epochs"] = epochs

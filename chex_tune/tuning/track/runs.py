@@ -212,8 +212,8 @@ def fetch_compact(client, uri: str, directory: str | os.PathLike) -> pathlib.Pat
 
 def resolve_init(init: str, *, store: str | os.PathLike = "mlflow", tracking_uri: str | None = None) -> str:
     """A trained start as a local file: an MLflow model URI's compact.pt downloaded under ``store/init``, a path made
-    absolute (trials run in their own directories); checked readable as dense weights before any work."""
-    from chex_tune.train.weights import compact_start, read_state_dict
+    absolute (trials run in their own directories); checked readable as a start before any work."""
+    from chex_tune.train.weights import read_start
     from chex_tune.tuning.track.store import open_store
 
     if is_model_uri(init):
@@ -222,6 +222,5 @@ def resolve_init(init: str, *, store: str | os.PathLike = "mlflow", tracking_uri
         path = fetch_compact(client, init, pathlib.Path(store).expanduser().resolve() / "init")
     else:
         path = pathlib.Path(init).expanduser().resolve()
-    if compact_start(path) is None:  # a compact model is a start too; anything else must be dense weights
-        read_state_dict(path)  # a missing or damaged file: one line, now
+    read_start(path)  # dense weights or a compact model; a missing or damaged file: one line, now
     return str(path)
