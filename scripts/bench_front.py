@@ -16,12 +16,13 @@ unless ``--set`` says otherwise), so rows differ only in how they reach the budg
 Rows are paired by seed (same dense model); ``benchmarks/train.json``'s CHEX and uniform-width rows (from scratch,
 same seeds and dense models) are read in as two more. The report gives each row's mean test accuracy with its 95%
 interval and CHEX's paired difference to each row, issue 25's targets, and each row's front over the budgets as
-hypervolume against training cost in dense epochs (``front.png``). ``--sweep-trials N`` adds a random-search
-sweep of the shipped space at this protocol to that comparison. Writes ``front.json``, ``front.md`` and
-``front.png`` under ``--out``.
+hypervolume against training cost in dense epochs (``front.png``). ``--sweep-trials N`` adds a sweep at this
+protocol to that comparison (``--sweep``: the shipped space from scratch by random search, TPE or random search with
+Pareto-ASHA, or the shipped fine-tune space with every trial forked from the dense model). Writes ``front.json``,
+``front.md`` and ``front.png`` under ``--out``.
 
     python scripts/bench_front.py --levels 0.5 0.25 0.12 0.06 0.03 --seeds 0 1 2 3 4 5 --cache DIR --out benchmarks
-    python scripts/bench_front.py --sweep-trials 24 --seeds 0 --out benchmarks
+    python scripts/bench_front.py --sweep-trials 24 --sweep tpe --seeds 0 --out benchmarks
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ TRAIN_JSON = Path(__file__).resolve().parent.parent / "benchmarks" / "train.json
 FRONT_ROWS = (FAMILY, CHEX, "CHEX from trained, distilled", "torch-pruning per-layer from trained", SCRATCH, NARROW)
 SWEEP = "from-scratch sweep of the shipped space"
 SHIPPED_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "fashion_mnist_resnet18.yaml"
+FINETUNE_SPACE = SHIPPED_SPACE.with_name("fashion_mnist_resnet18_finetune.yaml")
 # CHEX's exploration from the trained weights, as the trained start was before pruning once became its default
 # (global |gamma| allocation, regrowth, exploring for half the fine-tune, the first mask by filter L1)
 EXPLORING = {"allocator": "gamma", "regrow_ratio": 0.1, "explore_until": 0.5, "initial_scorer": "l1"}
@@ -88,6 +90,8 @@ ROWS = {
                                                               "explore_until": 0.25}),
     # A family, cascade shape: each level's member from the previous (larger) member, the first from the dense
     # model; the shipped trained start otherwise (its independent shape is the CHEX row: each from the dense model)
+    "CHEX from trained, normalized widths": ("chex", {"allocator": "gamma-normalized"}),
+    "CHEX from trained, widths by gamma per MAC": ("chex", {"allocator": "gamma-per-cost"}),
     FAMILY: ("chex", {}),
     "torch-pruning per-layer from trained": ("per-layer", {}),
     "torch-pruning global from trained": ("global", {}),
@@ -185,51 +189,67 @@ def fronts(data: dict) -> dict:
                              "members_cost": cost, "cost": cost + (0 if name in FROM_TRAIN_JSON else epochs)})
         if per_seed:
             out[name] = front_row(per_seed)
-    sweep = sweep_front(data)
-    if sweep is not None:
-        out[SWEEP] = sweep
-    return out
+    return {**out, **sweep_fronts(data)}
 
 
-def run_scratch_sweep(base: dict, trials: int, seed: int) -> dict:
-    """A random-search sweep of the shipped space with this protocol's fixed settings (every trial trained from
-    scratch for its epochs), one trial at a time on all cores, through ``run_sweep`` as a user would run it."""
+# --sweep: what each kind of sweep runs (the space, the Optuna sampler, Pareto-ASHA, a fork of the trained model)
+SWEEPS = {
+    "random": {"row": SWEEP, "space": SHIPPED_SPACE, "sampler": "random"},
+    "tpe": {"row": "from-scratch sweep, TPE", "space": SHIPPED_SPACE, "sampler": "tpe"},
+    "pareto-asha": {"row": "from-scratch sweep, Pareto-ASHA", "space": SHIPPED_SPACE, "sampler": "random",
+                    "early_stop": True},
+    "forked": {"row": "sweep forked from the trained model", "space": FINETUNE_SPACE, "sampler": "random",
+               "forked": True},
+}
+
+
+def run_sweep_row(kind: str, base: dict, trials: int, seed: int, cache: Path | None) -> dict:
+    """A sweep of ``SWEEPS[kind]`` at this protocol, one trial at a time on all cores, through ``run_sweep`` as a
+    user would run it: the shipped from-scratch space with this protocol's fixed settings (every trial trained from
+    scratch for its epochs), or the shipped fine-tune space with every trial forked from the seed's dense model."""
     from chex_tune.tuning.space import SearchSpace
     from chex_tune.tuning.sweep import SweepOptions, run_sweep
 
-    settings = SearchSpace.load(SHIPPED_SPACE).to_dict()
-    settings["fixed"] = {**settings["fixed"], **base}
+    how = SWEEPS[kind]
+    settings = SearchSpace.load(how["space"]).to_dict()
     with tempfile.TemporaryDirectory() as tmp:
+        init = None
+        if how.get("forked"):
+            init, _ = train_dense(base, seed, cache or Path(tmp))
+        else:
+            settings["fixed"] = {**settings["fixed"], **base}
         source = Path(tmp) / "front_sweep.yaml"
         source.write_text(yaml.safe_dump(settings))
         started = time.perf_counter()
         result = run_sweep(SearchSpace.load(source), SweepOptions(
-            trials=trials, concurrent=1, optuna_sampler="random", seed=seed, store=str(Path(tmp) / "store"),
-            experiment="front-sweep"), log=log)
+            trials=trials, concurrent=1, optuna_sampler=how["sampler"], seed=seed, store=str(Path(tmp) / "store"),
+            experiment="front-sweep", early_stop=how.get("early_stop", False), init=init and str(init)), log=log)
         wall = time.perf_counter() - started
     rows = [{"val_acc": row.metrics["val_acc"], "test_acc": row.metrics.get("test_acc"),
              "macs_ratio": row.metrics["macs"] / row.metrics["dense_macs"],
              "train_seconds": row.metrics["train_seconds"], "params": {k: row.params[k] for k in row.searched}}
             for row in result.rows if row.finished]
-    return {"trials": trials, "seed": seed, "sampler": "random", "wall_seconds": wall, "finished": rows,
-            "failed": len(result.rows) - len(rows)}
+    return {"kind": kind, "trials": trials, "seed": seed, "sampler": how["sampler"], "wall_seconds": wall,
+            "finished": rows, "failed": len(result.rows) - len(rows)}
 
 
-def sweep_front(data: dict) -> dict | None:
-    """The recorded sweeps' fronts as a row of ``fronts``: hypervolume of every finished trial, cost in dense epochs
-    (the trials' training seconds over one dense epoch here; no dense training)."""
-    if not data.get("sweeps"):
-        return None
+def sweep_fronts(data: dict) -> dict:
+    """The recorded sweeps' fronts as rows of ``fronts``, one per kind: hypervolume of every trial that reported
+    (a trial Pareto-ASHA stopped counts with its last report), cost in dense epochs (the trials' training seconds
+    over one dense epoch here, plus the dense training for a sweep forked from it)."""
     epoch_seconds = dense_epoch_seconds(data["dense"])
-    per_seed = []
-    for sweep in data["sweeps"]:
+    out: dict = {}
+    for sweep in data.get("sweeps", []):
+        how = SWEEPS[sweep.get("kind", "random")]
         trials = sweep["finished"]
         volume = {acc: hypervolume_2d([[t[acc], t["macs_ratio"]] for t in trials if t[acc] is not None],
                                       [True, False], reference=[0.0, 1.0]) for acc in ("val_acc", "test_acc")}
         cost = sum(t["train_seconds"] for t in trials) / epoch_seconds
-        per_seed.append({"seed": sweep["seed"], "hypervolume": volume["val_acc"],
-                         "test_hypervolume": volume["test_acc"], "members_cost": cost, "cost": cost})
-    return {**front_row(per_seed), "trials": [sweep["trials"] for sweep in data["sweeps"]]}
+        dense = data["protocol"]["epochs"] if how.get("forked") else 0
+        out.setdefault(how["row"], []).append({"seed": sweep["seed"], "hypervolume": volume["val_acc"],
+                                               "test_hypervolume": volume["test_acc"], "members_cost": cost,
+                                               "cost": cost + dense, "trials": sweep["trials"]})
+    return {row: {**front_row(per_seed), "trials": [p["trials"] for p in per_seed]} for row, per_seed in out.items()}
 
 
 def front_row(per_seed: list[dict]) -> dict:
@@ -287,12 +307,15 @@ def targets(data: dict) -> list[list[str]]:
         return paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])[1:] if seeds else None
 
     out = []
-    family, sweep = data["fronts"].get(FAMILY), data["fronts"].get(SWEEP)
-    if family and sweep:
+    family = data["fronts"].get(FAMILY)
+    # the issue's "24-trial from-scratch sweep": every trial at full fidelity (Pareto-ASHA's stops are its own row)
+    scratch_sweeps = [how["row"] for how in SWEEPS.values() if not how.get("forked") and not how.get("early_stop")]
+    for name in (n for n in scratch_sweeps if family and n in data["fronts"]):
+        sweep = data["fronts"][name]
         share = family["cost"][0] / sweep["cost"][0]
         reached = family["hypervolume"][0] >= statistics.median(p["hypervolume"] for p in sweep["per_seed"])
-        out.append([f"family's front reaches the {sweep['trials'][0]}-trial sweep's median hypervolume at ≤ 25% of "
-                    "its cost, the dense training included",
+        out.append([f"family's front reaches the {sweep['trials'][0]}-trial {name}'s median hypervolume at ≤ 25% "
+                    "of its cost, the dense training included",
                     f"hypervolume {family['hypervolume'][0]:.4f} vs {sweep['hypervolume'][0]:.4f} "
                     f"({len(sweep['per_seed'])} sweep(s)); cost {share:.0%} of the sweep's",
                     verdict(reached and share <= 0.25, "" if reached else "hypervolume not reached")])
@@ -342,7 +365,7 @@ def draw_fronts(data: dict, path: Path) -> None:
             axes.scatter([p["cost"] for p in row["per_seed"]], [p[key] for p in row["per_seed"]], s=10,
                          color=color, alpha=0.5)
             axes.scatter([row["cost"][0]], [row[key][0]], s=70, color=color, label=name)
-            if name not in FROM_TRAIN_JSON and name != SWEEP:
+            if name not in FROM_TRAIN_JSON and not name.startswith("from-scratch sweep"):
                 axes.scatter([row["members_cost"][0]], [row[key][0]], s=70, facecolors="none", edgecolors=color)
         axes.set_xlabel("training cost of the front (dense epochs; hollow: dense model already trained)")
         axes.set_ylabel(f"hypervolume ({accuracy} × MACs saved)")
@@ -422,8 +445,11 @@ def main(argv=None) -> int:
                         help="add these runs to --out/front.json (a run of the same row, level and seed replaces the "
                              "stored one); the protocol and fine-tune must be the same")
     parser.add_argument("--sweep-trials", type=int, metavar="N",
-                        help="instead of the rows: a random-search sweep of N trials of the shipped space at this "
-                             "protocol, from scratch, added to --out/front.json (with --seeds: one sweep per seed)")
+                        help="instead of the rows: a sweep of N trials at this protocol (--sweep), added to "
+                             "--out/front.json (with --seeds: one sweep per seed)")
+    parser.add_argument("--sweep", choices=SWEEPS, default="random",
+                        help="random, tpe, pareto-asha: the shipped space from scratch; forked: the shipped fine-tune "
+                             "space, every trial forked from the seed's dense model (--cache: where it is kept)")
     parser.add_argument("--report-only", action="store_true",
                         help="recompute the rows of --out/front.json and rewrite front.md (no training)")
     args = parser.parse_args(argv)
@@ -439,7 +465,7 @@ def main(argv=None) -> int:
         if data["protocol"] != base:
             raise SystemExit("--sweep-trials: front.json was made with another protocol")
         for seed in args.seeds:
-            data.setdefault("sweeps", []).append(run_scratch_sweep(base, args.sweep_trials, seed))
+            data.setdefault("sweeps", []).append(run_sweep_row(args.sweep, base, args.sweep_trials, seed, args.cache))
             data["argv"].append(recorded_argv(sys.argv if argv is None else ["scripts/bench_front.py", *argv]))
         report(args.out, data)
         return 0

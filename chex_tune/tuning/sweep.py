@@ -184,6 +184,8 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
 
     objectives = objectives or options.objectives
     init = options.init or space.fixed.get("init")
+    if init:
+        warn_from_scratch_schedule(space)
     constants = {} if options.resume else builtin_constants(
         space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu",
         threads=int(options.cpus()),
@@ -193,6 +195,19 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
                 epochs=options.epochs or space.run_config(space.midpoint(), init=init).train.epochs)
+
+
+def warn_from_scratch_schedule(space: SearchSpace) -> None:
+    """A trained start in a space whose fixed schedule is a from-scratch one: a space's fixed settings win over the
+    fine-tune defaults (FINETUNE), which a user may not know; a from-scratch rate erases much of the training."""
+    from chex_tune.config import FINETUNE
+
+    lr = space.fixed.get("lr")
+    if isinstance(lr, (int, float)) and lr > 2.5 * FINETUNE["lr"]:
+        logger.warning("trials fork from trained weights, but this space fixes lr %s (the fine-tune default is %s, "
+                       "measured in benchmarks/front.md): a from-scratch rate undoes much of the training. For a "
+                       "fine-tune, use a space made for it (fashion_mnist_resnet18_finetune) or fix a smaller lr",
+                       lr, FINETUNE["lr"])
 
 
 def domain_keys(space: Mapping, prefix: str = "") -> list[str]:

@@ -66,3 +66,19 @@ def test_a_trained_start_that_cannot_be_read_stops_the_sweep_before_any_trial(de
     with pytest.raises(ValueError, match=r"its weights do not fit the model"):
         run_sweep(SearchSpace.from_dict(other, source="other.yaml"),
                   SweepOptions(trials=2, store=str(store), experiment="never", init=str(dense_run[2])))
+
+
+@pytest.mark.parametrize(("lr", "warned"), [(0.1, True), (0.02, False), (None, False)])
+def test_a_trained_start_in_a_space_with_a_from_scratch_rate_is_warned_about(caplog, lr, warned):
+    from chex_tune.tuning.sweep import warn_from_scratch_schedule
+
+    fixed = {**TINY, **({} if lr is None else {"lr": lr})}
+    with caplog.at_level("WARNING", logger="chex_tune.tuning.sweep"):
+        warn_from_scratch_schedule(SearchSpace.from_dict({**SPACE, "fixed": fixed}, source="s.yaml"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert bool(messages) == warned
+    if warned:
+        assert messages == ["trials fork from trained weights, but this space fixes lr 0.1 (the fine-tune default is "
+                            "0.02, measured in benchmarks/front.md): a from-scratch rate undoes much of the training. "
+                            "For a fine-tune, use a space made for it (fashion_mnist_resnet18_finetune) or fix a "
+                            "smaller lr"]
