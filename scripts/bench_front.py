@@ -209,6 +209,7 @@ def run_sweep_row(kind: str, base: dict, trials: int, seed: int, cache: Path | N
     scratch for its epochs), or the shipped fine-tune space with every trial forked from the seed's dense model."""
     from chex_tune.tuning.space import SearchSpace
     from chex_tune.tuning.sweep import SweepOptions, run_sweep
+    from chex_tune.tuning.track.store import client_for, tracking_uri_for
 
     how = SWEEPS[kind]
     settings = SearchSpace.load(how["space"]).to_dict()
@@ -225,18 +226,24 @@ def run_sweep_row(kind: str, base: dict, trials: int, seed: int, cache: Path | N
             trials=trials, concurrent=1, optuna_sampler=how["sampler"], seed=seed, store=str(Path(tmp) / "store"),
             experiment="front-sweep", early_stop=how.get("early_stop", False), init=init and str(init)), log=log)
         wall = time.perf_counter() - started
-    rows = [{"val_acc": row.metrics["val_acc"], "test_acc": row.metrics.get("test_acc"),
-             "macs_ratio": row.metrics["macs"] / row.metrics["dense_macs"],
-             "train_seconds": row.metrics["train_seconds"], "params": {k: row.params[k] for k in row.searched}}
-            for row in result.rows if row.finished]
+        # a trial Pareto-ASHA stopped logged no train_seconds (its epochs' seconds, read while the store exists) ...
+        client = client_for(tracking_uri_for(Path(tmp) / "store"))
+        # nor dense_macs: every trial prunes the same dense model
+        dense_macs = next(row.metrics["dense_macs"] for row in result.rows if "dense_macs" in row.metrics)
+        rows = [{"val_acc": row.metrics["val_acc"], "test_acc": row.metrics.get("test_acc"),
+                 "macs_ratio": row.metrics["macs"] / dense_macs, "stopped_at": row.stopped_at,
+                 "train_seconds": row.metrics["train_seconds"] if row.finished else
+                 sum(m.value for m in client.get_metric_history(row.run_id, "epoch_seconds")),
+                 "params": {k: row.params[k] for k in row.searched}}
+                for row in result.rows if row.finished or row.stopped_at is not None]
     return {"kind": kind, "trials": trials, "seed": seed, "sampler": how["sampler"], "wall_seconds": wall,
             "finished": rows, "failed": len(result.rows) - len(rows)}
 
 
 def sweep_fronts(data: dict) -> dict:
     """The recorded sweeps' fronts as rows of ``fronts``, one per kind: hypervolume of every trial that reported
-    (a trial Pareto-ASHA stopped counts with its last report), cost in dense epochs (the trials' training seconds
-    over one dense epoch here, plus the dense training for a sweep forked from it)."""
+    (a trial Pareto-ASHA stopped counts with its last report; it has no test accuracy), cost in dense epochs (the
+    trials' training seconds over one dense epoch here, plus the dense training for a sweep forked from it)."""
     epoch_seconds = dense_epoch_seconds(data["dense"])
     out: dict = {}
     for sweep in data.get("sweeps", []):
