@@ -149,6 +149,13 @@ CASES = [
     ("export-macs-text", ["export", "exp", "--max-macs", "lots", "--format", "state", "-o", "{tmp}/m.pt"],
      "--max-macs must be a positive number like 2.5e6 or 2.5M (suffixes K, M, G), got 'lots'"),
     ("ui-store-missing", ["ui", "--store", "{tmp}/store"], "no MLflow store at {tmp}/store/mlflow.db"),
+    # latency tables: the target
+    ("latency-input-without-width", ["latency", "--model", "test_resnet", "--input", "1x3x224"],
+     "--input must be BxCxHxW with positive integers (e.g. 1x3x224x224), got '1x3x224'"),
+    ("latency-runtime", ["latency", "--model", "test_resnet", "--input", "1x3x16x16", "--runtime", "tensorrt"],
+     "unknown runtime 'tensorrt'; choose one of: onnxruntime, torch"),
+    ("latency-model", ["latency", "--model", "resnet181", "--input", "1x3x16x16", "--cache", "{tmp}/tables"],
+     "unknown timm model 'resnet181'; closest names: resnet18"),
 ]
 
 

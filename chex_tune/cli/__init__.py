@@ -14,11 +14,20 @@ import pathlib
 import sys
 
 from chex_tune import __version__
-from chex_tune.cli import export_cmd, family_cmd, inspect_cmd, pareto_cmd, sweep_cmd, train_cmd, ui_cmd
+from chex_tune.cli import (
+    export_cmd,
+    family_cmd,
+    inspect_cmd,
+    latency_cmd,
+    pareto_cmd,
+    sweep_cmd,
+    train_cmd,
+    ui_cmd,
+)
 from chex_tune.core.errors import UserError, disk_error
 
 COMMANDS = {"train": train_cmd, "sweep": sweep_cmd, "family": family_cmd, "ui": ui_cmd, "inspect": inspect_cmd,
-            "pareto": pareto_cmd, "export": export_cmd}
+            "pareto": pareto_cmd, "export": export_cmd, "latency": latency_cmd}
 
 # OSErrors about a path or the machine that the user can fix (a missing file, a full disk, no permission).
 USER_OS_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,

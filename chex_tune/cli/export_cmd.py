@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} ({args.format}, {result.path.stat().st_size / 1e6:.2f} MB)")
     if result.fallback:
         print(f"  note: {result.fallback}")
+    for line in result.check.describe() if result.check else ():
+        print(line)
     print_scores(result)
+    if result.check and not result.check.passed:
+        print(f"the written file's outputs differ from the model's: {result.path} is kept, but do not deploy it "
+              "before finding why (an operator the exporter translates differently?)")
+        return 1
     if args.register:
         version = export.register(client, row, trials.experiment_id, args.register, args.alias, why=why)
         print(f"registered version {version.version} of {args.register}: models:/{args.register}@{args.alias}")

@@ -75,19 +75,28 @@ class SubmodelCost:
         self.dense_params = self.params(None)
         self._unit_macs: list[int] | None = None
 
+    def _alive(self, key: str, dim: int, masks) -> int:
+        """Positions of dimension ``dim`` of parameter ``key`` still alive under ``masks``."""
+        size = self.shapes[key][dim]
+        pieces = self.slices.get((key, dim))
+        if masks is None or not pieces:
+            return size
+        alive = torch.ones(size, dtype=torch.bool)
+        for number, index, unit in pieces:
+            alive[index] &= masks[number][unit]
+        return int(alive.sum())
+
     def _alive_elements(self, key: str, masks) -> int:
-        shape = self.shapes[key]
         total = 1
-        for dim, size in enumerate(shape):
-            pieces = self.slices.get((key, dim))
-            if masks is None or not pieces:
-                total *= size
-                continue
-            alive = torch.ones(size, dtype=torch.bool)
-            for number, index, unit in pieces:
-                alive[index] &= masks[number][unit]
-            total *= int(alive.sum())
+        for dim in range(len(self.shapes[key])):
+            total *= self._alive(key, dim, masks)
         return total
+
+    def layer_channels(self, masks: list[torch.Tensor] | None) -> dict[str, tuple[int, int]]:
+        """Per conv/linear layer: (input channels per weight group, output channels) in the sub-model ``masks``
+        selects: what a latency table is looked up by."""
+        return {name: (self._alive(key, 1, masks), self._alive(key, 0, masks))
+                for name, key in self.weight_keys.items()}
 
     def macs(self, masks: list[torch.Tensor] | None) -> int:
         return sum(pos * self._alive_elements(self.weight_keys[name], masks) for name, pos in self.positions.items())

@@ -160,6 +160,14 @@ def test_torchscript_and_onnx_compute_what_the_compact_model_does(store, tmp_pat
         with torch.no_grad():
             torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
     assert abs(result.exported_val_acc - result.logged_val_acc) <= 1 / 64  # one image at most (rounding)
+    # the export checked itself against the compact model and timed itself in its runtime; both logged on the run
+    check = result.check
+    assert check.passed and 0 <= check.max_abs_diff <= 1e-4
+    assert check.runtime == {"onnx": "ONNX Runtime (CPU)", "torchscript": "TorchScript"}[fmt]
+    assert check.latency_ms > 0 and check.pytorch_latency_ms > 0 and check.threads == 1
+    logged = store["client"].get_run(store["ids"]["R"]).data.metrics
+    assert logged[f"export.{fmt}.max_abs_diff"] == pytest.approx(check.max_abs_diff)
+    assert logged[f"export.{fmt}.latency_ms"] == pytest.approx(check.latency_ms)
     if fmt == "onnx":  # the dynamic dimension has a name a user can read in Netron or onnxruntime
         import onnx
 
@@ -225,6 +233,41 @@ def test_export_command_chooses_writes_scores_and_registers(store, tmp_path, cap
     assert "models:/cli-model@prod" in text and out.exists()
     version = store["client"].get_model_version_by_alias("cli-model", "prod")
     assert version.run_id == store["ids"]["R"]
+
+
+def test_export_command_prints_its_check_and_fails_when_the_outputs_differ(store, tmp_path, capsys, monkeypatch):
+    from chex_tune.tuning.export import check
+
+    out = tmp_path / "m.onnx"
+    args = ["export", "exp", "--run", store["ids"]["R"], "--format", "onnx", "-o", str(out), "--store",
+            str(store["root"])]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"outputs against PyTorch: largest absolute difference \S+ over 8 random inputs \(passed\)", text)
+    assert re.search(r"latency, batch 1, 1 thread\(s\): ONNX Runtime \(CPU\) \S+ ms \(IQR \S+% of it\), PyTorch "
+                     r"eager \S+ ms", text)
+    monkeypatch.setattr(check, "TOLERANCE", -1.0)  # no difference passes: what a wrong graph would get
+    assert main([*args, "--register", "never", "--alias", "prod"]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED: above the tolerance -1" in text and "do not deploy it" in text and out.exists()
+    with pytest.raises(Exception, match="never"):  # a file that failed its check is not registered
+        store["client"].get_registered_model("never")
+
+
+def test_check_export_finds_a_model_that_computes_something_else():
+    from chex_tune.tuning.export.check import check_export
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    same = check_export(model, model, [2, 3, 8, 8], "PyTorch eager")
+    assert same.passed and same.max_abs_diff == 0.0
+    differs = check_export(model, other, [2, 3, 8, 8], "PyTorch eager")
+    with torch.no_grad():
+        x = torch.randn([8, 3, 8, 8], generator=torch.Generator().manual_seed(0))
+        expected = (other(x) - model(x)).abs().max().item()
+    assert not differs.passed and differs.max_abs_diff == pytest.approx(expected)
+    assert set(differs.metrics("onnx")) == {f"export.onnx.{k}" for k in (
+        "max_abs_diff", "latency_ms", "latency_spread", "pytorch_latency_ms")}
 
 
 def test_export_by_run_id_says_when_the_file_scores_differently_from_the_log(store, tmp_path, capsys):

@@ -3,13 +3,11 @@ back the way its users load it (to score it).
 
 ``state`` is the run's ``compact.pt`` as it is (recipe + weights, loaded with ``chex_tune.load_compact``, no
 pickle); ``torchscript`` is a ``torch.jit.trace`` of the compact model in eval mode; ``onnx`` comes from torch's
-``torch.export``-based exporter (``dynamo=True``; the older TorchScript-based exporter is deprecated), with a
-dynamic batch dimension named ``batch``.
+``torch.export``-based exporter (``train/onnx.py``), with a dynamic batch dimension named ``batch``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import shutil
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from chex_tune.core.compact import load_compact
+from chex_tune.train.onnx import quiet_export, require, write_onnx
 from chex_tune.tuning.export.registry import MODEL_ARTIFACT
 
 
@@ -27,19 +26,16 @@ from chex_tune.tuning.export.registry import MODEL_ARTIFACT
 class Format:
     write: Callable[[torch.nn.Module, list, pathlib.Path], None]  # (compact model in eval mode, input shape, path)
     load: Callable[[pathlib.Path], torch.nn.Module]  # the written file, as its users load it
+    runtime: str = "PyTorch eager"  # what runs the written file (named in the export's check)
 
 
 def _write_torchscript(model: torch.nn.Module, input_shape, out: pathlib.Path) -> None:
-    with _quiet_export():
+    with quiet_export():
         torch.jit.save(torch.jit.trace(model, _example(input_shape)), str(out))
 
 
 def _write_onnx(model: torch.nn.Module, input_shape, out: pathlib.Path) -> None:
-    _require("onnxscript", "onnx")
-    with _quiet_export():
-        torch.onnx.export(model, (_example(input_shape),), str(out), dynamo=True, verbose=False, external_data=False,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+    write_onnx(model, _example(input_shape), out)
 
 
 def _load_torchscript(path: pathlib.Path) -> torch.nn.Module:
@@ -50,8 +46,8 @@ def _load_torchscript(path: pathlib.Path) -> torch.nn.Module:
 
 FORMATS: dict[str, Format] = {
     "state": Format(write=lambda model, shape, out: None, load=load_compact),  # written by copying the file
-    "torchscript": Format(write=_write_torchscript, load=_load_torchscript),
-    "onnx": Format(write=_write_onnx, load=lambda path: OnnxModel(path)),
+    "torchscript": Format(write=_write_torchscript, load=_load_torchscript, runtime="TorchScript"),
+    "onnx": Format(write=_write_onnx, load=lambda path: OnnxModel(path), runtime="ONNX Runtime (CPU)"),
 }
 
 
@@ -66,29 +62,23 @@ def _example(input_shape) -> torch.Tensor:
     return torch.zeros([2, *list(input_shape)[1:]])
 
 
-@contextlib.contextmanager
-def _quiet_export():
-    """torch 2.13 deprecates TorchScript, and its exporter warns about its own internals: nothing to act on."""
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", message=r".*(deprecated|LeafSpec).*")
-        warnings.filterwarnings("ignore", message=r".*in training mode.*")  # a pt2 graph is fixed in eval form
-        yield
-
-
-def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -> None:
-    """``compact_path`` (a chex_tune compact model) written to ``out`` in ``fmt_name``."""
+def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -> tuple[torch.nn.Module, list] | None:
+    """``compact_path`` (a chex_tune compact model) written to ``out`` in ``fmt_name``; the model it was written from
+    and its input shape (None for ``state``: the file is copied as it is)."""
     fmt = _format(fmt_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt_name == "state":
         shutil.copyfile(compact_path, out)
-        return
+        return None
     model = load_compact(compact_path).eval()
     fmt.write(model, model.chex_recipe["input_shape"], out)
+    return model, model.chex_recipe["input_shape"]
 
 
 def write_from_mlflow_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path, fmt_name: str,
-                            out: pathlib.Path) -> None:
-    """The run's ``mlflow.pytorch`` copy (pt2: a graph, no class needed) written to ``out`` in ``fmt_name``."""
+                            out: pathlib.Path) -> tuple[torch.nn.Module, list]:
+    """The run's ``mlflow.pytorch`` copy (pt2: a graph, no class needed) written to ``out`` in ``fmt_name``; that model
+    and its input shape."""
     import mlflow.pytorch
 
     from chex_tune.tuning.track.store import using_tracking_uri
@@ -99,6 +89,7 @@ def write_from_mlflow_model(tracking_uri: str, run_id: str, compact_path: pathli
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fmt.write(model, input_shape, out)
+    return model, input_shape
 
 
 def load_exported(path: str | os.PathLike, fmt_name: str) -> torch.nn.Module:
@@ -106,12 +97,8 @@ def load_exported(path: str | os.PathLike, fmt_name: str) -> torch.nn.Module:
     return _format(fmt_name).load(pathlib.Path(path))
 
 
-def _require(*modules: str) -> None:
-    import importlib.util
-
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ValueError(f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime")
+def runtime_of(fmt_name: str) -> str:
+    return _format(fmt_name).runtime
 
 
 class OnnxModel(torch.nn.Module):
@@ -119,7 +106,7 @@ class OnnxModel(torch.nn.Module):
 
     def __init__(self, path: str | os.PathLike):
         super().__init__()
-        _require("onnxruntime")
+        require("onnxruntime")
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

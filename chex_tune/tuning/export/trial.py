@@ -1,6 +1,8 @@
 """Exporting one trial: download its compact model, write it in a format, score the written file.
 
-Every written file is loaded back the way a user would load it and scored: by the user's own evaluate function
+A TorchScript or ONNX file is first checked against the model it was written from (``check``: the largest output
+difference, and its latency in its runtime beside PyTorch's), logged on the trial's run. Every written file is then
+loaded back the way a user would load it and scored: by the user's own evaluate function
 when given one, else on the validation split of the built-in loop's run configuration. A run of a user's own
 trainable without an evaluate function is written but not scored, and the result says so. Compact models of
 users' own module classes load through their importable builder (core/builders.py); when that builder is not
@@ -19,7 +21,8 @@ from chex_tune.config import RunConfig
 from chex_tune.core.builders import BuilderImportError
 from chex_tune.train.artifacts import COMPACT, RUN_CONFIG, dataset_settings
 from chex_tune.train.metrics import VAL_ACC
-from chex_tune.tuning.export.formats import load_exported, write_export, write_from_mlflow_model
+from chex_tune.tuning.export.check import ExportCheck, check_export
+from chex_tune.tuning.export.formats import load_exported, runtime_of, write_export, write_from_mlflow_model
 from chex_tune.tuning.protocol import TrialRow
 
 
@@ -42,6 +45,7 @@ class ExportResult:
     note: str = ""  # how the file was evaluated, or why it was not
     exported_metrics: dict | None = None  # what a user's evaluate function returned
     fallback: str = ""  # set when the file was written from the run's MLflow model (builder not importable)
+    check: ExportCheck | None = None  # the written file against the model it came from (None for ``state``)
 
 
 def resolve_evaluator(evaluate) -> Callable:
@@ -76,17 +80,23 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
             if RUN_CONFIG in names else None
         fallback = ""
         try:
-            write_export(compact, fmt_name, out)
+            written_from = write_export(compact, fmt_name, out)
         except BuilderImportError as exc:
             if tracking_uri is None:
                 raise
             try:  # the graph MLflow keeps needs no importable class
-                write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out)
+                written_from = write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out)
             except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
                 raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
                                  f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
             fallback = (f"exported from the run's MLflow model (pt2), since its builder is not importable here "
                         f"({exc})")
+    check = None
+    if written_from is not None:
+        model, input_shape = written_from
+        check = check_export(model, load_exported(out, fmt_name), input_shape, runtime_of(fmt_name))
+        for name, value in check.metrics(fmt_name).items():
+            client.log_metric(run_id, name, value)
     settings = dataset_settings(config_text)
     config = RunConfig.from_dict(settings) if settings is not None else None
     logged = row.value(VAL_ACC)
@@ -96,19 +106,19 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
         metrics = dict(value) if isinstance(value, dict) else {VAL_ACC: float(value)}
         accuracy = metrics.get(VAL_ACC)
         return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
-                            f"evaluated with {name}", metrics, fallback)
+                            f"evaluated with {name}", metrics, fallback, check)
     if config is None:
         return ExportResult(row, fmt_name, out, logged, None, None,
                             f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
                             "dataset to score the written file on; pass --evaluate package.module:function (a "
                             "function that takes the loaded model and returns its validation accuracy or a dict "
-                            "of metrics)", fallback=fallback)
+                            "of metrics)", fallback=fallback, check=check)
     try:
         accuracy = validation_accuracy(load_exported(out, fmt_name), config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
     return ExportResult(row, fmt_name, out, logged, accuracy, config,
-                        f"{config.train.dataset} validation split, on the CPU", fallback=fallback)
+                        f"{config.train.dataset} validation split, on the CPU", fallback=fallback, check=check)
 
 
 def _artifact_names(client, run_id: str) -> set[str]:
