@@ -47,7 +47,7 @@ def measure_latency(model: nn.Module, input_shape, *, batch_size: int = 1, devic
     shape = tuple(input_shape)[-3:] if len(input_shape) == 4 else tuple(input_shape)
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
-    model = model.eval().to(device=device, dtype=dtype)
+    model = in_eval_mode(model).to(device=device, dtype=dtype)
     inputs = torch.randn((batch_size, *shape), device=device, dtype=dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -75,6 +75,15 @@ def measure_latency(model: nn.Module, input_shape, *, batch_size: int = 1, devic
                  median, result["iqr_ms"], 100 * result["spread"], result["samples"], per_sample, batch_size,
                  threads, device)
     return result
+
+
+def in_eval_mode(model: nn.Module) -> nn.Module:
+    """``model.eval()``, or the model as it is where eval() is refused: a ``torch.export`` graph (an MLflow pt2
+    model) is fixed in the mode it was exported in and raises NotImplementedError."""
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 def _single_calls(model, inputs, repeats: int, threads: int, device: torch.device) -> list[float]:

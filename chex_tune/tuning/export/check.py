@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from chex_tune.core.latency import measure_latency
+from chex_tune.core.latency import in_eval_mode, measure_latency
 
 CHECK_BATCH = 8  # random images compared; a batch other than the export's example batch (2) tests the dynamic one
 TOLERANCE = 1e-3  # largest absolute difference of logits that passes
@@ -51,7 +51,7 @@ def check_export(reference: torch.nn.Module, exported: torch.nn.Module, input_sh
     random inputs of ``input_shape`` (the recipe's, batch first), and both one's latencies."""
     sample = list(input_shape)[1:]
     images = torch.randn([CHECK_BATCH, *sample], generator=torch.Generator().manual_seed(seed))
-    reference = reference.eval()
+    reference = in_eval_mode(reference)
     with torch.inference_mode():
         diff = (exported(images).float() - reference(images).float()).abs().max().item()
     theirs, ours = measure_latency(exported, sample), measure_latency(reference, sample)
