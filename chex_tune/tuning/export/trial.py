@@ -91,10 +91,11 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
                                  f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
             fallback = (f"exported from the run's MLflow model (pt2), since its builder is not importable here "
                         f"({exc})")
-    check = None
-    if written_from is not None:
+    check, exported = None, None
+    if written_from is not None:  # loaded once here, checked, then scored below
+        exported = load_exported(out, fmt_name)
         model, input_shape = written_from
-        check = check_export(model, load_exported(out, fmt_name), input_shape, runtime_of(fmt_name))
+        check = check_export(model, exported, input_shape, runtime_of(fmt_name))
         for name, value in check.metrics(fmt_name).items():
             client.log_metric(run_id, name, value)
     settings = dataset_settings(config_text)
@@ -102,7 +103,7 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
     logged = row.value(VAL_ACC)
     if evaluator is not None:
         name = evaluate if isinstance(evaluate, str) else getattr(evaluate, "__qualname__", repr(evaluate))
-        value = evaluator(load_exported(out, fmt_name))
+        value = evaluator(exported if exported is not None else load_exported(out, fmt_name))
         metrics = dict(value) if isinstance(value, dict) else {VAL_ACC: float(value)}
         accuracy = metrics.get(VAL_ACC)
         return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
@@ -114,7 +115,7 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
                             "function that takes the loaded model and returns its validation accuracy or a dict "
                             "of metrics)", fallback=fallback, check=check)
     try:
-        accuracy = validation_accuracy(load_exported(out, fmt_name), config)
+        accuracy = validation_accuracy(exported if exported is not None else load_exported(out, fmt_name), config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
     return ExportResult(row, fmt_name, out, logged, accuracy, config,
