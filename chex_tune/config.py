@@ -24,6 +24,7 @@ DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 FINETUNE = {"epochs": 4, "lr": 0.02, "norm_init": None, "explore_until": 0.01, "regrow_ratio": 0.0,
             "allocator": "uniform", "initial_scorer": "magnitude"}
 STEMS = ("auto", "small", "timm")
+LATENCY_RUNTIMES = ("onnxruntime", "torch")  # what a latency table can be timed in
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class TrainConfig:
     compact_after_explore: bool = True  # train the compacted model once the masks are frozen
     num_workers: int = 2  # DataLoader workers for on-disk datasets (imagefolder)
     latency_batch_size: int = 1
+    # Where latency_ms is predicted from: a latency table of this runtime ("onnxruntime": its CPU provider, or
+    # "torch": PyTorch eager), built once per node and read by every run (the finished model is also timed end to
+    # end in it: latency_measured_ms). None: the finished model timed in PyTorch eager, no table (and with a
+    # latency_target, "onnxruntime")
+    latency_runtime: str | None = None
+    latency_threads: int | None = None  # the table's intra-op threads; None = the threads torch trains with
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -70,7 +77,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "latency_batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("train_subset", "val_size", "image_size"):
+        if self.latency_runtime is not None:
+            _one_of("latency_runtime", self.latency_runtime, LATENCY_RUNTIMES)
+        for name in ("train_subset", "val_size", "image_size", "latency_threads"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")

@@ -47,9 +47,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(table.layers)} layers of {len(table.shapes)} shapes; predicted dense latency {table.dense_ms:.3g} ms")
     print(f"timing spread (IQR / median) of the grid: median {100 * table.spread['median']:.1f}%, largest "
           f"{100 * table.spread['max']:.1f}%")
-    print(f"calibration: measured = {table.fit['scale']:.3f} x sum of layers + {table.fit['offset_ms']:.3g} ms")
-    print(f"{'uniform widths':>14} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
-    for point in table.fit["points"]:
-        print(f"{point['fraction']:>14.0%} {point['measured_ms']:>12.4g} {point['predicted_ms']:>13.4g} "
-              f"{100 * point['error']:>6.1f}%")
+    points = table.fit["points"]
+    print(f"calibration: {len(points)} uniform networks in multiples of {points[0]['multiple']} channels, joined by "
+          f"their layers' sum (a line through them: measured = {table.fit['scale']:.3f} x sum of layers + "
+          f"{table.fit['offset_ms']:.3g} ms)")
+    print(f"{'uniform widths':>14} {'measured ms':>12} {'layers sum ms':>14} {'line ms':>8}")
+    for point in points:
+        print(f"{point['fraction']:>14.0%} {point['measured_ms']:>12.4g} {point['layers_ms']:>14.4g} "
+              f"{point['line_ms']:>8.4g}")
+    probes = ", ".join(f"{p['multiple']}: {p['ratio']:.2f}x" for p in table.alignment["probes"])
+    print(f"width multiple: {table.width_multiple} (networks at half width in multiples of N channels, time against "
+          f"aligned widths' -- {probes}); a latency budget rounds widths to it")
     return 0

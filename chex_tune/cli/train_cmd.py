@@ -11,7 +11,7 @@ import pathlib
 
 import yaml
 
-from chex_tune.config import DATASETS, RunConfig
+from chex_tune.config import DATASETS, LATENCY_RUNTIMES, RunConfig
 from chex_tune.core.errors import UserError, load_yaml
 from chex_tune.units import format_count
 
@@ -19,7 +19,8 @@ HELP = "train one model with CHEX (or dense with --sparsity 0) and write the com
 
 # flag -> RunConfig setting, for the flags that map one to one
 FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset", "val_size", "lr", "sparsity",
-         "regrow_ratio", "period", "explore_until", "macs_target", "seed", "device", "stem", "init")
+         "regrow_ratio", "period", "explore_until", "macs_target", "latency_target", "latency_runtime", "seed",
+         "device", "stem", "init")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regrow-ratio", type=float)
     parser.add_argument("--period", type=int, help="optimizer steps between prune-regrow steps")
     parser.add_argument("--explore-until", type=float, help="fraction of training after which masks freeze")
-    parser.add_argument("--budget", choices=("channels", "macs"), help="what the sparsity budget counts")
+    parser.add_argument("--budget", choices=("channels", "macs", "latency"), help="what the budget counts")
     parser.add_argument("--macs-target", type=float, help="fraction of dense MACs to keep (--budget macs)")
+    parser.add_argument("--latency-target", type=latency_value, metavar="FRACTION|MS",
+                        help="latency budget (--budget latency): a fraction of the dense model's predicted latency "
+                             "(0.25) or milliseconds (4ms), read from a latency table of --latency-runtime")
+    parser.add_argument("--latency-runtime", choices=LATENCY_RUNTIMES,
+                        help="predict latency_ms from a latency table of this runtime (built once per machine) and "
+                             "time the finished model in it; default with a latency budget: onnxruntime")
     parser.add_argument("--stem", choices=("auto", "small", "timm"), help="small-input stem (default auto)")
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="start from a trained dense model: a weights file (state_dict, checkpoint, dense "
@@ -55,9 +62,21 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     values = settings_of(args, FLAGS)
     if args.budget == "macs" and values.get("macs_target") is None:
         raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
-    if args.budget == "channels":  # the channel budget (--sparsity) even where the YAML set a MACs target
+    if args.budget == "latency" and values.get("latency_target") is None:
+        raise ValueError("--budget latency needs --latency-target (a fraction of the dense latency, or e.g. 4ms)")
+    if args.budget in ("channels", "latency"):  # the budget asked for, even where the YAML set another
         values["macs_target"] = None
+    if args.budget in ("channels", "macs"):
+        values["latency_target"] = None
     return RunConfig.from_dict(values)
+
+
+def latency_value(text: str):
+    """``--latency-target``: a number is a fraction of the dense latency; text with a unit (4ms) stays text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def settings_of(args: argparse.Namespace, flags) -> dict:
@@ -110,7 +129,10 @@ def print_summary(result: dict, out: pathlib.Path) -> None:
         ("MACs", f"{format_count(result[m.MACS])} of {format_count(result[m.DENSE_MACS])} dense "
                  f"({1 - result[m.MACS_RATIO]:.0%} fewer)"),
         ("params", f"{format_count(result[m.PARAMS])} of {format_count(result[m.DENSE_PARAMS])} dense"),
-        ("latency", f"{result[m.LATENCY_MS]:.3g} ms (IQR {latency['iqr_ms']:.2g} ms; CPU, batch "
+        ("latency", f"{result[m.LATENCY_MS]:.3g} ms predicted by the {latency['runtime']} table, "
+                    f"{latency['measured_ms']:.3g} ms measured (spread {latency['spread']:.1%}; CPU, batch "
+                    f"{latency['batch_size']}, {latency['threads']} threads)" if "measured_ms" in latency else
+                    f"{result[m.LATENCY_MS]:.3g} ms (IQR {latency['iqr_ms']:.2g} ms; CPU, batch "
                     f"{latency['batch_size']}, {latency['threads']} threads)"),
         ("training", f"{result['epochs']} epochs, {result[m.TRAIN_SECONDS]:.0f} s on {result['device']}"),
     ]

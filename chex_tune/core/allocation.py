@@ -2,15 +2,15 @@
 
 An allocator turns a global *level* ``K`` (how many units the global ranking admits) into one width
 per group. The budget then picks the level: the smallest ``K`` whose sub-model reaches the target
-channel count (``channels``) or the ``K`` whose MACs land nearest the target (``macs``). Both costs
-grow with ``K``, so a bisection finds it.
+channel count (``channels``) or the ``K`` whose cost (MACs, or milliseconds read from a latency table) lands
+nearest the target. Every cost grows with ``K``, so a bisection finds it.
 
 - ``gamma``: rank every unit of every group by its norm scale |gamma| (the paper). Groups without a
   norm layer (squeeze-excite reductions, norm-free nets) keep the same fraction as the ranked units.
 - ``gamma-per-cost``: the same ranking with each unit's |gamma| divided by what it costs in the
-  budget's currency (its MACs for a MACs budget, its channels for a channel budget), so a channel of
-  an early, high-resolution layer must matter more to stay than one of a late, cheap layer. The
-  explorer divides the scores; here it ranks like ``gamma``.
+  budget's currency (its MACs for a MACs budget, its milliseconds for a latency budget, its channels for a
+  channel budget), so a channel of an early, high-resolution layer must matter more to stay than one of
+  a late, cheap layer. The explorer divides the scores; here it ranks like ``gamma``.
 - ``gamma-normalized``: the same ranking with each unit's |gamma| divided by its group's mean |gamma|, so a
   group's scale does not decide its width, only how unequal its units are. For trained starts, whose layers'
   scales differ for reasons that have nothing to do with importance (a global |gamma| ranking there keeps a
@@ -111,24 +111,26 @@ def search_level(cost: Callable[[int], float], target: float, high: int, *, near
 
 
 def allocate(problem: AllocationProblem, *, allocator: str, scores: list[torch.Tensor | None],
-             keep_channels: float | None = None, macs_target: float | None = None,
-             macs_of: Callable[[list[int]], float] | None = None) -> list[int]:
-    """Widths (in units) meeting a channel budget (``keep_channels``) or a MACs budget.
+             keep_channels: float | None = None, cost_target: float | None = None,
+             cost_of: Callable[[list[int]], float] | None = None) -> list[int]:
+    """Widths (in units) meeting a channel budget (``keep_channels``) or a cost budget.
 
-    ``macs_target`` is an absolute MAC count and ``macs_of(widths)`` the MACs of a width vector.
+    A cost budget is what a MACs or latency budget becomes: ``cost_target`` in the cost's own unit (MACs,
+    milliseconds) and ``cost_of(widths)`` the cost of a width vector, growing with the widths; the level whose
+    cost lands nearest the target wins.
     """
     check_allocator(allocator)
 
     def widths_at(level: int) -> list[int]:
         return ALLOCATORS[allocator](problem, scores, level)
 
-    if macs_target is not None:
-        if macs_of is None:
-            raise ValueError("a MACs budget needs macs_of")
-        level = search_level(lambda k: macs_of(widths_at(k)), macs_target, problem.total_units, nearest=True)
+    if cost_target is not None:
+        if cost_of is None:
+            raise ValueError("a cost budget needs cost_of")
+        level = search_level(lambda k: cost_of(widths_at(k)), cost_target, problem.total_units, nearest=True)
     else:
         if keep_channels is None:
-            raise ValueError("give keep_channels or macs_target")
+            raise ValueError("give keep_channels or cost_target")
         level = search_level(lambda k: problem.channels(widths_at(k)), keep_channels, problem.total_units,
                              nearest=False)
     return widths_at(level)

@@ -19,8 +19,9 @@ class ChexConfig:
     """CHEX settings and their defaults: the one source of both (``ChannelExplorer`` takes these names).
 
     The budget is what the final sub-model must meet: a MACs budget when ``macs_target`` is set (a
-    fraction of the dense MACs), otherwise a channel budget (``sparsity``). The allocator decides how
-    that budget is shared between layers, whatever it counts.
+    fraction of the dense MACs), a latency budget when ``latency_target`` is set (a fraction of the dense
+    model's latency in a latency table, or milliseconds: "4ms"), otherwise a channel budget
+    (``sparsity``). The allocator decides how that budget is shared between layers, whatever it counts.
     """
 
     sparsity: float = 0.5  # channel budget: fraction of prunable channels removed at the end, [0, 1)
@@ -35,6 +36,9 @@ class ChexConfig:
     sampler: str = "projection"
     allocator: str = "gamma"  # "gamma": global |gamma| ranking (the paper); "uniform": same fraction everywhere
     macs_target: float | None = None  # MACs budget: fraction of dense MACs to keep (replaces the channel budget)
+    # Latency budget, read from a latency table of the deployment target: a fraction of the dense model's predicted
+    # latency in (0, 1], or milliseconds as text ("4ms", "2.5 ms"). Replaces the channel budget; not with macs_target
+    latency_target: float | str | None = None
     reallocate: bool = True  # rank inactive channels by their most-recently-used |gamma|
     min_width: float = 0.05  # fraction of each group always kept (at least one unit)
     width_multiple: int = 1  # round kept widths to this many channels
@@ -65,8 +69,13 @@ class ChexConfig:
                                  "budget")
             object.__setattr__(self, "allocator", ALLOCATOR_ALIASES[self.allocator])
         _one_of("allocator", self.allocator, ALLOCATORS)
+        if self.macs_target is not None and self.latency_target is not None:
+            raise ValueError(f"give one budget: macs_target ({self.macs_target}) or latency_target "
+                             f"({self.latency_target!r}), not both")
         if self.macs_target is not None:
             _in_range("macs_target", self.macs_target, 0.0, 1.0, closed_high=True, open_low=True)
+        elif self.latency_target is not None:
+            parse_latency_target(self.latency_target)
         elif self.sparsity > 0 and self.regrow_ratio > self.sparsity:
             raise ValueError(f"regrow_ratio must be <= sparsity ({self.sparsity}), got {self.regrow_ratio}")
 
@@ -85,16 +94,42 @@ class ChexConfig:
     @property
     def budget(self) -> str:
         """What the final sub-model's budget counts: "macs" (``macs_target``) or "channels" (``sparsity``)."""
+        if self.latency_target is not None:
+            return "latency"
         return "channels" if self.macs_target is None else "macs"
 
     @property
     def dense(self) -> bool:
         """Nothing to prune: train the dense baseline without an explorer."""
-        return self.sparsity == 0 and self.macs_target is None
+        return self.sparsity == 0 and self.budget == "channels"
 
     def macs_budget(self, dense_macs: float) -> float | None:
-        """The MACs budget in MACs (what the compact model will cost), or None with a channel budget."""
+        """The MACs budget in MACs (what the compact model will cost), or None without one."""
         return None if self.macs_target is None else self.macs_target * dense_macs
+
+    def latency_budget(self, dense_ms: float) -> float | None:
+        """The latency budget in milliseconds, given the dense model's predicted latency, or None without one."""
+        if self.latency_target is None:
+            return None
+        fraction, milliseconds = parse_latency_target(self.latency_target)
+        return milliseconds if milliseconds is not None else fraction * dense_ms
+
+
+def parse_latency_target(value) -> tuple[float | None, float | None]:
+    """``latency_target`` as (fraction of the dense latency, None) or (None, milliseconds)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        number = text.removesuffix("ms").strip()
+        try:
+            milliseconds = float(number) if text.endswith("ms") else float("nan")
+        except ValueError:
+            milliseconds = float("nan")
+        if not milliseconds > 0 or milliseconds == float("inf"):
+            raise ValueError(f"latency_target must be a fraction of the dense latency in (0, 1] or milliseconds "
+                             f"such as '4ms', got {value!r}")
+        return None, milliseconds
+    _in_range("latency_target", value, 0.0, 1.0, closed_high=True, open_low=True)
+    return float(value), None
 
 
 def _is_int(value) -> bool:

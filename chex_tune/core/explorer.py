@@ -26,6 +26,7 @@ from chex_tune.core.compact import compose_removed, find_inexact_groups, make_re
 from chex_tune.core.config import ChexConfig
 from chex_tune.core.flops import SubmodelCost
 from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
+from chex_tune.core.latency import LatencyModel
 from chex_tune.core.masks import MaskState
 from chex_tune.core.model_checks import check_forward, first_input, warn
 from chex_tune.core.regrow import get_sampler
@@ -38,7 +39,8 @@ class ChannelExplorer:
 
     CHEX settings are ``ChexConfig``'s fields, with its defaults (one source for both): pass them as
     keywords (``sparsity=0.5, period=2``) or as ``config=`` (keywords then override it):
-      sparsity / macs_target: the budget, a fraction of prunable channels removed or of dense MACs kept.
+      sparsity / macs_target / latency_target: the budget, a fraction of prunable channels removed, of dense
+        MACs kept, or of the dense model's predicted latency kept (or milliseconds: "4ms"; needs latency_model).
       regrow_ratio: initial regrow fraction (delta0), relative to all prunable channels.
       period, explore_until, unit: the schedule (``unit`` is "step" or "epoch").
       scorer: "css" (column subset selection, the paper) or "l1".
@@ -53,6 +55,11 @@ class ChannelExplorer:
     Other keyword arguments:
       total: the schedule's length, in ``unit``s (required).
       ignore: qualified names of layers whose output channels stay (the classifier always does).
+      latency_model: what a latency budget is read from: an object whose ``predict(channels)`` returns the
+        milliseconds of the network with these per-layer (input channels per group, output channels), the
+        dict ``SubmodelCost.layer_channels`` gives (``chex_tune.train.latency.table_for`` builds one per
+        deployment target). Its ``width_multiple``, if it has one, is the channel multiple the runtime runs
+        fastest: widths round to it under a latency budget (with ``width_multiple``, to both).
       optimizer: if given, masks are re-applied after each of its steps and restored entries get
         their optimizer state reset.
       verify: check on a copy that masking each group equals removing it; groups that fail stay
@@ -69,7 +76,8 @@ class ChannelExplorer:
 
     def __init__(self, model: nn.Module, example_inputs, *, total: int, config: ChexConfig | None = None,
                  ignore: Sequence[str] = (), optimizer: torch.optim.Optimizer | None = None, verify: bool = True,
-                 graph_timeout_s: float | None = 120.0, builder: str | Callable[..., nn.Module] | None = None,
+                 graph_timeout_s: float | None = 120.0, latency_model: LatencyModel | None = None,
+                 builder: str | Callable[..., nn.Module] | None = None,
                  builder_kwargs: Mapping | None = None, model_name: str | None = None,
                  model_kwargs: Mapping | None = None, **settings):
         config = ChexConfig.from_dict({**(config or ChexConfig()).to_dict(), **settings})
@@ -89,7 +97,13 @@ class ChannelExplorer:
         self.groups = self._discover(model, example_inputs, ignore, verify, graph_timeout_s, seed)
         self.state = MaskState(model, self.groups)
         self.cost = SubmodelCost(model, self.groups, example_inputs)
-        self.problem = self._allocation_problem(config.min_width, config.width_multiple)
+        self.latency_model = latency_model
+        if config.budget == "latency" and latency_model is None:
+            raise ValueError(f"latency_target {config.latency_target!r} needs a latency table of the deployment "
+                             "target: pass latency_model=chex_tune.train.latency.table_for(model, LatencyTarget(...)) "
+                             "(the training loop builds it from its latency_runtime)")
+        self._unit_latency: list[float] | None = None
+        self.problem = self._allocation_problem(config.min_width, self.width_multiple)
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         if unit == "epoch" and optimizer is None:
             warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so masked "
@@ -126,12 +140,12 @@ class ChannelExplorer:
 
     def _allocation_problem(self, min_width: float, width_multiple: int) -> AllocationProblem:
         groups = self.state.groups
-        return AllocationProblem(
-            units=[g.units for g in groups],
-            tile=[g.tile for g in groups],
-            min_units=[max(1, math.ceil(min_width * g.units)) for g in groups],
-            step_units=[max(1, math.lcm(width_multiple, g.tile) // g.tile) for g in groups],
-        )
+        steps = [max(1, math.lcm(width_multiple, g.tile) // g.tile) for g in groups]
+        # the floor rounds up to the multiple too: a floor that is not one would put an unaligned width back
+        floors = [min(g.units, math.ceil(max(1, math.ceil(min_width * g.units)) / step) * step)
+                  for g, step in zip(groups, steps)]
+        return AllocationProblem(units=[g.units for g in groups], tile=[g.tile for g in groups], min_units=floors,
+                                 step_units=steps)
 
     def _initial_prune(self) -> None:
         """Step 0: uniform widths at the budget plus delta0, chosen by ``initial_scorer``; snapshot first."""
@@ -152,36 +166,63 @@ class ChannelExplorer:
         self.state.set_masks(masks)
         self.state.apply()
 
-    # -------------------------------------------------------------------------------- allocation
     @property
-    def _macs_budget(self) -> float | None:
-        return self.config.macs_budget(self.cost.dense_macs)
+    def width_multiple(self) -> int:
+        """The channel multiple widths round to: ``width_multiple``, and under a latency budget the runtime's own."""
+        runtime = getattr(self.latency_model, "width_multiple", 1) if self.config.budget == "latency" else 1
+        return math.lcm(self.config.width_multiple, int(runtime))
 
-    def _macs_of_widths(self, widths: list[int], scores) -> float:
-        """MACs if each group kept its ``width`` best units (only counts matter for the cost)."""
+    # -------------------------------------------------------------------------------- allocation
+    def _cost_budget(self) -> tuple[float, Callable[[list[torch.Tensor]], float]] | None:
+        """A MACs or latency budget's target and the cost of a set of masks in its unit; None for channels."""
+        if self.config.budget == "macs":
+            return self.config.macs_budget(self.cost.dense_macs), self.cost.macs
+        if self.config.budget == "latency":
+            return self.config.latency_budget(self.dense_latency_ms()), self._latency_of
+        return None
+
+    def _latency_of(self, masks: list[torch.Tensor] | None) -> float:
+        return float(self.latency_model.predict(self.cost.layer_channels(masks)))
+
+    def _masks_of_widths(self, widths: list[int], scores) -> list[torch.Tensor]:
+        """Each group keeping its ``width`` best units (only counts matter for a cost)."""
         masks = []
         for n, (group, width) in enumerate(zip(self.state.groups, widths)):
             mask = torch.zeros(group.units, dtype=torch.bool)
             order = scores[n] if scores is not None and scores[n] is not None else -torch.arange(group.units).float()
             mask[top_k_indices(order, width)] = True
             masks.append(mask)
-        return self.cost.macs(masks)
+        return masks
 
     def _unit_costs(self) -> list[float]:
         """What one unit of each group costs in the budget's currency, relative to the mean unit."""
         if self.config.budget == "macs":
             costs = [float(c) for c in self.cost.unit_macs()]
+        elif self.config.budget == "latency":
+            costs = self._unit_latencies()
         else:
             costs = [float(g.tile) for g in self.state.groups]
         mean = sum(costs) / len(costs)
         return [max(c, 1e-12) / mean for c in costs]
 
+    def _unit_latencies(self) -> list[float]:
+        """Per group: the milliseconds its last unit costs in the dense model (as ``SubmodelCost.unit_macs``)."""
+        if self._unit_latency is None:
+            dense = self.dense_latency_ms()
+            self._unit_latency = []
+            for number in range(len(self.state.groups)):
+                masks = [torch.ones(g.units, dtype=torch.bool) for g in self.state.groups]
+                masks[number][0] = False
+                self._unit_latency.append(dense - self._latency_of(masks))
+        return list(self._unit_latency)
+
     def _widths(self, *, allocator: str, scores) -> list[int]:
         """Keep widths k_g at the final budget."""
-        budget = self._macs_budget
+        budget = self._cost_budget()
         if budget is not None:
+            target, cost_of_masks = budget
             return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
-                            macs_target=budget, macs_of=lambda w: self._macs_of_widths(w, scores))
+                            cost_target=target, cost_of=lambda w: cost_of_masks(self._masks_of_widths(w, scores)))
         keep_channels = (1 - self.config.sparsity) * sum(g.channels for g in self.state.groups)
         return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
                         keep_channels=keep_channels)
@@ -279,6 +320,13 @@ class ChannelExplorer:
 
     def macs(self) -> int:
         return self.cost.macs(self.state.masks)
+
+    def latency_ms(self) -> float | None:
+        """The current sub-model's predicted latency (milliseconds, from ``latency_model``), or None without one."""
+        return None if self.latency_model is None else self._latency_of(self.state.masks if self.state.groups else None)
+
+    def dense_latency_ms(self) -> float | None:
+        return None if self.latency_model is None else self._latency_of(None)
 
     def dense_macs(self) -> int:
         return self.cost.dense_macs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,17 @@ logger = logging.getLogger(__name__)
 
 SPREAD_TARGET = 0.05  # stop once IQR / median is below this ...
 MIN_RUN_S, MAX_RUN_S = 0.2, 2.0  # ... after at least MIN_RUN_S of timed calls and at most MAX_RUN_S
+
+
+class LatencyModel(Protocol):
+    """What a latency budget reads (``chex_tune.train.latency.LatencyTable`` is one): a network's predicted
+    milliseconds from its per-layer widths, and the channel multiple its runtime runs fastest."""
+
+    width_multiple: int
+
+    def predict(self, channels: dict[str, tuple[int, int]]) -> float:
+        """Milliseconds per call, given each conv/linear layer's (input channels per group, output channels); a
+        layer left out is at its dense widths."""
 
 
 @torch.inference_mode()

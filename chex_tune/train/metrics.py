@@ -80,7 +80,9 @@ TEST_ACC = define("test_acc", mode="max", objective=False, style="fraction", tit
 MACS = define("macs", mode="min", cost=True, style="count", title="MACs", axis="MACs (millions)", axis_scale=1e-6)
 PARAMS = define("params", mode="min", cost=True, style="count", title="params", axis="parameters (millions)",
                 axis_scale=1e-6)
-LATENCY_MS = define("latency_ms", mode="min", cost=True, style="ms", title="latency ms", axis="CPU latency (ms)")
+# From the run's latency table (deterministic) when it has one (latency_runtime, or a latency budget); otherwise the
+# finished model timed in PyTorch eager on the CPU that trained it
+LATENCY_MS = define("latency_ms", mode="min", cost=True, style="ms", title="latency ms", axis="latency (ms)")
 TABLE_COLUMNS = (VAL_ACC, TEST_ACC, MACS, PARAMS, LATENCY_MS)
 
 MACS_RATIO = define("macs_ratio", mode="min", cost=True, title="MACs / dense", axis="fraction of dense MACs")
@@ -90,6 +92,10 @@ DENSE_PARAMS = define("dense_params", style="count", title="dense params")
 # With a MACs budget, what the compact model will cost: known from the first epoch, while the masked model's
 # MACs still move with regrowth (early stopping reads a trial's MACs from it at a rung)
 MACS_BUDGET = define("macs_budget", style="count", title="MACs budget")
+# Under a latency budget, what the compact model's latency_ms will be (the budget), as macs_budget for MACs
+LATENCY_BUDGET_MS = define("latency_budget_ms", style="ms", title="latency budget ms")
+# The finished model timed end to end in its latency table's runtime, beside the table's latency_ms
+LATENCY_MEASURED_MS = define("latency_measured_ms", style="ms", title="measured latency ms")
 VAL_ACC_MASKED = define("val_acc_masked", style="fraction", title="val acc (masked)")
 
 # Per epoch
@@ -103,12 +109,13 @@ TRAIN_SECONDS = define("train_seconds", title="train s")
 BUILTIN_OBJECTIVES = (VAL_ACC, MACS, PARAMS, LATENCY_MS)
 
 
-def cost_metrics(*, macs: float, params: float, sparsity: float, macs_budget: float | None = None) -> dict:
-    """A model's costs as every report carries them (``macs_budget`` only under a MACs budget)."""
+def cost_metrics(*, macs: float, params: float, sparsity: float, macs_budget: float | None = None,
+                 latency_ms: float | None = None, latency_budget_ms: float | None = None) -> dict:
+    """A model's costs as every report carries them (``macs_budget`` only under a MACs budget, ``latency_ms`` with a
+    latency table, ``latency_budget_ms`` under a latency budget)."""
     costs = {MACS: macs, PARAMS: params, SPARSITY: sparsity}
-    if macs_budget is not None:
-        costs[MACS_BUDGET] = macs_budget
-    return costs
+    optional = {MACS_BUDGET: macs_budget, LATENCY_MS: latency_ms, LATENCY_BUDGET_MS: latency_budget_ms}
+    return {**costs, **{name: value for name, value in optional.items() if value is not None}}
 
 
 def final_costs(model: nn.Module, inputs, *, dense_macs: float, dense_params: float) -> dict:

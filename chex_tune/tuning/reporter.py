@@ -44,7 +44,7 @@ from chex_tune.core.compact import make_recipe
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.train.artifacts import COMPACT, write_trial
-from chex_tune.train.metrics import DENSE_MACS, EPOCH, MACS, SPARSITY, cost_metrics, final_costs
+from chex_tune.train.metrics import DENSE_MACS, EPOCH, LATENCY_MS, MACS, SPARSITY, cost_metrics, final_costs
 from chex_tune.tuning.objectives import missing_objectives, parse_objectives
 from chex_tune.tuning.protocol import FINAL_KEY, OPTUNA_ATTR, PARAMS_KEY, searched_names, settings_in
 from chex_tune.tuning.settings import REGROW_FRACTION, resolve_chex_settings
@@ -117,14 +117,16 @@ class ChexReporter:
     Optuna trial to report to; ``monitor``: the metric a single-objective Optuna study may stop on;
     ``out_dir``: where the files go (default: the Ray trial's directory, else a new temporary directory);
     ``ignore``: layers whose output channels stay; ``graph_timeout_s``: how long finding the channel groups
-    may take before the model stays dense (with a warning, also logged on the trial's run as ``chex_warning``).
+    may take before the model stays dense (with a warning, also logged on the trial's run as ``chex_warning``);
+    ``latency_model``: a latency table of the deployment target (``chex_tune.train.latency.table_for``), needed by a
+    ``latency_target`` budget; with one, every report carries the predicted ``latency_ms``.
     """
 
     def __init__(self, model: nn.Module, example_inputs, config: Mapping | ChexConfig | None = None, *,
                  total: int, optimizer: torch.optim.Optimizer | None = None, builder=None,
                  builder_kwargs: Mapping | None = None, trial=None, monitor: str | None = None,
                  out_dir: str | pathlib.Path | None = None, ignore: Sequence[str] = (),
-                 graph_timeout_s: float | None = 120.0):
+                 graph_timeout_s: float | None = 120.0, latency_model=None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"ChexReporter needs an nn.Module, got {type(model).__name__}")
         if not isinstance(total, int) or isinstance(total, bool) or total < 1:
@@ -158,7 +160,8 @@ class ChexReporter:
                 warnings.simplefilter("always")
                 self.explorer = ChannelExplorer.from_config(model, example_inputs, self.settings, total=total,
                                                             optimizer=optimizer, ignore=tuple(ignore),
-                                                            graph_timeout_s=graph_timeout_s, **self.recipe_args)
+                                                            graph_timeout_s=graph_timeout_s,
+                                                            latency_model=latency_model, **self.recipe_args)
             for warning in caught:  # shown as they would have been, and kept
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
                 if issubclass(warning.category, UserWarning):
@@ -188,8 +191,11 @@ class ChexReporter:
         ``macs_budget``, what the compact model will cost (early stopping ranks trials on it)."""
         if self.explorer is None:
             return cost_metrics(macs=self.dense_macs, params=self.dense_params, sparsity=0.0)
+        dense_ms = self.explorer.dense_latency_ms()
         return cost_metrics(macs=self.explorer.macs(), params=self.explorer.params(),
-                            sparsity=self.explorer.sparsity(), macs_budget=self.settings.macs_budget(self.dense_macs))
+                            sparsity=self.explorer.sparsity(), macs_budget=self.settings.macs_budget(self.dense_macs),
+                            latency_ms=self.explorer.latency_ms(),
+                            latency_budget_ms=None if dense_ms is None else self.settings.latency_budget(dense_ms))
 
     def report(self, metrics: Mapping | None = None, /, *, epoch: int | None = None, **more) -> dict:
         """Report the user's metrics with ``macs``, ``params``, ``sparsity`` and ``epoch``; returns what was sent."""
@@ -236,6 +242,8 @@ class ChexReporter:
         """Compact, write the files and send the final report (the user's last metrics, updated by these)."""
         if self.result is not None:
             raise RuntimeError("ChexReporter.finish() was already called")
+        latency = {LATENCY_MS: self.explorer.latency_ms()} if self.explorer is not None and \
+            self.explorer.latency_model is not None else {}  # of the final masks, before compaction
         small = self.compact()
         widths = self.explorer.groups_summary if self.explorer is not None else []
         sparsity = self.explorer.sparsity() if self.explorer is not None else 0.0
@@ -245,7 +253,7 @@ class ChexReporter:
         inputs = tuple(t.to(device) for t in _as_tuple(self.example_inputs))
         final = {**self.last, **_numbers({**(metrics or {}), **more}), SPARSITY: sparsity,
                  **final_costs(small, inputs, dense_macs=self.dense_macs, dense_params=self.dense_params),
-                 EPOCH: self.history[-1][EPOCH] if self.history else 0}
+                 **latency, EPOCH: self.history[-1][EPOCH] if self.history else 0}
         out, temporary = self._directory()
         settings = {**self.settings.to_dict(), **{k: v for k, v in self.values.items() if k == REGROW_FRACTION}}
         write_trial(out, small, widths=widths, metrics=final, history=self.history, chex=settings,

@@ -28,9 +28,15 @@ def _default(name: str):
 
 def channel_sparsity(values: Mapping) -> float:
     """The budget as a fraction of channels removed: ``sparsity``, or about ``1 - sqrt(macs_target)`` for a
-    MACs budget (a conv's MACs scale with its input times its output channels)."""
+    MACs budget (a conv's MACs scale with its input times its output channels), and the same for a latency budget
+    given as a fraction (one in milliseconds: the default sparsity, the dense latency being unknown here)."""
     if values.get("macs_target") is not None:
         return 1.0 - math.sqrt(values["macs_target"])
+    if values.get("latency_target") is not None:
+        from chex_tune.core.config import parse_latency_target
+
+        fraction, _ = parse_latency_target(values["latency_target"])
+        return 1.0 - math.sqrt(fraction) if fraction is not None else _default("sparsity")
     return values.get("sparsity", _default("sparsity"))
 
 

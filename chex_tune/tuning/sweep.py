@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from chex_tune.train.metrics import BUILTIN_OBJECTIVES, MACS
+from chex_tune.train.metrics import BUILTIN_OBJECTIVES
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
 from chex_tune.tuning.protocol import TrialRow
@@ -233,8 +233,9 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
     from chex_tune.tuning.track.store import prepare_store
 
     store, tracking_uri = prepare_store(options.store, options.tracking_uri)
+    names = {o.name for o in plan.objectives}
     early_stop = ParetoAsha(plan.objectives, grace=options.grace, eta=options.eta, max_t=plan.epochs,
-                            rung_metrics=CHEX_RUNG_METRICS if MACS in {o.name for o in plan.objectives} else None) \
+                            rung_metrics={k: v for k, v in CHEX_RUNG_METRICS.items() if k in names}) \
         if options.early_stop else None
     callback = RayMlflowCallback(plan.experiment, tracking_uri=tracking_uri, objectives=plan.objectives,
                                  searched=plan.searched, early_stop=early_stop)

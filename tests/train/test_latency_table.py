@@ -101,6 +101,34 @@ def test_a_table_is_built_once_then_read_and_predicts_every_width(model, tmp_pat
     assert from_masks < 0.7 * table.dense_ms
 
 
+def test_the_width_multiple_is_the_smallest_the_runtime_runs_at_full_speed(model, tmp_path, monkeypatch):
+    """A runtime that runs any width not a multiple of 8 three times slower: the table measures 8, calibrates on
+    multiples of 8 and predicts them exactly."""
+    def aligned(network, target):
+        return all(s.out_channels % 8 == 0 for s in layer_specs(network, torch.zeros(1, *target.input_shape)).values()
+                   if s.kind == "conv")
+
+    def model_ms(network, target):
+        specs = layer_specs(network, torch.zeros(1, *target.input_shape))
+        work = 2 * sum(layer_formula(s, s.in_channels, s.out_channels) for s in specs.values()) + 0.5
+        return work * (1 if aligned(network, target) else 3), 0.02
+
+    monkeypatch.setitem(runtimes.RUNTIMES, "torch", runtimes.Runtime(
+        lambda spec, i, o, target: (layer_formula(spec, i, o), 0.01), model_ms))
+    target = LatencyTarget(runtime="torch", input_shape=SHAPE)
+    table = table_for(model, target, directory=tmp_path)
+    assert table.width_multiple == 8
+    assert [p["multiple"] for p in table.alignment["probes"]] == [1, 2, 4, 8, 16]
+    assert [round(p["ratio"], 3) for p in table.alignment["probes"]][3:] == [1.0, 1.0]
+    assert all(p["multiple"] == 8 for p in table.fit["points"])
+    explorer = ChannelExplorer(create_model("test_resnet", num_classes=10, in_chans=3, stem="timm"),
+                               torch.zeros(2, *SHAPE), total=1, sparsity=0.5, regrow_ratio=0.0, width_multiple=8,
+                               verify=False)
+    small = explorer.compact()
+    assert aligned(small, target)
+    assert table.predict_model(small) == pytest.approx(model_ms(small, target)[0])
+
+
 def test_two_processes_asking_at_once_build_one_table(model, tmp_path, formula_runtime):
     target = LatencyTarget(runtime="torch", input_shape=SHAPE)
     tables = []
@@ -126,7 +154,8 @@ def test_a_damaged_table_is_named_and_rebuilt_on_request(model, tmp_path, formul
     assert f"chex-tune latency: error: latency table {path} is damaged" in capsys.readouterr().err
     assert main([*argv, "--rebuild"]) == 0
     out = capsys.readouterr().out
-    assert f"built {path}" in out and "calibration: measured = 2.000 x sum of layers + 0.5 ms" in out
+    assert f"built {path}" in out and "a line through them: measured = 2.000 x sum of layers + 0.5 ms" in out
+    assert "width multiple: 1 (" in out
     assert main(argv) == 0 and f"read {path}" in capsys.readouterr().out
     assert len(formula_runtime) == 1
     other = table_for(model, target, directory=tmp_path)  # a table copied over another key's file is refused
@@ -140,8 +169,8 @@ def test_a_damaged_table_is_named_and_rebuilt_on_request(model, tmp_path, formul
 def test_a_real_table_times_every_layer_shape_and_calibrates(model, tmp_path, monkeypatch, runtime):
     monkeypatch.setattr(table_module, "CALIBRATION_FRACTIONS", (1.0, 0.5, 0.25))
     monkeypatch.setattr(layers, "GRID_FRACTIONS", (0.5, 1.0))  # 2 x 2 widths a layer shape: the form, quickly
-    monkeypatch.setattr(runtimes, "LAYER_RUN_S", (0.002, 0.02))
-    monkeypatch.setattr(runtimes, "MODEL_RUN_S", (0.01, 0.1))
+    monkeypatch.setattr(runtimes, "LAYER_RUN_S", (0.0, 0.002, 0.02))
+    monkeypatch.setattr(runtimes, "MODEL_RUN_S", (0.0, 0.01, 0.1))
     messages = []
     table = table_for(model, LatencyTarget(runtime=runtime, input_shape=SHAPE, threads=1), directory=tmp_path,
                       progress=messages.append)
@@ -154,4 +183,7 @@ def test_a_real_table_times_every_layer_shape_and_calibrates(model, tmp_path, mo
         assert all(ms > 0 for row in shape["ms"] for ms in row)
     assert [p["fraction"] for p in table.fit["points"]] == [1.0, 0.5, 0.25]
     assert all(p["measured_ms"] > 0 for p in table.fit["points"]) and table.dense_ms > 0
-    assert messages[-1].startswith("calibration 3/3: uniform widths 25%")
+    assert any(m.startswith("calibration 3/3: uniform widths 25%") for m in messages)
+    assert [p["multiple"] for p in table.alignment["probes"]] == [1, 2, 4, 8, 16]
+    assert table.width_multiple in (1, 2, 4, 8, 16) and all(p["measured_ms"] > 0 for p in table.alignment["probes"])
+    assert any(m.startswith(f"width multiple: {table.width_multiple} (") for m in messages)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pathlib
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,16 +23,24 @@ from torch.utils import benchmark
 from chex_tune.train.latency.layers import LayerSpec
 from chex_tune.train.latency.target import LatencyTarget
 
-LAYER_RUN_S = (0.05, 0.5)  # a layer's timing: at least / at most this long
-MODEL_RUN_S = (0.5, 3.0)  # a network's
+# How long a timing runs, in seconds: untimed calls first for at least ``warmup`` (a network's first calls after other
+# work, an export or another session, ran 1.7x slower for longer than three calls: benchmarks/latency_model.md), then
+# timed blocks for at least ``low`` and at most ``high``
+LAYER_RUN_S = (0.02, 0.05, 0.5)  # a layer's
+MODEL_RUN_S = (0.3, 0.5, 3.0)  # a network's
 
 
-def time_calls(call: Callable[[], object], threads: int, run_s: tuple[float, float]) -> tuple[float, float]:
-    """Median milliseconds per ``call()`` and its spread (IQR / median), after three untimed calls."""
-    for _ in range(3):
+def time_calls(call: Callable[[], object], threads: int, run_s: tuple[float, float, float]) -> tuple[float, float]:
+    """Median milliseconds per ``call()`` and its spread (IQR / median), after untimed calls (``run_s``: warm-up,
+    least and most timed seconds)."""
+    warmup_s, low_s, high_s = run_s
+    warm_until = time.perf_counter() + warmup_s
+    calls = 0
+    while calls < 3 or time.perf_counter() < warm_until:
         call()
+        calls += 1
     timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
-    measurement = timer.adaptive_autorange(threshold=0.05, min_run_time=run_s[0], max_run_time=run_s[1])
+    measurement = timer.adaptive_autorange(threshold=0.05, min_run_time=low_s, max_run_time=high_s)
     times = np.asarray(measurement.times) * 1e3
     median = float(np.median(times))
     q1, q3 = np.percentile(times, [25, 75])

@@ -14,7 +14,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass
 
-RUNTIME_NAMES = ("onnxruntime", "torch")
+from chex_tune.config import LATENCY_RUNTIMES as RUNTIME_NAMES
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,10 @@ class LatencyTarget:
         return f"{self.runtime} on {self.device} ({processor()}), input {self.input_text}, {self.dtype}, " \
                f"{self.threads} thread(s)"
 
-    def key(self, layers: list) -> str:
-        """The table's key: this target, the runtime's version, the processor and the network's layers (by name)."""
-        identity = {"target": asdict(self), "runtime_version": runtime_version(self.runtime),
+    def key(self, layers: list, schema: int) -> str:
+        """The table's key: this target, the runtime's version, the processor, the network's layers (by name) and the
+        table's schema (a file of an earlier form is never read for a new one)."""
+        identity = {"schema": schema, "target": asdict(self), "runtime_version": runtime_version(self.runtime),
                     "processor": processor(), "layers": [[name, spec.as_dict()] for name, spec in layers]}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
