@@ -56,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{point['fraction']:>14.0%} {point['measured_ms']:>12.4g} {point['layers_ms']:>14.4g} "
               f"{point['line_ms']:>8.4g}")
     probes = ", ".join(f"{p['multiple']}: {p['ratio']:.2f}x" for p in table.alignment["probes"])
-    print(f"width multiple: {table.width_multiple} (networks at half width in multiples of N channels, time against "
+    print(f"width multiple: {table.width_multiple} (uniform networks in multiples of N channels, time against "
           f"aligned widths' -- {probes}); a latency budget rounds widths to it")
     return 0

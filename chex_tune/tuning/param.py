@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 # Numeric settings a space may search with a range (or with numeric choices), and their type.
 NUMERIC = {"sparsity": float, "regrow_ratio": float, "regrow_fraction": float, "period": int, "explore_until": float,
-           "lr": float, "macs_target": float, "distill": float, "distill_temperature": float}
+           "lr": float, "macs_target": float, "latency_target": float, "distill": float, "distill_temperature": float}
 # Categorical settings: searched with choices only.
 CATEGORICAL = ("scorer", "initial_scorer", "sampler", "allocator", "reallocate")
 SEARCHABLE = (*NUMERIC, *CATEGORICAL)
@@ -119,9 +119,9 @@ class Param:
             return self
         if self.choices is not None:
             for choice in self.choices:
-                # None is allowed only where it is the setting's own "off" value (macs_target: no MACs budget)
+                # None is allowed only where it is the setting's own "off" value (no MACs or latency budget)
                 ok = (isinstance(choice, int) and not isinstance(choice, bool)) if kind is int else (
-                    is_number(choice) or (choice is None and self.name == "macs_target"))
+                    is_number(choice) or (choice is None and self.name in ("macs_target", "latency_target")))
                 if not ok:
                     wanted = "an integer" if kind is int else "a number"
                     raise ValueError(f"{self.name}: choice {choice!r} is not {wanted}")

@@ -165,7 +165,8 @@ class SearchSpace:
             values = resolve({**self.fixed, **corner})
             merged = {**defaults, **values}
             # The one constraint that ties two searched CHEX params: say it in terms of the ranges.
-            if merged["macs_target"] is None and 0 < merged["sparsity"] < merged["regrow_ratio"]:
+            if merged["macs_target"] is None and merged["latency_target"] is None and \
+                    0 < merged["sparsity"] < merged["regrow_ratio"]:
                 raise ValueError(self._regrow_message(merged))
             if values.get("distill") and values.get("init") is None:
                 # distillation needs the trained start, which a sweep may bring (--init, SweepOptions.init); the

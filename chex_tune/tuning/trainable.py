@@ -96,6 +96,9 @@ def final_report(result: dict) -> dict:
     final.update({m.EPOCH: result["epochs"]}, latency_batch_size=latency["batch_size"],
                  latency_threads=latency["threads"], trial_seconds=result[TRIAL_KEY]["seconds"],
                  latency_iqr_ms=latency["iqr_ms"], latency_spread=latency["spread"])  # is a latency gap noise?
+    if m.LATENCY_MEASURED_MS in result:  # a latency table's run: the finished model timed in the table's runtime
+        final.update({m.LATENCY_MEASURED_MS: result[m.LATENCY_MEASURED_MS],
+                      "latency_width_multiple": latency["width_multiple"]})
     params = {"stem_used": result["stem"], "latency_device": latency["device"], **result[TRIAL_KEY]["location"]}
     return {**final, FINAL_KEY: True, PARAMS_KEY: params}
 
