@@ -102,6 +102,14 @@ CASES = [
     ("train-sparsity-range", [*TRAIN, "--sparsity", "1.5", "--out", "{tmp}/run"],
      "sparsity must be in [0.0, 1.0), got 1.5"),
     ("train-lr-range", [*TRAIN, "--set", "lr=-0.1", "--out", "{tmp}/run"], "lr must be in (0.0, inf), got -0.1"),
+    ("train-latency-target-text", [*TRAIN, "--latency-target", "fast", "--out", "{tmp}/run"],
+     "latency_target must be a fraction of the dense latency in (0, 1] or milliseconds such as '4ms', got 'fast'"),
+    ("train-latency-budget-without-target", [*TRAIN, "--budget", "latency", "--out", "{tmp}/run"],
+     "--budget latency needs --latency-target"),
+    ("train-two-budgets", [*TRAIN, "--macs-target", "0.5", "--latency-target", "0.3", "--out", "{tmp}/run"],
+     "give one budget: macs_target (0.5) or latency_target (0.3), not both"),
+    ("train-latency-runtime", [*TRAIN, "--latency-runtime", "tensorrt", "--out", "{tmp}/run"],
+     "argument --latency-runtime: invalid choice: 'tensorrt'"),
     ("train-unknown-scorer", [*TRAIN, "--set", "scorer=l3", "--out", "{tmp}/run"],
      "unknown scorer 'l3'; choose one of: css"),
     ("train-epochs-text", [*TRAIN, "--epochs", "three", "--out", "{tmp}/run"], "argument --epochs: invalid int value"),
@@ -352,7 +360,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert done.stderr.strip() == ("chex-tune sweep: error: search space file 'nope.yaml' not found; give a YAML file "
                                    "or the name of a shipped space: fashion_mnist_mobilenetv2.yaml, "
                                    "fashion_mnist_resnet18.yaml, fashion_mnist_resnet18_finetune.yaml, "
-                                   "imagefolder_resnet50.yaml")
+                                   "fashion_mnist_resnet18_latency.yaml, imagefolder_resnet50.yaml")
 
 
 @pytest.mark.parametrize(("code", "shown"), [

@@ -33,9 +33,10 @@ def with_search(**params) -> dict:
 
 
 # ------------------------------------------------------------------------------------ shipped spaces
-def test_the_four_spaces_ship():
+def test_the_five_spaces_ship():
     assert SHIPPED == ["fashion_mnist_mobilenetv2.yaml", "fashion_mnist_resnet18.yaml",
-                       "fashion_mnist_resnet18_finetune.yaml", "imagefolder_resnet50.yaml"]
+                       "fashion_mnist_resnet18_finetune.yaml", "fashion_mnist_resnet18_latency.yaml",
+                       "imagefolder_resnet50.yaml"]
 
 
 def test_the_finetune_space_is_the_measured_fine_tune_and_reaches_torch_pruning():
