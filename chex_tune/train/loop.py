@@ -35,6 +35,7 @@ from chex_tune.core.latency import measure_latency
 from chex_tune.train.artifacts import HISTORY, LINEAGE, write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
+from chex_tune.train.latency.run import RunLatency
 from chex_tune.train.metrics import (
     EPOCH,
     EPOCH_SECONDS,
@@ -121,7 +122,7 @@ class Trainer:
         if self.settings.distill > 0:  # the trained start, as loaded
             teacher = frozen_copy(model).to(self.device)
             self.teacher = teacher.to(memory_format=torch.channels_last) if self.channels_last else teacher
-        self.latency_table = self._latency_table(model)
+        self.latency = RunLatency.of_run(config, self.example, model, self.log)  # None: timed in PyTorch eager
         self._set_model(model.to(self.device))
         self.explorer = None
         if not config.chex.dense:
@@ -129,35 +130,15 @@ class Trainer:
             self.explorer = ChannelExplorer.from_config(
                 self.model, self.example, budget_of_start(config.chex, self.model, self.example[:1], self.dense_macs,
                                                           self.settings.init), total=total, optimizer=self.optimizer,
-                latency_model=self.latency_table, builder=self.recipe["builder"],
+                latency_model=None if self.latency is None else self.latency.table, builder=self.recipe["builder"],
                 model_name=self.recipe["model_name"], model_kwargs=self.recipe["model_kwargs"])
         self.compacted = False
         self.widths: list[dict] = []  # per-group widths, once known (kept through compaction)
         self.frozen_sparsity = 0.0  # channel sparsity of the compacted model
 
     # ----------------------------------------------------------------------------------- plumbing
-    def _latency_table(self, model: nn.Module):
-        """The run's latency table (read, or built once per node), when it has a latency runtime or budget."""
-        runtime = self.settings.latency_runtime or ("onnxruntime" if self.config.chex.budget == "latency" else None)
-        if runtime is None:
-            return None
-        from chex_tune.train.latency import LatencyTarget, table_for
-
-        self.latency_target = LatencyTarget(runtime=runtime, input_shape=tuple(self.example.shape[1:]),
-                                            batch_size=self.settings.latency_batch_size,
-                                            threads=self.settings.latency_threads or torch.get_num_threads())
-        self.log(f"latency table: {self.latency_target.describe()}")
-        return table_for(copy.deepcopy(model).cpu().float().eval(), self.latency_target,
-                         progress=lambda message: self.log(f"  latency table: {message}"))
-
     def _latency_ms(self) -> dict:
-        """The current model's predicted latency, and under a latency budget the budget (both in milliseconds)."""
-        if self.latency_table is None:
-            return {}
-        dense_ms = self.latency_table.dense_ms
-        current = self.explorer.latency_ms() if self.explorer is not None else \
-            self.latency_table.predict_model(self.model)
-        return {"latency_ms": current, "latency_budget_ms": self.config.chex.latency_budget(dense_ms)}
+        return {} if self.latency is None else self.latency.report(self.explorer, self.model)
 
     def _set_model(self, model: nn.Module) -> None:
         """Train ``model`` from here on with a fresh optimizer (after compaction momentum starts over)."""
@@ -309,20 +290,6 @@ class Trainer:
         return self.finish()
 
     # ------------------------------------------------------------------------------------ finish
-    def measure_latency(self, model: nn.Module) -> dict:
-        """The finished model's latency: with a table, its prediction (``latency_ms``) and the model timed end to end
-        in the table's runtime beside it (``measured_ms``, ``spread``); otherwise timed in PyTorch eager."""
-        if self.latency_table is None:
-            return measure_latency(model, tuple(self.example.shape[1:]), batch_size=self.settings.latency_batch_size)
-        from chex_tune.train.latency.runtimes import RUNTIMES
-
-        target = self.latency_target
-        measured, spread = RUNTIMES[target.runtime].model_ms(model, target)
-        predicted = self.latency_table.predict_model(model)
-        return {"latency_ms": predicted, "measured_ms": measured, "spread": spread, "iqr_ms": spread * measured,
-                "device": target.device, "batch_size": target.batch_size, "threads": target.threads,
-                "runtime": target.runtime, "width_multiple": self.latency_table.width_multiple}
-
     def lineage(self) -> dict:
         """Where the run came from: its dataset (name, content digest, split sizes, where it was read) and, with a
         trained start, the weights file's digest."""
@@ -343,7 +310,8 @@ class Trainer:
             small.chex_recipe = make_recipe(small, {}, tuple(self.example.shape), **self.recipe)
         small = small.to(self.device).eval()
         cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
-        latency = self.measure_latency(cpu_copy)
+        latency = self.latency.measure(cpu_copy) if self.latency is not None else \
+            measure_latency(cpu_copy, tuple(self.example.shape[1:]), batch_size=self.settings.latency_batch_size)
         result = {
             VAL_ACC: evaluate(small, self.data, "val", amp=self.amp), VAL_ACC_MASKED: val_masked,
             TEST_ACC: evaluate(small, self.data, "test", amp=self.amp),
