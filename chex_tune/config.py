@@ -68,13 +68,17 @@ class TrainConfig:
     # latency_target, "onnxruntime")
     latency_runtime: str | None = None
     latency_threads: int | None = None  # the table's intra-op threads; None = the threads torch trains with
+    # Data-parallel workers a sweep trial trains on (Ray Train's TorchTrainer inside the trial; DDP, gloo on CPU,
+    # NCCL on GPU): batch_size is the global batch, split evenly across them.
+    workers_per_trial: int = 1
+    sync_bn: bool = False  # BatchNorm statistics over the global batch rather than each worker's slice of it
     seed: int = 0
 
     def __post_init__(self) -> None:
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("stem", self.stem, STEMS)
         _one_of("device", self.device, ("auto", "cpu", "cuda"))
-        for name in ("epochs", "batch_size", "latency_batch_size"):
+        for name in ("epochs", "batch_size", "latency_batch_size", "workers_per_trial"):
             if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.latency_runtime is not None:
@@ -97,6 +101,11 @@ class TrainConfig:
         if self.distill > 0 and self.init is None:
             raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from "
                              "(give --init WEIGHTS, or init: under a space's fixed)")
+        if self.batch_size % self.workers_per_trial:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly across workers_per_trial "
+                             f"{self.workers_per_trial}: give a batch size that is a multiple of it")
+        if not isinstance(self.sync_bn, bool):
+            raise ValueError(f"sync_bn must be true or false, got {self.sync_bn!r}")
         if self.init is not None and (not isinstance(self.init, str) or not self.init.strip()):
             raise ValueError(f"init must be the path of a weights file or an MLflow model URI, got {self.init!r}")
 

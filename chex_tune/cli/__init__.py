@@ -99,12 +99,14 @@ def preflight(args: argparse.Namespace) -> None:
     if not hasattr(args, "tracking_uri") and not hasattr(args, "ray_address"):
         return
     local = hasattr(args, "ray_address") and not (args.ray_address or os.environ.get("RAY_ADDRESS"))
-    if local and (getattr(args, "gpus_per_trial", 0) or 0) > 0:
-        import torch
+    for flag in ("gpus_per_trial", "gpus_per_worker"):
+        if local and (getattr(args, flag, 0) or 0) > 0:
+            import torch
 
-        if not torch.cuda.is_available():  # Ray would keep the trials pending for good, silently
-            raise UserError(f"--gpus-per-trial {args.gpus_per_trial:g}: this machine has no CUDA GPU, so no trial "
-                            "could start; use --gpus-per-trial 0, or --ray-address of a cluster with GPUs")
+            if not torch.cuda.is_available():  # Ray would keep the trials pending for good, silently
+                option = "--" + flag.replace("_", "-")
+                raise UserError(f"{option} {getattr(args, flag):g}: this machine has no CUDA GPU, so no trial could "
+                                f"start; use {option} 0, or --ray-address of a cluster with GPUs")
     from chex_tune.tuning.connect import check_ray_address, check_tracking_uri
 
     if hasattr(args, "tracking_uri"):

@@ -15,6 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override the space's epochs")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="e.g. 0.25: four trials share a GPU")
     parser.add_argument("--cpus-per-trial", type=float, help="default: this machine's cores / --concurrent")
+    parser.add_argument("--workers-per-trial", type=int, metavar="N",
+                        help="train each trial on N data-parallel workers (DDP through Ray Train; the space's "
+                             "batch_size is the global batch); default: the space's workers_per_trial, else 1")
+    parser.add_argument("--cpus-per-worker", type=float,
+                        help="default: this machine's cores / (--concurrent x N); 1 on a cluster")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0,
+                        help="GPUs of each worker (a cluster sweep needs concurrent x N x this <= its GPUs)")
+    parser.add_argument("--worker-restarts", type=int, default=0,
+                        help="a multi-worker trial that loses a worker starts again from its last epoch this often "
+                             "before it fails (default 0: the trial fails, the sweep goes on)")
     parser.add_argument("--optuna-sampler", default="tpe", metavar="NAME",
                         help="Optuna's sampler: tpe (default), nsga2 or random")
     parser.add_argument("--sampler", dest="optuna_sampler", action=DeprecatedAlias, help=argparse.SUPPRESS)
@@ -50,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
                            optuna_sampler=args.optuna_sampler, objectives=args.objectives, ray_address=args.ray_address,
                            tracking_uri=args.tracking_uri, experiment=args.experiment, resume=args.resume,
                            seed=args.seed, store=args.store, early_stop=args.early_stop, init=args.init,
+                           workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+                           gpus_per_worker=args.gpus_per_worker, worker_restarts=args.worker_restarts,
                            **{k: v for k, v in (("grace", args.grace), ("eta", args.eta)) if v is not None})
     result = run_sweep(space, options, log=print)  # progress, then the table of all trials, the front first
     if result.interrupted:

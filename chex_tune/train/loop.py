@@ -35,6 +35,7 @@ from chex_tune.core.latency import measure_latency
 from chex_tune.train.artifacts import HISTORY, LINEAGE, write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import Data, load_data
+from chex_tune.train.distributed import Ranks
 from chex_tune.train.latency.run import RunLatency
 from chex_tune.train.metrics import (
     EPOCH,
@@ -54,10 +55,12 @@ from chex_tune.train.metrics import (
 )
 from chex_tune.train.models import frozen_copy, model_recipe, resolve_stem
 from chex_tune.train.optim import lr_at, make_optimizer
+from chex_tune.train.sync_bn import desynchronise, plain_batchnorm, synchronise
 from chex_tune.train.weights import budget_of_start, file_digest, start_model
 from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
+DISTRIBUTED = "distributed"  # in a data-parallel run's result: how its ranks agreed
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,19 +76,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False) -> float:
-    """Top-1 accuracy on ``split`` ("val" or "test")."""
+def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False,
+             ranks: Ranks = Ranks()) -> float:
+    """Top-1 accuracy on ``split`` ("val" or "test"); data-parallel ranks each count every world_size-th batch."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    for images, labels in data.eval_batches(split):
+    for index, (images, labels) in enumerate(data.eval_batches(split)):
+        if index % ranks.world_size != ranks.rank:
+            continue
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             correct = correct + (model(images).argmax(1) == labels).sum()
         total += len(labels)
     model.train(was_training)
-    return float(correct) / total
+    correct, total = ranks.sum([float(correct), total], next(model.parameters()).device)
+    return correct / total
 
 
 class Trainer:
@@ -104,6 +111,9 @@ class Trainer:
         self.amp = self.settings.amp and cuda
         self.channels_last = self.settings.channels_last and cuda
 
+        self.ranks = Ranks.current()
+        self.sync_bn = self.settings.sync_bn and self.ranks.distributed
+        self.mask_digests: list[list[int]] = []  # every rank's masks after each prune-regrow step (distributed)
         torch.manual_seed(self.settings.seed)
         self.data = load_data(self.settings, self.device)
         self.stem = resolve_stem(self.settings.stem, self.data.image_size)
@@ -127,14 +137,19 @@ class Trainer:
         self.explorer = None
         if not config.chex.dense:
             total = self.settings.epochs if config.chex.unit == "epoch" else self.total_steps
-            self.explorer = ChannelExplorer.from_config(
-                self.model, self.example, budget_of_start(config.chex, self.model, self.example[:1], self.dense_macs,
-                                                          self.settings.init), total=total, optimizer=self.optimizer,
-                latency_model=None if self.latency is None else self.latency.table, builder=self.recipe["builder"],
-                model_name=self.recipe["model_name"], model_kwargs=self.recipe["model_kwargs"])
+            with plain_batchnorm(self.model):  # the graph is traced on the classes it knows
+                self.explorer = ChannelExplorer.from_config(
+                    self.model, self.example, budget_of_start(config.chex, self.model, self.example[:1],
+                                                              self.dense_macs, self.settings.init),
+                    total=total, optimizer=self.optimizer,
+                    latency_model=None if self.latency is None else self.latency.table,
+                    builder=self.recipe["builder"], model_name=self.recipe["model_name"],
+                    model_kwargs=self.recipe["model_kwargs"])
+            self._check_ranks("after the first prune")
         self.compacted = False
         self.widths: list[dict] = []  # per-group widths, once known (kept through compaction)
         self.frozen_sparsity = 0.0  # channel sparsity of the compacted model
+        self.resumed_after: int | None = None  # the epoch a resumed run continued after
 
     # ----------------------------------------------------------------------------------- plumbing
     def _latency_ms(self) -> dict:
@@ -144,13 +159,31 @@ class Trainer:
         """Train ``model`` from here on with a fresh optimizer (after compaction momentum starts over)."""
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.sync_bn:
+            synchronise(model)
         self.model = model
-        self.forward = torch.compile(model) if self.settings.compile else model
+        wrapped = self.ranks.wrap(model, self.device)  # DDP when data-parallel: every rank takes rank 0's weights
+        self.forward = torch.compile(wrapped) if self.settings.compile else wrapped
         self.optimizer = make_optimizer(model, lr=self.settings.lr, momentum=self.settings.momentum,
                                         weight_decay=self.settings.weight_decay)
 
+    def _check_ranks(self, when: str) -> None:
+        if self.ranks.distributed and self.explorer is not None:
+            self.mask_digests.append(self.ranks.check_masks(self.explorer.state.masks, self.device, when=when))
+
+    def _explore_step(self) -> None:
+        """One explorer step (after every optimizer step or epoch, by its unit); on data-parallel ranks, the masks
+        checked equal after every prune-regrow step."""
+        exploring = self.explorer.schedule.is_explore_step(self.explorer.t + 1)
+        self.explorer.step()
+        if exploring:
+            self._check_ranks(f"after prune-regrow step {self.explorer.t}")
+        if self.settings.compact_after_explore and self._architecture_frozen():
+            self._compact_now()
+
     def _compact_now(self) -> None:
-        small = self.explorer.compact()
+        with plain_batchnorm(self.model):
+            small = self.explorer.compact()
         self.widths = self.explorer.groups_summary
         self.frozen_sparsity = self.explorer.sparsity()
         self.explorer.remove_hooks()
@@ -169,7 +202,9 @@ class Trainer:
         if self.explorer is not None:
             return cost_metrics(macs=self.explorer.macs(), params=self.explorer.params(),
                                 sparsity=self.explorer.sparsity(), macs_budget=macs_budget, **self._latency_ms())
-        return cost_metrics(macs=count_macs(self.model, self.example[:1]), params=count_params(self.model),
+        with plain_batchnorm(self.model):
+            macs = count_macs(self.model, self.example[:1])
+        return cost_metrics(macs=macs, params=count_params(self.model),
                             sparsity=self.frozen_sparsity, macs_budget=macs_budget, **self._latency_ms())
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -177,13 +212,15 @@ class Trainer:
         return self.out / FILENAME
 
     def save(self) -> None:
+        if not self.ranks.main:  # ranks hold the same state: one writes it
+            return
         save_checkpoint({
             "epoch": self.epoch, "step": self.step, "history": self.history, "train_seconds": self.train_seconds,
             "config": self.config.to_dict(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "recipe": self.model.chex_recipe if self.compacted else None,
             "explorer": self.explorer.state_dict() if self.explorer is not None else None,
-            "widths": self.widths, "frozen_sparsity": self.frozen_sparsity,
+            "widths": self.widths, "frozen_sparsity": self.frozen_sparsity, "mask_digests": self.mask_digests,
         }, self.checkpoint_path())
 
     def restore(self) -> None:
@@ -205,6 +242,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history, self.train_seconds = list(state["history"]), float(state["train_seconds"])
         self.widths, self.frozen_sparsity = list(state["widths"]), float(state["frozen_sparsity"])
+        self.mask_digests = list(state.get("mask_digests", []))
         set_rng_states(state["rng"])  # last: rebuilding the run above drew random numbers
 
     # -------------------------------------------------------------------------------- training
@@ -213,7 +251,8 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
-        batches = self.data.train_batches(settings.batch_size, epoch=self.epoch, seed=settings.seed)
+        batches = self.data.train_batches(settings.batch_size, epoch=self.epoch, seed=settings.seed,
+                                          shard=self.ranks.shard)
         bar = _progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{settings.epochs}", self.progress)
         for n, (images, labels) in enumerate(batches, 1):
             lr = lr_at(self.step, total=self.total_steps, base_lr=settings.lr,
@@ -232,20 +271,17 @@ class Trainer:
             if self.explorer is not None and self.config.chex.unit == "step":
                 if self.explorer.schedule.is_explore_step(self.explorer.t + 1):  # CSS cannot rank NaN filters
                     self._check_finite(float(loss.detach()))
-                self.explorer.step()
-                if settings.compact_after_explore and self._architecture_frozen():
-                    self._compact_now()
+                self._explore_step()
             if bar is not None and (n % 20 == 0 or n == self.steps_per_epoch):
                 bar.update(n - bar.n)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         if bar is not None:
             bar.close()
-        train_loss = float(loss_sum) / self.steps_per_epoch
+        losses = self.ranks.sum([float(loss_sum)], self.device)[0]  # each rank's mean over its slices
+        train_loss = losses / (self.steps_per_epoch * self.ranks.world_size)
         self._check_finite(train_loss)
         if self.explorer is not None and self.config.chex.unit == "epoch":
-            self.explorer.step()
-            if settings.compact_after_explore and self._architecture_frozen():
-                self._compact_now()
+            self._explore_step()
         epoch_seconds = time.perf_counter() - start
         self.train_seconds += epoch_seconds
         self.epoch += 1
@@ -271,11 +307,14 @@ class Trainer:
                                      f"(lr {self.settings.lr}); lower the learning rate")
 
     def evaluate(self, split: str) -> float:
-        return evaluate(self.forward, self.data, split, amp=self.amp, channels_last=self.channels_last)
+        # DDP's forward is collective (buffer broadcasts) and ranks see different eval batches: the module itself
+        model = self.model if self.ranks.distributed else self.forward
+        return evaluate(model, self.data, split, amp=self.amp, channels_last=self.channels_last, ranks=self.ranks)
 
     def run(self, *, resume: bool = False) -> dict:
         if resume and self.checkpoint_path().exists():
             self.restore()
+            self.resumed_after = self.epoch
             self.log(f"resumed from {self.checkpoint_path()} after epoch {self.epoch}")
         elif self.checkpoint_path().exists():
             raise ValueError(f"{self.out} already holds a run ({FILENAME}); pass --resume to continue it "
@@ -302,31 +341,50 @@ class Trainer:
         val_masked = self.history[-1][VAL_ACC]
         if self.explorer is not None:
             self.widths = self.explorer.groups_summary
-            small = self.explorer.compact()
+            with plain_batchnorm(self.model):
+                small = self.explorer.compact()
         elif self.compacted:
             small = self.model
         else:  # the dense baseline: a compact model that removes nothing
             small = self.model
             small.chex_recipe = make_recipe(small, {}, tuple(self.example.shape), **self.recipe)
+        desynchronise(small)  # what is saved, exported and timed is a plain model
         small = small.to(self.device).eval()
+        accuracy = {VAL_ACC: evaluate(small, self.data, "val", amp=self.amp, ranks=self.ranks),
+                    TEST_ACC: evaluate(small, self.data, "test", amp=self.amp, ranks=self.ranks)}
+        ranks = self._ranks_summary(small)
+        if not self.ranks.main:  # the other ranks hold the same model: rank 0 alone measures and writes
+            self.small = small
+            return {**accuracy, HISTORY: self.history, DISTRIBUTED: ranks}
         cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
         latency = self.latency.measure(cpu_copy) if self.latency is not None else \
             measure_latency(cpu_copy, tuple(self.example.shape[1:]), batch_size=self.settings.latency_batch_size)
         result = {
-            VAL_ACC: evaluate(small, self.data, "val", amp=self.amp), VAL_ACC_MASKED: val_masked,
-            TEST_ACC: evaluate(small, self.data, "test", amp=self.amp),
+            **accuracy, VAL_ACC_MASKED: val_masked,
             **final_costs(small, self.example[:1], dense_macs=self.dense_macs, dense_params=self.dense_params),
             LATENCY_MS: latency["latency_ms"], "latency": latency,
             **({LATENCY_MEASURED_MS: latency["measured_ms"]} if "measured_ms" in latency else {}),
             "epochs": self.settings.epochs, TRAIN_SECONDS: self.train_seconds,
             "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
             "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
-            LINEAGE: self.lineage(),
+            LINEAGE: self.lineage(), **({DISTRIBUTED: ranks} if ranks else {}),
+            **({"resumed_after_epoch": self.resumed_after} if self.resumed_after is not None else {}),
         }
         write_trial(self.out, small, widths=self.widths, metrics=result, history=self.history,
                     chex=self.config.chex.to_dict(), run_config={**self.config.to_dict(), "stem": self.stem})
         self.small = small
         return {**result, HISTORY: self.history}
+
+
+    def _ranks_summary(self, small: nn.Module) -> dict:
+        """How the data-parallel ranks trained (empty on one process): their masks after every prune-regrow step
+        and the largest gap between their compact models' eval outputs."""
+        if not self.ranks.distributed:
+            return {}
+        import torch.distributed as dist
+
+        return {"world_size": self.ranks.world_size, "backend": dist.get_backend(), "sync_bn": self.sync_bn,
+                "mask_digests": self.mask_digests, "output_gap": self.ranks.output_gap(small, self.example)}
 
 
 def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 FIXED_KEY = "chex_fixed"
 SEARCHED_KEY = "chex_searched"
 THREADS_KEY = "chex_threads"  # torch threads for a built-in trial's CPU share
-RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY)
+WORKERS_KEY = "chex_workers"  # a multi-worker trial's workers (tuning/workers.py: Workers)
+RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY, WORKERS_KEY)
 FINAL_KEY = "chex_final"  # True in a trial's last report, the one that carries its files
 PARAMS_KEY = "chex_params"  # text settings a final report adds to the trial's MLflow params
 OPTUNA_ATTR = "chex"  # user attribute of an Optuna trial: {"metrics", "artifacts", "temporary", "settings", ...}

@@ -48,6 +48,8 @@ from chex_tune.train.metrics import DENSE_MACS, EPOCH, LATENCY_MS, MACS, SPARSIT
 from chex_tune.tuning.objectives import missing_objectives, parse_objectives
 from chex_tune.tuning.protocol import FINAL_KEY, OPTUNA_ATTR, PARAMS_KEY, searched_names, settings_in
 from chex_tune.tuning.settings import REGROW_FRACTION, resolve_chex_settings
+from chex_tune.tuning.workers import in_train_worker, world_rank
+from chex_tune.tuning.workers import report as report_to_trial
 from chex_tune.units import format_count
 
 logger = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class ChexReporter:
         self.example_inputs = example_inputs
         self.trial = trial
         self.monitor = monitor
-        self.ray = in_ray_trial()
+        self.ray = in_ray_trial() or in_train_worker()
         self.history: list[dict] = []
         self.last: dict = {}
         self.result: ChexResult | None = None
@@ -207,9 +209,7 @@ class ChexReporter:
         report = {**values, **self.cost(), EPOCH: epoch}
         self.history.append(report)
         if self.ray:
-            from ray import tune
-
-            tune.report(dict(report))
+            report_to_trial(report)
         if self.trial is not None and self.monitor is not None:
             self._optuna_step(report, epoch)
         return report
@@ -263,11 +263,9 @@ class ChexReporter:
         if self.warnings:
             params["chex_warning"] = " | ".join(self.warnings)[:500]
         if self.ray:
-            from ray import tune
-
             params.update(trial_location())
-            tune.report({**final, FINAL_KEY: True, PARAMS_KEY: params},
-                        checkpoint=tune.Checkpoint.from_directory(str(out)))
+            files = out if not in_train_worker() or world_rank() == 0 else None  # rank 0's files are the trial's
+            report_to_trial({**final, FINAL_KEY: True, PARAMS_KEY: params}, files)
         if self.trial is not None:
             self.trial.set_user_attr(OPTUNA_ATTR, {"metrics": final, "artifacts": str(out), "temporary": temporary,
                                                    "settings": settings, "params": params})
@@ -278,7 +276,7 @@ class ChexReporter:
     def _directory(self) -> tuple[pathlib.Path, bool]:
         if self._out_dir is not None:
             return self._out_dir, False
-        if self.ray:
+        if self.ray and not in_train_worker():
             from ray import tune
 
             return pathlib.Path(tune.get_context().get_trial_dir()) / "chex", False

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from chex_tune.train.metrics import BUILTIN_OBJECTIVES
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, DEFAULT_ETA, DEFAULT_GRACE, ParetoAsha, check_rule
-from chex_tune.tuning.protocol import TrialRow
+from chex_tune.tuning.protocol import WORKERS_KEY, TrialRow
 from chex_tune.tuning.searcher import OPTUNA_SAMPLERS, ObjectiveCheck
 from chex_tune.tuning.space import SearchSpace, merge_spaces
+from chex_tune.tuning.workers import Workers, on_workers
 
 logger = logging.getLogger(__name__)
+TRIAL_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it starts the workers and relays their reports
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ class SweepOptions:
     early_stop: bool = False  # Pareto-ASHA: stop trials whose objectives fall behind at a rung (pareto_asha.py)
     grace: int = DEFAULT_GRACE  # epochs before the first rung
     eta: int = DEFAULT_ETA  # keep the best 1/eta of each rung
+    # Data-parallel workers per trial (Ray Train's TorchTrainer inside the trial; tuning/workers.py). Default: the
+    # space's workers_per_trial, else 1. Size a cluster sweep so that concurrent x workers x gpus_per_worker <= GPUs.
+    workers_per_trial: int | None = None
+    cpus_per_worker: float | None = None  # default: one on a cluster, else this machine's cores shared by all workers
+    gpus_per_worker: float = 0.0
+    worker_restarts: int = 0  # a multi-worker trial's worker group may start again this often from its last epoch
     sampler: str | None = field(default=None, repr=False)  # deprecated name of optuna_sampler
 
     def __post_init__(self) -> None:
@@ -73,6 +81,16 @@ class SweepOptions:
             raise ValueError(f"--gpus-per-trial must be >= 0 (fractions share a GPU), got {self.gpus_per_trial!r}")
         if self.cpus_per_trial is not None and not self.cpus_per_trial > 0:
             raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial!r}")
+        if self.workers_per_trial is not None and (not isinstance(self.workers_per_trial, int)
+                                                   or isinstance(self.workers_per_trial, bool)
+                                                   or self.workers_per_trial < 1):
+            raise ValueError(f"--workers-per-trial must be a positive integer, got {self.workers_per_trial!r}")
+        if self.cpus_per_worker is not None and not self.cpus_per_worker > 0:
+            raise ValueError(f"--cpus-per-worker must be > 0, got {self.cpus_per_worker!r}")
+        if not (isinstance(self.gpus_per_worker, (int, float)) and self.gpus_per_worker >= 0):
+            raise ValueError(f"--gpus-per-worker must be >= 0 (fractions share a GPU), got {self.gpus_per_worker!r}")
+        if not isinstance(self.worker_restarts, int) or self.worker_restarts < 0:
+            raise ValueError(f"--worker-restarts must be an integer >= 0, got {self.worker_restarts!r}")
         if self.optuna_sampler not in OPTUNA_SAMPLERS:
             raise ValueError(f"unknown --optuna-sampler {self.optuna_sampler!r}; choose one of: "
                              f"{', '.join(OPTUNA_SAMPLERS)}")
@@ -85,6 +103,21 @@ class SweepOptions:
     def cpus(self) -> float:
         """CPUs per trial: as given, else one on a cluster, else this machine's cores shared by the concurrent."""
         return self.cpus_per_trial or (1.0 if self.ray_cluster else max(1.0, (os.cpu_count() or 1) // self.concurrent))
+
+    def workers(self, count: int, store: pathlib.Path):
+        """The workers of each trial of ``count`` (a multi-worker trial's resume state kept under ``store``)."""
+        if count > 1 and self.gpus_per_trial:
+            raise ValueError(f"--gpus-per-trial {self.gpus_per_trial:g} with {count} workers per trial: give "
+                             "--gpus-per-worker instead (each worker is one data-parallel rank)")
+        # locally every core is shared out, less what the trials' own processes hold
+        cpus = self.cpus_per_worker or (1.0 if self.ray_cluster else
+                                        (os.cpu_count() or 1) / (self.concurrent * count) - TRIAL_DRIVER_CPUS)
+        return Workers(count, cpus=cpus, gpus=self.gpus_per_worker, restarts=self.worker_restarts,
+                       storage=str(store / "ray" / "workers"))
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_trial > 0 or self.gpus_per_worker > 0 else "cpu"
 
 
 @dataclass
@@ -132,6 +165,7 @@ class Plan:
     optuna_space: dict | None = None  # None: Optuna reads the Ray domains of param_space
     initial_points: list[dict] | None = None
     space_file: dict | None = None  # the built-in loop's space, logged on the parent run
+    workers: int = 1  # data-parallel workers per trial
     epochs: int | None = None  # a trial's epochs, when known (progress ETA, early-stopping rungs)
 
 
@@ -171,11 +205,12 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
                          "trainable reads CHEX settings only from it; put your own settings in param_space")
     space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
     name = getattr(trainable, "__name__", type(trainable).__name__)
-    return Plan(trainable, space, parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
+    workers = options.workers_per_trial or 1
+    return Plan(on_workers(trainable) if workers > 1 else trainable, space, parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
                 searched=domain_keys(space), experiment=options.experiment or name,
                 tags={"chex.trainable": f"{getattr(trainable, '__module__', '?')}."
                                         f"{getattr(trainable, '__qualname__', name)}"},
-                initial_points=initial_points)
+                initial_points=initial_points, workers=workers)
 
 
 def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan:
@@ -186,15 +221,15 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     init = options.init or space.fixed.get("init")
     if init:
         warn_from_scratch_schedule(space)
+    workers = options.workers_per_trial or space.fixed.get("workers_per_trial", 1)
     constants = {} if options.resume else builtin_constants(
-        space, epochs=options.epochs, device="cuda" if options.gpus_per_trial > 0 else "cpu",
-        threads=int(options.cpus()),
+        space, epochs=options.epochs, device=options.device, threads=int(options.cpus()), workers=workers,
         init=resolve_init(init, store=options.store, tracking_uri=options.tracking_uri) if init else None)
     return Plan(run_trial, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=options.epochs or space.run_config(space.midpoint(), init=init).train.epochs)
+                epochs=options.epochs or space.run_config(space.midpoint(), init=init).train.epochs, workers=workers)
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:
@@ -241,7 +276,12 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
                                  searched=plan.searched, early_stop=early_stop)
     recorder = callback.recorder  # the sweep's one writer: the callback feeds it, this function opens and closes it
     check = ObjectiveCheck(plan.objectives)
-    trainable = tune.with_resources(plan.trainable, {"cpu": options.cpus(), "gpu": options.gpus_per_trial})
+    if plan.workers > 1:  # the trial only waits for its workers, which Ray Train places itself
+        trainable = tune.with_resources(plan.trainable, {"cpu": TRIAL_DRIVER_CPUS})
+        if not options.resume:
+            plan.param_space[WORKERS_KEY] = options.workers(plan.workers, store).to_dict()
+    else:
+        trainable = tune.with_resources(plan.trainable, {"cpu": options.cpus(), "gpu": options.gpus_per_trial})
     if options.resume:
         find_sweep_to_resume(recorder, store / "ray")
         callback.adopt_parent()
@@ -289,8 +329,9 @@ def _opening_line(plan: Plan, options: SweepOptions, recorder, tracking_uri: str
                 f"{', '.join(map(str, early_stop.milestones(plan.epochs or 10 ** 6)[:6]))}, keeping 1/{options.eta}"
                 if early_stop is not None else "")
     gpus = f"+ {options.gpus_per_trial:g} GPU " if options.gpus_per_trial else ""
-    return (f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {options.cpus():g} CPU "
-            f"{gpus}each; objectives {', '.join(map(str, plan.objectives))}{stopping}; MLflow {tracking_uri}, "
+    each = f"{options.cpus():g} CPU {gpus}each" if plan.workers == 1 else \
+        f"each on {Workers.of_trial(plan.param_space).describe()}"
+    return (f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {each}; objectives {', '.join(map(str, plan.objectives))}{stopping}; MLflow {tracking_uri}, "
             f"experiment {plan.experiment!r}")
 
 

@@ -27,11 +27,13 @@ import torch
 from chex_tune.config import RunConfig
 from chex_tune.train import metrics as m
 from chex_tune.train.artifacts import FILES, METRICS, RUN_CONFIG, is_complete, read_metrics
+from chex_tune.train.checkpoint import FILENAME
 from chex_tune.train.loop import train
 from chex_tune.train.weights import check_init
 from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
 from chex_tune.tuning.reporter import trial_location
 from chex_tune.tuning.settings import resolve
+from chex_tune.tuning.workers import Workers, rank_directory, report, run_on_workers, world_rank
 
 ARTIFACTS = (*FILES, RUN_CONFIG)
 TRIAL_KEY = "trial"  # in a trial's metrics.json: its whole time and where it ran
@@ -39,7 +41,8 @@ FINAL_METRICS = (m.VAL_ACC, m.VAL_ACC_MASKED, m.TEST_ACC, m.MACS, m.DENSE_MACS, 
                  m.MACS_RATIO, m.TRAIN_SECONDS, "epochs")
 
 
-def builtin_constants(space, *, epochs: int | None, device: str, threads: int, init: str | None = None) -> dict:
+def builtin_constants(space, *, epochs: int | None, device: str, threads: int, init: str | None = None,
+                      workers: int = 1) -> dict:
     """What every built-in trial gets besides Optuna's suggestions; the space's centre is checked first, and a
     trained start (``init``, a local file) every trial forks from is built once here, so weights that do not fit
     stop the sweep before any trial."""
@@ -49,6 +52,8 @@ def builtin_constants(space, *, epochs: int | None, device: str, threads: int, i
     if init is not None:
         fixed["init"] = init
     fixed["device"] = device
+    if workers != 1:
+        fixed["workers_per_trial"] = workers
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
     centre = space.run_config(space.midpoint(), **fixed)  # fail early
@@ -64,29 +69,76 @@ def run_trial(config: dict) -> None:
     if config.get(THREADS_KEY):
         torch.set_num_threads(int(config[THREADS_KEY]))
     out = pathlib.Path(tune.get_context().get_trial_dir()) / "run"
-    if out.exists():  # a trial restarted after an interruption starts over
+    if out.exists():  # a trial restarted after an interruption starts over (a multi-worker one: from its state)
         shutil.rmtree(out)
-    if report_again(tune.get_checkpoint(), out / "artifacts"):
+    artifacts = out / "artifacts"
+    if report_again(tune.get_checkpoint(), artifacts):
         return
     run = RunConfig.from_dict(resolve(settings_in(config)))
-
-    def report_epoch(metrics: dict) -> None:
-        tune.report(dict(metrics))
-
-    result = train(run, out, callback=report_epoch)
-    artifacts = out / "artifacts"
-    artifacts.mkdir()
-    for name in ARTIFACTS:
-        shutil.copy2(out / name, artifacts / name)
-    (out / "checkpoint.pt").unlink(missing_ok=True)  # a trial's resume state; the sweep keeps only results
+    if run.train.workers_per_trial > 1:
+        run_on_workers(train_worker, config, Workers.of_trial(config), artifacts)
+        result = read_metrics(artifacts)  # rank 0's, with where it ran
+    else:
+        result = train(run, out, callback=report)
+        artifacts.mkdir()
+        _keep_artifacts(out, artifacts)
+        (out / FILENAME).unlink(missing_ok=True)  # a trial's resume state; the sweep keeps only results
+        result[TRIAL_KEY] = {"location": trial_location()}
     # everything in the trial (data, training, eval) and where it ran, kept with the result: reporting it
     # again after an interruption repeats them too
-    result[TRIAL_KEY] = {"seconds": time.perf_counter() - started, "location": trial_location()}
-    report = final_report(result)
-    if not all(math.isfinite(v) for v in report.values() if isinstance(v, float)):
-        raise FloatingPointError(f"non-finite final metrics: {report}")
+    result[TRIAL_KEY]["seconds"] = time.perf_counter() - started
+    final = final_report(result)
+    if not all(math.isfinite(v) for v in final.values() if isinstance(v, float)):
+        raise FloatingPointError(f"non-finite final metrics: {final}")
     (artifacts / METRICS).write_text(json.dumps(result, indent=1))
-    tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+    tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+
+
+def train_worker(config: dict) -> None:
+    """One rank of a multi-worker trial (inside Ray Train): the built-in loop on this rank's slice of each batch.
+
+    Rank 0 reports its resume state every epoch as Ray Train's checkpoint and its files at the end; a rank that
+    starts with a checkpoint (a restarted worker group, or a trial restarted by ``--resume``) continues from it."""
+    import ray.train
+
+    torch.set_num_threads(max(1, int(Workers.of_trial(config).cpus)))
+    run = RunConfig.from_dict(resolve(settings_in(config)))
+    main = world_rank() == 0
+    with rank_directory("chex-trial") as out:
+        resume = _restore(ray.train.get_checkpoint(), out)
+        state = out / "state"
+
+        def report_epoch(metrics: dict) -> None:
+            if main:
+                state.mkdir(exist_ok=True)
+                shutil.copy2(out / FILENAME, state / FILENAME)
+            report(metrics, state if main else None)
+
+        result = train(run, out, callback=report_epoch, resume=resume)
+        if not main:
+            report({FINAL_KEY: True})
+            return
+        artifacts = out / "artifacts"
+        artifacts.mkdir()
+        _keep_artifacts(out, artifacts)
+        (artifacts / METRICS).write_text(json.dumps({**result, TRIAL_KEY: {"location": trial_location()}}, indent=1))
+        report({FINAL_KEY: True}, artifacts)
+
+
+def _restore(checkpoint, out: pathlib.Path) -> bool:
+    """Put a reported resume state where the loop resumes from; False when there is none (a fresh start)."""
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as state:
+        if not (pathlib.Path(state) / FILENAME).exists():
+            return False
+        shutil.copy2(pathlib.Path(state) / FILENAME, out / FILENAME)
+    return True
+
+
+def _keep_artifacts(out: pathlib.Path, artifacts: pathlib.Path) -> None:
+    for name in ARTIFACTS:
+        shutil.copy2(out / name, artifacts / name)
 
 
 def final_report(result: dict) -> dict:

@@ -65,15 +65,27 @@ class Data:
         self.check_batch_size(batch_size)
         return self.train_size // batch_size
 
-    def train_batches(self, batch_size: int, *, epoch: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Shuffled, augmented, normalised full batches; the same for the same ``(seed, epoch)``."""
+    def train_batches(self, batch_size: int, *, epoch: int, seed: int,
+                      shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[Tensor, Tensor]]:
+        """Shuffled, augmented, normalised full batches; the same for the same ``(seed, epoch)``.
+
+        ``shard=(rank, world_size)``: this rank's contiguous slice of every global batch of ``batch_size`` (which
+        must split evenly), so ``world_size`` data-parallel ranks together see exactly one process's batches."""
+        rank, world_size = shard
         steps = self.steps_per_epoch(batch_size)  # checked here, not at the first next()
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly across {world_size} workers")
         used = steps * batch_size  # the last partial batch is dropped: BatchNorm wants full batches
         generator = epoch_generator(seed, epoch)
         # every draw of the epoch up front, in a fixed order, so none depends on how far it is consumed
         order = torch.randperm(self.train_size, generator=generator)[:used]
         shifts = torch.randint(-self.pad, self.pad + 1, (used, 2), generator=generator).to(self.device)
         flips = (torch.rand(used, generator=generator) < 0.5).to(self.device)
+        if world_size > 1:  # keep this rank's columns of the (steps x batch) layout of the epoch's draws
+            local = batch_size // world_size
+            mine = torch.arange(used).view(steps, batch_size)[:, rank * local:(rank + 1) * local].flatten()
+            on_device = mine.to(self.device)
+            order, shifts, flips, batch_size = order[mine], shifts[on_device], flips[on_device], local
         return self._augmented(order, shifts, flips, batch_size)
 
     def _augmented(self, order, shifts, flips, batch_size) -> Iterator[tuple[Tensor, Tensor]]:
