@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -156,3 +157,25 @@ def test_a_killed_driver_then_resume_continues_the_two_worker_trial_from_its_las
     metrics = trial_metrics(client, runs[0], tmp_path)
     assert metrics["resumed_after_epoch"] >= 2, metrics.get("resumed_after_epoch")
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+
+
+def test_a_users_own_ddp_loop_with_chex_reporter_is_one_trial_on_two_workers(tmp_path, monkeypatch):
+    from chex_tune.tuning import ChexSpace
+
+    here = str(pathlib.Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", here)  # the Ray this sweep starts gives its workers this path
+    import user_models
+
+    result = run_sweep(user_models.ddp_trainable,
+                       SweepOptions(trials=1, concurrent=1, store=str(tmp_path / "store"), experiment="own_ddp",
+                                    workers_per_trial=2),
+                       param_space={"lr": 0.05}, chex_space=ChexSpace(sparsity=(0.3, 0.6), period=(1, 2)),
+                       objectives="val_acc:max,macs:min", log=lambda _m: None)
+    client = client_of(tmp_path / "store")
+    runs = child_runs(client, "own_ddp")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and len(result.rows) == 1
+    metrics = runs[0].data.metrics
+    assert metrics["rank"] == 0.0  # rank 0's final report is the trial's
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
+    model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]

@@ -60,3 +60,23 @@ def train(model, optimizer, reporter, x, y, *, epochs: int, steps: int, report: 
                 model.train()
             reporter.report(val_loss=float(nn.functional.cross_entropy(logits, y)),
                             val_acc=float((logits.argmax(1) == y).float().mean()))
+
+
+def ddp_trainable(config: dict) -> None:
+    """A user's own data-parallel loop, as each rank of a multi-worker trial runs it: the same model and reporter on
+    every rank, the model wrapped in DDP, each rank on its half of the data, every reporter call on every rank."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from chex_tune.tuning import ChexReporter
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = data()
+    model = build(width=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    chex = ChexReporter(model, x[:2], config, total=6, optimizer=optimizer, builder="user_models:build",
+                        builder_kwargs={"width": 8})
+    train(DistributedDataParallel(model), optimizer, chex, x[rank::world], y[rank::world], epochs=2, steps=3)
+    chex.finish(rank=float(rank))
