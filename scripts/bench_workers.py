@@ -13,7 +13,8 @@ Not part of the package (nothing imports it). Protocol: the main job's (resnet18
 Equivalence (issue 27): with synchronised BatchNorm a 2-worker run takes the steps the 1-worker run takes on the same
 global batches (DDP averages the gradients of the two halves), so it should reach the same final widths at the same
 seed; the difference left is floating-point summation order, which from-scratch training at this learning rate
-amplifies: the control arm shows how far summation order alone moves a run. Reported per arm against ``1 worker``: seeds with every
+amplifies: the control arm shows how far summation order alone moves a run. Reported per arm against ``1 worker``:
+seeds with every
 group's width equal, the largest width difference, the final train loss's relative difference and the accuracy
 difference (mean and 95% interval over seeds), and the training throughput (images/s, side by side on this machine).
 
@@ -59,7 +60,7 @@ def summary(result: dict, out: Path, seconds: float) -> dict:
     return {"widths": [row["width"] for row in rows], "val_acc": result["val_acc"], "test_acc": result["test_acc"],
             "train_loss": result["history"][-1]["train_loss"], "macs": result["macs"], "seconds": seconds,
             "train_seconds": result["train_seconds"], "train_size": result["train_size"],
-            "distributed": result.get("distributed")}
+            "distributed": result.get("distributed"), "mask_digests": [row[0] for row in result["mask_digests"]]}
 
 
 def _rank(rank: int, port: int, settings: dict, out: str, threads: int) -> None:
@@ -102,6 +103,10 @@ def compare(runs: dict, seeds: list[int]) -> dict:
             "seeds_equal_widths": sum(gap == 0 for gap in width_gaps), "largest_width_gap": max(width_gaps),
             "groups_differing": [sum(a != b for a, b in zip(r["widths"], b0["widths"])) for r, b0 in per_seed],
             "largest_loss_gap": max(loss_gaps),
+            # prune-regrow steps (the first prune included) that chose the base run's channels, before one did not
+            "same_masks_first": [next((i for i, (a, b) in enumerate(zip(r["mask_digests"], b0["mask_digests"]))
+                                       if a != b), len(b0["mask_digests"])) for r, b0 in per_seed],
+            "mask_steps": len(base[str(seeds[0])]["mask_digests"]),
             "test_acc_diff": interval([100 * (r["test_acc"] - b0["test_acc"]) for r, b0 in per_seed]),
             "images_per_s": interval([r["train_size"] * SETTINGS["epochs"] / r["train_seconds"]
                                       for r, _ in per_seed]),
@@ -112,14 +117,18 @@ def compare(runs: dict, seeds: list[int]) -> dict:
 def markdown(data: dict) -> str:
     rows = data["comparison"]
     seeds = len(data["seeds"])
-    lines = [f"# Data-parallel CHEX runs: 2 workers against 1 (`scripts/bench_workers.py`)\n",
+    lines = ["# Data-parallel CHEX runs: 2 workers against 1 (`scripts/bench_workers.py`)\n",
              f"Machine: {cpu_line(data['machine'])}; `{data['command']}`\n",
              f"Protocol: {json.dumps(SETTINGS)}; seeds {data['seeds']}. Widths: every channel group's final width "
-             "compared with the 1-worker run of the same seed.\n"]
+             "compared with the 1-worker run of the same seed; steps with the same masks: how many of the run's "
+             "mask choices (the first prune, then each prune-regrow step) chose exactly the 1-worker run's channels "
+             "before the first that did not, per seed.\n"]
     lines += md_table(["arm", f"seeds with equal widths (of {seeds})", "largest width gap", "groups differing",
+                       f"steps with the same masks, of {rows['1 worker']['mask_steps']}",
                        "largest train-loss gap", "test acc − 1 worker (pt)", "train images/s"],
                       [[arm, str(r["seeds_equal_widths"]), str(r["largest_width_gap"]),
-                        ", ".join(map(str, r["groups_differing"])), f"{100 * r['largest_loss_gap']:.4f}%",
+                        ", ".join(map(str, r["groups_differing"])), ", ".join(map(str, r["same_masks_first"])),
+                        f"{100 * r['largest_loss_gap']:.4f}%",
                         f"{r['test_acc_diff'][0]:+.2f} ± {r['test_acc_diff'][1] or 0:.2f}",
                         f"{r['images_per_s'][0]:.0f}"] for arm, r in rows.items()])
     synced, control = rows["2 workers, sync_bn"], rows["1 worker, 1 thread"]
@@ -130,7 +139,8 @@ def markdown(data: dict) -> str:
               f"in a group) | {verdict(synced['seeds_equal_widths'] == seeds, missed)} |",
               f"| ... no further from it than summation order alone moves a run (the 1-thread control) | "
               f"groups differing {sum(synced['groups_differing'])} vs {sum(control['groups_differing'])}, "
-              f"largest train-loss gap {100 * synced['largest_loss_gap']:.2f}% vs {100 * control['largest_loss_gap']:.2f}% "
+              f"largest train-loss gap {100 * synced['largest_loss_gap']:.2f}% vs "
+              f"{100 * control['largest_loss_gap']:.2f}% "
               f"| {verdict(sum(synced['groups_differing']) <= 1.5 * sum(control['groups_differing']))} |", ""]
     return "\n".join(lines)
 

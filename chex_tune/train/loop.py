@@ -11,6 +11,9 @@ with the small model (``compact_after_explore``), so the last part of training c
 
 Every epoch ends with a checkpoint (atomic) and a call to ``callback(metrics)``: the hook Ray Tune
 and MLflow use. ``resume=True`` continues from the last checkpoint bit-identically on CPU.
+
+Under torch.distributed (a multi-worker trial) every rank runs this loop on its slice of each global
+batch, the model in DDP (``distributed.py``: the ranks, the mask check, who writes; ``sync_bn.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
 DISTRIBUTED = "distributed"  # in a data-parallel run's result: how its ranks agreed
+MASK_DIGESTS = "mask_digests"  # per prune-regrow step, every rank's masks as a CRC
+ONE_PROCESS = Ranks()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,7 +82,7 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False,
-             ranks: Ranks = Ranks()) -> float:
+             ranks: Ranks = ONE_PROCESS) -> float:
     """Top-1 accuracy on ``split`` ("val" or "test"); data-parallel ranks each count every world_size-th batch."""
     was_training = model.training
     model.eval()
@@ -113,7 +118,7 @@ class Trainer:
 
         self.ranks = Ranks.current()
         self.sync_bn = self.settings.sync_bn and self.ranks.distributed
-        self.mask_digests: list[list[int]] = []  # every rank's masks after each prune-regrow step (distributed)
+        self.mask_digests: list[list[int]] = []  # every rank's masks after the first prune and each prune-regrow step
         torch.manual_seed(self.settings.seed)
         self.data = load_data(self.settings, self.device)
         self.stem = resolve_stem(self.settings.stem, self.data.image_size)
@@ -168,7 +173,9 @@ class Trainer:
                                         weight_decay=self.settings.weight_decay)
 
     def _check_ranks(self, when: str) -> None:
-        if self.ranks.distributed and self.explorer is not None:
+        """Record every rank's masks (CRCs: two runs with equal digests chose the same channels); ranks that
+        disagree stop the run."""
+        if self.explorer is not None:
             self.mask_digests.append(self.ranks.check_masks(self.explorer.state.masks, self.device, when=when))
 
     def _explore_step(self) -> None:
@@ -355,7 +362,7 @@ class Trainer:
         ranks = self._ranks_summary(small)
         if not self.ranks.main:  # the other ranks hold the same model: rank 0 alone measures and writes
             self.small = small
-            return {**accuracy, HISTORY: self.history, DISTRIBUTED: ranks}
+            return {**accuracy, HISTORY: self.history, DISTRIBUTED: ranks, MASK_DIGESTS: self.mask_digests}
         cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
         latency = self.latency.measure(cpu_copy) if self.latency is not None else \
             measure_latency(cpu_copy, tuple(self.example.shape[1:]), batch_size=self.settings.latency_batch_size)
@@ -367,7 +374,7 @@ class Trainer:
             "epochs": self.settings.epochs, TRAIN_SECONDS: self.train_seconds,
             "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
             "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
-            LINEAGE: self.lineage(), **({DISTRIBUTED: ranks} if ranks else {}),
+            LINEAGE: self.lineage(), MASK_DIGESTS: self.mask_digests, **({DISTRIBUTED: ranks} if ranks else {}),
             **({"resumed_after_epoch": self.resumed_after} if self.resumed_after is not None else {}),
         }
         write_trial(self.out, small, widths=self.widths, metrics=result, history=self.history,
@@ -377,14 +384,14 @@ class Trainer:
 
 
     def _ranks_summary(self, small: nn.Module) -> dict:
-        """How the data-parallel ranks trained (empty on one process): their masks after every prune-regrow step
-        and the largest gap between their compact models' eval outputs."""
+        """How the data-parallel ranks trained (empty on one process): the largest gap between their compact
+        models' eval outputs (their masks: ``mask_digests``)."""
         if not self.ranks.distributed:
             return {}
         import torch.distributed as dist
 
         return {"world_size": self.ranks.world_size, "backend": dist.get_backend(), "sync_bn": self.sync_bn,
-                "mask_digests": self.mask_digests, "output_gap": self.ranks.output_gap(small, self.example)}
+                "output_gap": self.ranks.output_gap(small, self.example)}
 
 
 def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,

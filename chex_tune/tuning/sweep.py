@@ -206,7 +206,8 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
     space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
     name = getattr(trainable, "__name__", type(trainable).__name__)
     workers = options.workers_per_trial or 1
-    return Plan(on_workers(trainable) if workers > 1 else trainable, space, parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
+    return Plan(on_workers(trainable) if workers > 1 else trainable, space,
+                parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
                 searched=domain_keys(space), experiment=options.experiment or name,
                 tags={"chex.trainable": f"{getattr(trainable, '__module__', '?')}."
                                         f"{getattr(trainable, '__qualname__', name)}"},
@@ -331,7 +332,8 @@ def _opening_line(plan: Plan, options: SweepOptions, recorder, tracking_uri: str
     gpus = f"+ {options.gpus_per_trial:g} GPU " if options.gpus_per_trial else ""
     each = f"{options.cpus():g} CPU {gpus}each" if plan.workers == 1 else \
         f"each on {Workers.of_trial(plan.param_space).describe()}"
-    return (f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {each}; objectives {', '.join(map(str, plan.objectives))}{stopping}; MLflow {tracking_uri}, "
+    return (f"sweep {recorder.sweep}: {options.trials} trials, {options.concurrent} at a time, {each}; "
+            f"objectives {', '.join(map(str, plan.objectives))}{stopping}; MLflow {tracking_uri}, "
             f"experiment {plan.experiment!r}")
 
 

@@ -37,7 +37,7 @@ def _train_rank(rank: int, port: int, out: str, settings: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         result = train(RunConfig.from_dict(settings), f"{out}/rank{rank}")
-        summary = {k: result[k] for k in ("val_acc", "test_acc", "distributed")}
+        summary = {k: result[k] for k in ("val_acc", "test_acc", "distributed", "mask_digests")}
         summary["losses"] = [epoch["train_loss"] for epoch in result["history"]]
         pathlib.Path(f"{out}/summary{rank}.json").write_text(json.dumps(summary))
     finally:
@@ -77,7 +77,7 @@ def test_two_ranks_with_sync_bn_end_with_the_widths_and_losses_of_one_process(tw
 
 def test_both_ranks_agree_on_masks_outputs_and_accuracy_and_only_rank_0_writes(two_ranks):
     out, (rank0, rank1) = two_ranks
-    digests = rank0["distributed"]["mask_digests"]
+    digests = rank0["mask_digests"]
     assert len(digests) >= 4 and all(row[0] == row[1] for row in digests)  # the first prune + every step
     assert rank0["distributed"]["output_gap"] == 0.0 and rank1["distributed"]["output_gap"] == 0.0
     assert (rank0["val_acc"], rank0["test_acc"]) == (rank1["val_acc"], rank1["test_acc"])  # counted across ranks

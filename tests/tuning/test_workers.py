@@ -17,20 +17,19 @@ import sys
 import pytest
 import torch
 import yaml
+from test_sweep import child_runs, client_of, descendants, study_trials
 
 from chex_tune import load_compact
 from chex_tune.core.schedule import ExploreSchedule
 from chex_tune.tuning.space import SearchSpace
 from chex_tune.tuning.sweep import SweepOptions, run_sweep
 
-from test_sweep import child_runs, client_of, descendants, study_trials
-
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 SPACE = {
     "fixed": {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 3, "batch_size": 32,
-              "train_subset": 256, "val_size": 64, "lr": 0.05, "sync_bn": True, "workers_per_trial": 2, "period": 2, "explore_until": 0.5,
-              "unit": "step"},
+              "train_subset": 256, "val_size": 64, "lr": 0.05, "sync_bn": True, "workers_per_trial": 2,
+              "period": 2, "explore_until": 0.5, "unit": "step"},
     "search": {"sparsity": {"low": 0.3, "high": 0.7}, "regrow_ratio": {"low": 0.0, "high": 0.2}},
     "objectives": ["val_acc:max", "macs:min"],
 }
@@ -74,7 +73,7 @@ def test_both_ranks_hold_the_same_masks_after_every_prune_regrow_step(sweep, tmp
                                    explore_until=float(run.data.params["explore_until"]))
         explore_steps = sum(schedule.is_explore_step(t) for t in range(1, steps + 1))
         assert explore_steps >= 3
-        digests = ranks["mask_digests"]
+        digests = metrics["mask_digests"]
         assert len(digests) == explore_steps + 1  # the first prune, then every prune-regrow step
         assert all(len(row) == 2 and row[0] == row[1] for row in digests), digests
         assert len({row[0] for row in digests}) > 1  # the masks did change along the way
@@ -106,7 +105,7 @@ def train_workers(driver_pid: int) -> list[int]:
     found = []
     for pid in descendants(driver_pid):
         with contextlib.suppress(OSError):
-            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::RayTrainWorker"):
+            if pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
                 found.append(pid)
     return found
 
@@ -179,3 +178,23 @@ def test_a_users_own_ddp_loop_with_chex_reporter_is_one_trial_on_two_workers(tmp
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
     model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
     assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+
+
+def test_with_a_restart_a_worker_killed_mid_epoch_costs_its_trial_only_the_epoch_it_was_in(tmp_path):
+    store, command, env = sweep_command(tmp_path, "restarted", trials=1, epochs=4, restarts=1)
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, killed = [], []
+    for line in driver.stdout:
+        lines.append(line)
+        if not killed and "trial 1/1 epoch 2/4" in line:
+            killed = train_workers(driver.pid)[-1:]
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+    rest, _ = driver.communicate(timeout=400)
+    output = "".join(lines) + rest
+    assert len(killed) == 1 and driver.returncode == 0, (killed, output)
+    client = client_of(store)
+    runs = child_runs(client, "restarted")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", output
+    metrics = trial_metrics(client, runs[0], tmp_path)
+    assert metrics["resumed_after_epoch"] >= 2 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
