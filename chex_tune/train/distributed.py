@@ -93,9 +93,13 @@ class Ranks:
         dist.all_reduce(gap, op=dist.ReduceOp.MAX)
         return float(gap)
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
+    def summary(self, model: nn.Module, probe: torch.Tensor, *, sync_bn: bool) -> dict:
+        """How the ranks trained, for a run's result (empty on one process): world, backend, whether BatchNorm was
+        synchronised and the largest gap between the ranks' eval outputs of ``model`` (collective)."""
+        if not self.distributed:
+            return {}
+        return {"world_size": self.world_size, "backend": dist.get_backend(), "sync_bn": sync_bn,
+                "output_gap": self.output_gap(model, probe)}
 
     @staticmethod
     def _device(device: torch.device) -> torch.device:

@@ -37,8 +37,9 @@ from chex_tune.core.flops import count_macs, count_params
 from chex_tune.core.latency import measure_latency
 from chex_tune.train.artifacts import HISTORY, LINEAGE, write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
-from chex_tune.train.data import Data, load_data
+from chex_tune.train.data import load_data
 from chex_tune.train.distributed import Ranks
+from chex_tune.train.evaluate import evaluate
 from chex_tune.train.latency.run import RunLatency
 from chex_tune.train.metrics import (
     EPOCH,
@@ -65,7 +66,6 @@ from chex_tune.units import format_count
 Callback = Callable[[dict], None]
 DISTRIBUTED = "distributed"  # in a data-parallel run's result: how its ranks agreed
 MASK_DIGESTS = "mask_digests"  # per prune-regrow step, every rank's masks as a CRC
-ONE_PROCESS = Ranks()
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,26 +78,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
     return torch.device(name)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, channels_last: bool = False,
-             ranks: Ranks = ONE_PROCESS) -> float:
-    """Top-1 accuracy on ``split`` ("val" or "test"); data-parallel ranks each count every world_size-th batch."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for index, (images, labels) in enumerate(data.eval_batches(split)):
-        if index % ranks.world_size != ranks.rank:
-            continue
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-            correct = correct + (model(images).argmax(1) == labels).sum()
-        total += len(labels)
-    model.train(was_training)
-    correct, total = ranks.sum([float(correct), total], next(model.parameters()).device)
-    return correct / total
 
 
 class Trainer:
@@ -359,7 +339,7 @@ class Trainer:
         small = small.to(self.device).eval()
         accuracy = {VAL_ACC: evaluate(small, self.data, "val", amp=self.amp, ranks=self.ranks),
                     TEST_ACC: evaluate(small, self.data, "test", amp=self.amp, ranks=self.ranks)}
-        ranks = self._ranks_summary(small)
+        ranks = self.ranks.summary(small, self.example, sync_bn=self.sync_bn)
         if not self.ranks.main:  # the other ranks hold the same model: rank 0 alone measures and writes
             self.small = small
             return {**accuracy, HISTORY: self.history, DISTRIBUTED: ranks, MASK_DIGESTS: self.mask_digests}
@@ -382,16 +362,6 @@ class Trainer:
         self.small = small
         return {**result, HISTORY: self.history}
 
-
-    def _ranks_summary(self, small: nn.Module) -> dict:
-        """How the data-parallel ranks trained (empty on one process): the largest gap between their compact
-        models' eval outputs (their masks: ``mask_digests``)."""
-        if not self.ranks.distributed:
-            return {}
-        import torch.distributed as dist
-
-        return {"world_size": self.ranks.world_size, "backend": dist.get_backend(), "sync_bn": self.sync_bn,
-                "output_gap": self.ranks.output_gap(small, self.example)}
 
 
 def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,

@@ -15,7 +15,8 @@ from chex_tune import load_compact
 from chex_tune.config import RunConfig
 from chex_tune.core.flops import count_macs
 from chex_tune.train.data import load_data
-from chex_tune.train.loop import evaluate, train
+from chex_tune.train.evaluate import evaluate
+from chex_tune.train.loop import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600)]
 

@@ -12,7 +12,8 @@ from chex_tune import load_compact
 from chex_tune.config import RunConfig
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.train.data import load_data
-from chex_tune.train.loop import NonFiniteLossError, evaluate, train
+from chex_tune.train.evaluate import evaluate
+from chex_tune.train.loop import NonFiniteLossError, train
 from chex_tune.train.metrics import EPOCH, EPOCH_SECONDS, LR, MACS, PARAMS, SPARSITY, TRAIN_LOSS, VAL_ACC
 from chex_tune.train.optim import lr_at
 

@@ -198,3 +198,22 @@ def test_with_a_restart_a_worker_killed_mid_epoch_costs_its_trial_only_the_epoch
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", output
     metrics = trial_metrics(client, runs[0], tmp_path)
     assert metrics["resumed_after_epoch"] >= 2 and [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+
+
+def test_a_lightning_fit_under_ray_ddp_with_the_chex_callback_is_one_trial_on_two_workers(tmp_path, monkeypatch):
+    from chex_tune.tuning import ChexSpace
+
+    monkeypatch.setenv("PYTHONPATH", str(pathlib.Path(__file__).parent))
+    import user_models
+
+    run_sweep(user_models.lightning_ddp_trainable,
+              SweepOptions(trials=1, concurrent=1, store=str(tmp_path / "store"), experiment="lightning_ddp",
+                           workers_per_trial=2),
+              param_space={"lr": 0.05}, chex_space=ChexSpace(sparsity=(0.3, 0.6), period=(1, 2)),
+              objectives="val_acc:max,macs:min", log=lambda _m: None)
+    client = client_of(tmp_path / "store")
+    runs = child_runs(client, "lightning_ddp")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs[0].data.tags.get("error")
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
+    model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
+    assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]

@@ -80,3 +80,41 @@ def ddp_trainable(config: dict) -> None:
                         builder_kwargs={"width": 8})
     train(DistributedDataParallel(model), optimizer, chex, x[rank::world], y[rank::world], epochs=2, steps=3)
     chex.finish(rank=float(rank))
+
+
+def lightning_ddp_trainable(config: dict) -> None:
+    """A user's Lightning fit on every rank of a multi-worker trial: Ray Train's DDP strategy and environment, the
+    CHEX callback as in a one-process fit."""
+    import lightning.pytorch as pl
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import chex_tune  # noqa: F401  (before lightning: makes `import torchvision` work on CPU-only torch)
+    from chex_tune.tuning import ChexLightningCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = build(width=8)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            accuracy = (self.net(batch[0]).argmax(1) == batch[1]).float().mean()
+            self.log("val_acc", accuracy, sync_dist=True)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=config["lr"], momentum=0.9)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x, y = data()
+    chex = ChexLightningCallback(x[:2], config, builder="user_models:build", builder_kwargs={"width": 8},
+                                 attribute="net")
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices="auto", strategy=RayDDPStrategy(),
+                         plugins=[RayLightningEnvironment()], callbacks=[chex], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = prepare_trainer(trainer)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    trainer.fit(Module(), loader, DataLoader(TensorDataset(x, y), batch_size=32))

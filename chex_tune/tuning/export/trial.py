@@ -29,7 +29,7 @@ from chex_tune.tuning.protocol import TrialRow
 def validation_accuracy(model, config: RunConfig) -> float:
     """Top-1 accuracy on the run's validation split, on the CPU (the split is fixed by the dataset settings)."""
     from chex_tune.train.data import load_data
-    from chex_tune.train.loop import evaluate
+    from chex_tune.train.evaluate import evaluate
 
     return evaluate(model, load_data(config.train, "cpu"), "val")
 
