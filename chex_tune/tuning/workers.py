@@ -62,7 +62,7 @@ def in_train_worker() -> bool:
 
     try:
         ray.train.get_context()
-    except RuntimeError:
+    except (RuntimeError, DeprecationWarning):  # outside any session; in a Tune trial ("use ray.tune there")
         return False
     return True
 
