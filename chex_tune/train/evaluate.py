@@ -27,5 +27,5 @@ def evaluate(model: nn.Module, data: Data, split: str, *, amp: bool = False, cha
             correct = correct + (model(images).argmax(1) == labels).sum()
         total += len(labels)
     model.train(was_training)
-    correct, total = ranks.sum([float(correct), total], next(model.parameters()).device)
+    correct, total = ranks.sum([float(correct), total], data.device)
     return correct / total

@@ -17,7 +17,6 @@ a trial that ``--resume`` restarts continues from it (Ray Train resumes a run of
 from __future__ import annotations
 
 import contextlib
-import logging
 import pathlib
 import shutil
 import sys
@@ -26,8 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from chex_tune.tuning.protocol import FINAL_KEY, WORKERS_KEY
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,13 +88,12 @@ def report(metrics: Mapping, checkpoint_dir: str | pathlib.Path | None = None) -
 def _epochs_to_tune():
     """A Ray Train callback forwarding rank 0's per-epoch reports to the Tune trial; the final one is reported by
     ``run_on_workers`` itself (with the files as a Tune checkpoint)."""
-    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     class EpochsToTune(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if metrics and not metrics[0].get(FINAL_KEY):
-                self._training_actor_item_queue.put({k: v for k, v in metrics[0].items()
-                                                     if k != CHECKPOINT_PATH_KEY})
+                super().after_report(run_context, metrics, None)  # the resume state stays Ray Train's
 
     return EpochsToTune()
 

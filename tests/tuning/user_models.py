@@ -85,11 +85,13 @@ def ddp_trainable(config: dict) -> None:
 def lightning_ddp_trainable(config: dict) -> None:
     """A user's Lightning fit on every rank of a multi-worker trial: Ray Train's DDP strategy and environment, the
     CHEX callback as in a one-process fit."""
+    import chex_tune  # noqa: F401  (first: makes `import torchvision`, so lightning, work on CPU-only torch)
+
+    # isort: split
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
     from torch.utils.data import DataLoader, TensorDataset
 
-    import chex_tune  # noqa: F401  (before lightning: makes `import torchvision` work on CPU-only torch)
     from chex_tune.tuning import ChexLightningCallback
 
     class Module(pl.LightningModule):
