@@ -202,12 +202,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def trial_workers(driver_pid: int) -> list[int]:
-    """The Ray worker processes running a trial (Ray titles them ``ray::ImplicitFunc...``)."""
+def trial_workers(driver_pid: int, title: bytes = b"ray::ImplicitFunc") -> list[int]:
+    """The Ray worker processes under the driver whose title starts with ``title``: by default those running a
+    trial (``ray::ImplicitFunc...``); Ray Train's ranks are ``ray::RayTrainWorker...``."""
     workers = []
     for pid in descendants(driver_pid):
         with contextlib.suppress(OSError):
-            if pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
+            if pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
                 workers.append(pid)
     return workers
 

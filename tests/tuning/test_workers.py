@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 import yaml
-from test_sweep import child_runs, client_of, descendants, study_trials
+from test_sweep import child_runs, client_of, study_trials, trial_workers
 
 from chex_tune import load_compact
 from chex_tune.core.schedule import ExploreSchedule
@@ -100,29 +100,25 @@ def sweep_command(tmp_path, experiment: str, *, trials: int, epochs: int, restar
     return store, command, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def train_workers(driver_pid: int) -> list[int]:
-    """The Ray Train worker processes under the driver (Ray titles them ``ray::RayTrainWorker...``)."""
-    found = []
-    for pid in descendants(driver_pid):
-        with contextlib.suppress(OSError):
-            if pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
-                found.append(pid)
-    return found
-
-
-def test_a_worker_killed_mid_epoch_fails_its_trial_saying_so_and_the_sweep_goes_on(tmp_path):
-    store, command, env = sweep_command(tmp_path, "killed_worker", trials=2, epochs=4)
+def kill_a_worker(command: list[str], env: dict, when: str) -> tuple[int, str, list[int]]:
+    """Run a sweep process and SIGKILL one of its Ray Train ranks as soon as its progress prints ``when``: its exit
+    status, everything it printed and the pids killed."""
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines, killed = [], []
     for line in driver.stdout:
         lines.append(line)
-        if not killed and "trial 1/2 epoch 1/4" in line:  # its workers are training the second epoch
-            killed = train_workers(driver.pid)[-1:]
+        if not killed and when in line:
+            killed = trial_workers(driver.pid, b"ray::RayTrainWorker")[-1:]
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
     rest, _ = driver.communicate(timeout=400)
-    output = "".join(lines) + rest
-    assert len(killed) == 1 and driver.returncode == 0, (killed, output)
+    return driver.returncode, "".join(lines) + rest, killed
+
+
+def test_a_worker_killed_mid_epoch_fails_its_trial_saying_so_and_the_sweep_goes_on(tmp_path):
+    store, command, env = sweep_command(tmp_path, "killed_worker", trials=2, epochs=4)
+    returncode, output, killed = kill_a_worker(command, env, "trial 1/2 epoch 1/4")  # in its second epoch
+    assert len(killed) == 1 and returncode == 0, (killed, output)
     assert "trial 1/2 FAILED" in output, output
     runs = child_runs(client_of(store), "killed_worker")
     failed = [r for r in runs if r.info.status == "FAILED"]
@@ -182,17 +178,8 @@ def test_a_users_own_ddp_loop_with_chex_reporter_is_one_trial_on_two_workers(tmp
 
 def test_with_a_restart_a_worker_killed_mid_epoch_costs_its_trial_only_the_epoch_it_was_in(tmp_path):
     store, command, env = sweep_command(tmp_path, "restarted", trials=1, epochs=4, restarts=1)
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, killed = [], []
-    for line in driver.stdout:
-        lines.append(line)
-        if not killed and "trial 1/1 epoch 2/4" in line:
-            killed = train_workers(driver.pid)[-1:]
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
-    rest, _ = driver.communicate(timeout=400)
-    output = "".join(lines) + rest
-    assert len(killed) == 1 and driver.returncode == 0, (killed, output)
+    returncode, output, killed = kill_a_worker(command, env, "trial 1/1 epoch 2/4")
+    assert len(killed) == 1 and returncode == 0, (killed, output)
     client = client_of(store)
     runs = child_runs(client, "restarted")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", output
