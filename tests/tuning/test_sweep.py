@@ -163,18 +163,8 @@ def test_an_interrupted_sweep_resumes_and_runs_only_the_remaining_trials(tmp_pat
 def test_a_killed_driver_then_resume_completes_the_sweep_with_every_run_once_and_none_running(tmp_path):
     """kill -9 of the driver right after a trial finished (its MLflow run may not be closed yet), then --resume."""
     store, command, env = sweep_process(tmp_path, "killed", epochs=4)
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        for line in driver.stdout:
-            if " done: " in line:
-                driver.kill()
-                break
-        driver.wait(timeout=60)
-    finally:  # the Ray processes the killed driver started are left behind: end them as an operator would
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == -signal.SIGKILL
+    returncode, output = kill_driver_when(command, env, " done: ")
+    assert returncode == -signal.SIGKILL, output
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -185,6 +175,25 @@ def test_a_killed_driver_then_resume_completes_the_sweep_with_every_run_once_and
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     states = [t.state.name for t in study_trials(store, parent[0].data.tags["chex.sweep"])]
     assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states
+
+
+def kill_driver_when(command: list[str], env: dict, when: str) -> tuple[int, str]:
+    """Run a sweep process, kill -9 it as soon as its progress prints ``when``; its exit status and what it printed.
+    The Ray processes it started are left behind by the kill: they are ended afterwards, as an operator would."""
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    lines = []
+    try:
+        for line in driver.stdout:
+            lines.append(line)
+            if when in line:
+                driver.kill()
+                break
+        driver.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    return driver.returncode, "".join(lines)
 
 
 def descendants(pid: int) -> list[int]:

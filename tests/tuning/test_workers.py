@@ -6,7 +6,6 @@ synthetic data; a trial's two workers share this machine's cores.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -17,7 +16,7 @@ import sys
 import pytest
 import torch
 import yaml
-from test_sweep import child_runs, client_of, study_trials, trial_workers
+from test_sweep import child_runs, client_of, kill_driver_when, study_trials, trial_workers
 
 from chex_tune import load_compact
 from chex_tune.core.schedule import ExploreSchedule
@@ -129,20 +128,8 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_saying_so_and_the_sweep_goes_
 
 def test_a_killed_driver_then_resume_continues_the_two_worker_trial_from_its_last_epoch(tmp_path):
     store, command, env = sweep_command(tmp_path, "resumed", trials=1, epochs=4)
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    lines = []
-    try:
-        for line in driver.stdout:
-            lines.append(line)
-            if "trial 1/1 epoch 2/4" in line:
-                driver.kill()
-                break
-        driver.wait(timeout=60)
-    finally:  # the Ray processes the killed driver started are left behind: end them as an operator would
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == -signal.SIGKILL, "".join(lines)
+    returncode, output = kill_driver_when(command, env, "trial 1/1 epoch 2/4")
+    assert returncode == -signal.SIGKILL, output
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -154,26 +141,31 @@ def test_a_killed_driver_then_resume_continues_the_two_worker_trial_from_its_las
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
 
 
-def test_a_users_own_ddp_loop_with_chex_reporter_is_one_trial_on_two_workers(tmp_path, monkeypatch):
+def own_trainable_on_two_workers(name: str, tmp_path, monkeypatch):
+    """A one-trial sweep of ``user_models.<name>`` on two workers; the MLflow client, the trial's run and the result."""
     from chex_tune.tuning import ChexSpace
 
-    here = str(pathlib.Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", here)  # the Ray this sweep starts gives its workers this path
+    monkeypatch.setenv("PYTHONPATH", str(pathlib.Path(__file__).parent))  # the Ray this sweep starts passes it on
     import user_models
 
-    result = run_sweep(user_models.ddp_trainable,
-                       SweepOptions(trials=1, concurrent=1, store=str(tmp_path / "store"), experiment="own_ddp",
+    result = run_sweep(getattr(user_models, name),
+                       SweepOptions(trials=1, concurrent=1, store=str(tmp_path / "store"), experiment=name,
                                     workers_per_trial=2),
                        param_space={"lr": 0.05}, chex_space=ChexSpace(sparsity=(0.3, 0.6), period=(1, 2)),
                        objectives="val_acc:max,macs:min", log=lambda _m: None)
     client = client_of(tmp_path / "store")
-    runs = child_runs(client, "own_ddp")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and len(result.rows) == 1
-    metrics = runs[0].data.metrics
-    assert metrics["rank"] == 0.0  # rank 0's final report is the trial's
+    runs = child_runs(client, name)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs[0].data.tags.get("error")
+    assert len(result.rows) == 1
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
     model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
-    assert sum(p.numel() for p in model.parameters()) == metrics["params"]
+    assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]
+    return client, runs[0], result
+
+
+def test_a_users_own_ddp_loop_with_chex_reporter_is_one_trial_on_two_workers(tmp_path, monkeypatch):
+    _, run, _ = own_trainable_on_two_workers("ddp_trainable", tmp_path, monkeypatch)
+    assert run.data.metrics["rank"] == 0.0  # rank 0's final report is the trial's
 
 
 def test_with_a_restart_a_worker_killed_mid_epoch_costs_its_trial_only_the_epoch_it_was_in(tmp_path):
@@ -188,19 +180,4 @@ def test_with_a_restart_a_worker_killed_mid_epoch_costs_its_trial_only_the_epoch
 
 
 def test_a_lightning_fit_under_ray_ddp_with_the_chex_callback_is_one_trial_on_two_workers(tmp_path, monkeypatch):
-    from chex_tune.tuning import ChexSpace
-
-    monkeypatch.setenv("PYTHONPATH", str(pathlib.Path(__file__).parent))
-    import user_models
-
-    run_sweep(user_models.lightning_ddp_trainable,
-              SweepOptions(trials=1, concurrent=1, store=str(tmp_path / "store"), experiment="lightning_ddp",
-                           workers_per_trial=2),
-              param_space={"lr": 0.05}, chex_space=ChexSpace(sparsity=(0.3, 0.6), period=(1, 2)),
-              objectives="val_acc:max,macs:min", log=lambda _m: None)
-    client = client_of(tmp_path / "store")
-    runs = child_runs(client, "lightning_ddp")
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs[0].data.tags.get("error")
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
-    model = load_compact(client.download_artifacts(runs[0].info.run_id, "compact.pt", str(tmp_path)))
-    assert sum(p.numel() for p in model.parameters()) == runs[0].data.metrics["params"]
+    own_trainable_on_two_workers("lightning_ddp_trainable", tmp_path, monkeypatch)
