@@ -69,9 +69,13 @@ def test_two_ranks_with_sync_bn_end_with_the_widths_and_losses_of_one_process(tw
     assert json.loads((ranks_dir / "rank0" / "widths.json").read_text()) == \
         json.loads((single_dir / "widths.json").read_text())
     losses = [epoch["train_loss"] for epoch in single["history"]]
-    # the same arithmetic summed in another order: equal to 1e-5 after an epoch, drifting apart slowly after
+    # The same arithmetic summed in another order. Measured relative gaps (ranks with sync_bn against one process):
+    # epoch 1 1e-7, epoch 3 1.8e-4 on one 2-core box and 2.4e-3 on another of the same kind (rounding differences
+    # grow as training goes on); one process at 1 against 2 threads: 1e-7. Ranks WITHOUT sync_bn, what this test
+    # must tell apart: 4.6e-3 at epoch 1, 1.5e-2 to 2.7e-2 at epochs 2-3, and other widths. So the first epoch is
+    # held to 1e-5 (100x the drift, 460x below the fault) and the later ones to 1e-2 (4x the largest drift seen).
     assert rank0["losses"][0] == pytest.approx(losses[0], rel=1e-5)
-    assert rank0["losses"] == pytest.approx(losses, rel=1e-3)
+    assert rank0["losses"] == pytest.approx(losses, rel=1e-2)
     assert rank0["val_acc"] == single["val_acc"] and rank0["test_acc"] == single["test_acc"]
 
 
