@@ -178,10 +178,10 @@ def set_user_attr(trial, key: str, value) -> None:
 class ObjectiveCheck(tune.Stopper):
     """Stops the sweep (``error`` says why) when the first trial to finish lacks an objective.
 
-    Objectives may arrive only in a trial's final report, so that is the first report that must hold them all;
-    a per-epoch report missing one that closely matches a reported name (``val_accuracy`` beside ``val_acc``)
-    gets a warning at once. Trials of a trainable that never sends a chex-tune final report are judged one by one
-    (``ObjectiveGuard``).
+    Objectives may arrive only in a trial's last report, so that is the first report that must hold them all: a
+    chex-tune final report, or for any other trainable the last result Ray hands on when its function returns
+    (marked ``done``); a per-epoch report missing one that closely matches a reported name (``val_accuracy``
+    beside ``val_acc``) gets a warning at once. After the first, trials are judged one by one (``ObjectiveGuard``).
     """
 
     def __init__(self, objectives):
@@ -194,7 +194,7 @@ class ObjectiveCheck(tune.Stopper):
     def __call__(self, trial_id: str, result: dict) -> bool:
         from chex_tune.tuning.track.ray_callback import trainable_metrics
 
-        final = bool(result.get(FINAL_KEY))
+        final = bool(result.get(FINAL_KEY) or result.get("done"))  # "done": Ray's copy of a returned trial's last
         first_final, self.judged = final and not self.judged, self.judged or final
         missing = missing_objectives(result, self.objectives)
         if not missing or self.error is not None or (final and not first_final):

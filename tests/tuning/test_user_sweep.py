@@ -141,6 +141,32 @@ def test_a_misspelt_objective_stops_the_sweep_at_the_first_finished_trial(users_
     assert len(trials) < 4 and trials[0].info.status == "FAILED"  # stopped after the first, not all four trained
 
 
+def plain_trainable(config: dict) -> None:
+    """A trainable that knows nothing of chex-tune: it reports plain dicts to Tune, epoch after epoch."""
+    from ray import tune
+
+    for epoch in range(1, 4):
+        tune.report({"val_acc": 0.5 + 0.1 * epoch * config["lr"], "macs": 1e6, "epoch": epoch})
+
+
+def test_a_plain_trainable_missing_an_objective_stops_the_sweep_at_its_first_finished_trial(users_ray, tmp_path):
+    """The objective check holds for any trainable that reports through tune.report, not only ChexReporter's final
+    report: the first trial to end (Ray's last result, marked done) is judged."""
+    from ray import tune
+
+    settings = dataclasses.replace(options(tmp_path, "plain", 6), concurrent=1)
+    with pytest.raises(ValueError, match=r"never reported objective\(s\) 'val_accuracy' \(did you mean 'val_acc'\?\); "
+                                         r"it reported: .*macs.*val_acc"):
+        run_sweep(plain_trainable, settings, param_space={"lr": tune.uniform(0.05, 0.2)},
+                  objectives="val_accuracy:max,macs:min")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("plain").experiment_id
+    trials = client.search_runs([experiment], filter_string="tags.`chex.trial_id` LIKE '%'")
+    assert 1 <= len(trials) < 6  # stopped after the first, not all six run
+
+
 def test_a_graph_build_that_runs_away_in_a_ray_trial_leaves_that_model_dense_with_the_warning(users_ray, tmp_path):
     """The time limit holds inside a Ray trial (a worker thread, where SIGALRM never arrives)."""
     from ray import tune
