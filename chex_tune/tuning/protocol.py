@@ -34,7 +34,8 @@ TRIAL_TAG = "chex.trial_id"  # Ray's trial id or Optuna's trial number
 NUMBER_TAG = "chex.trial_number"
 SEARCHED_TAG = "chex.searched"
 OBJECTIVES_TAG = "chex.objectives"
-STOPPED_TAG = "chex.stopped_at_epoch"  # on a trial that early stopping (Pareto-ASHA) stopped: status KILLED
+STOPPED_TAG = "chex.stopped_at_epoch"  # on a trial that early stopping (Pareto-ASHA, an Optuna pruner) stopped
+OLD_OPTUNA_STOPPED_TAG = "chex.stopped"  # "true": what earlier stores wrote on an Optuna-stopped trial (no epoch)
 ERROR_TAG = "error"
 
 
@@ -60,7 +61,7 @@ class TrialRow:
                    params=dict(run.data.params), metrics=dict(run.data.metrics), error=tags.get(ERROR_TAG),
                    number=int(tags.get(NUMBER_TAG, 0)),
                    searched=[name for name in tags.get(SEARCHED_TAG, "").split(",") if name],
-                   stopped_at=int(tags[STOPPED_TAG]) if STOPPED_TAG in tags else None)
+                   stopped_at=_stopped_at(tags))
 
     @property
     def finished(self) -> bool:
@@ -69,6 +70,12 @@ class TrialRow:
     def value(self, name: str) -> float:
         """A metric's value, NaN when the run never logged it."""
         return self.metrics.get(name, math.nan)
+
+
+def _stopped_at(tags: Mapping) -> int | None:
+    if STOPPED_TAG in tags:
+        return int(tags[STOPPED_TAG])
+    return 0 if tags.get(OLD_OPTUNA_STOPPED_TAG) == "true" else None  # stopped, at an epoch it did not record
 
 
 # ------------------------------------------------------------------------------------ a trial's config

@@ -145,6 +145,33 @@ def test_optuna_trials_report_and_are_recorded_in_mlflow(tmp_path):
     assert front == {by_number[t.number].info.run_id for t in study.best_trials}
 
 
+def test_an_optuna_trial_stopped_early_is_a_killed_run_read_back_as_stopped_at_its_epoch(tmp_path):
+    """A single-objective study whose pruner stops a trial (Optuna's "pruned"): the run is KILLED and tagged with the
+    epoch it was stopped at, the tag TrialRow reads, so the trial counts as stopped, not as failed or unfinished."""
+    from mlflow import MlflowClient
+
+    from chex_tune.tuning.protocol import TrialRow
+
+    class StopAtOnce(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return True
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def objective(trial):
+        _, reporter, _ = trained(tmp_path / str(trial.number), trial=trial, monitor="val_acc")
+        return reporter.finish().values("val_acc:max")[0]
+
+    study = optuna.create_study(direction="maximize", pruner=StopAtOnce())
+    with OptunaMlflowCallback("stopped", objectives="val_acc:max", tracking_uri=uri) as record:
+        study.optimize(objective, n_trials=1, callbacks=[record])
+    assert study.trials[0].state.name == "PRUNED"
+    client = MlflowClient(uri)
+    run, = client.search_runs([client.get_experiment_by_name("stopped").experiment_id], "tags.`chex.trial_id` LIKE '%'")
+    row = TrialRow.from_run(run)
+    assert row.status == "KILLED" and row.stopped_at == 1
+
+
 def test_monitor_is_refused_for_multi_objective_studies():
     study = optuna.create_study(directions=["maximize", "minimize"])
     with pytest.raises(ValueError, match="Optuna cannot stop trials of a multi-objective study early"):

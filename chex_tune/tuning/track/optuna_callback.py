@@ -8,7 +8,7 @@ Optuna calls it in the study's process after each trial, so MLflow has one write
 its parameters (yours and the resolved CHEX settings), the per-epoch metrics and final metrics its
 ``ChexReporter`` reported, the values the objective returned (under the objectives' names) and the
 compact model with its files; a trial whose objective raised is a FAILED run, one stopped early by
-the study (Optuna's "pruned") a KILLED run tagged ``chex.stopped``. No Ray.
+the study (Optuna's "pruned") a KILLED run tagged ``chex.stopped_at_epoch``. No Ray.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import shutil
 from chex_tune.train.artifacts import read_history
 from chex_tune.train.metrics import EPOCH
 from chex_tune.tuning.objectives import parse_objectives
-from chex_tune.tuning.protocol import OPTUNA_ATTR
+from chex_tune.tuning.protocol import OPTUNA_ATTR, STOPPED_TAG
 from chex_tune.tuning.track.recorder import SweepRecorder
 from chex_tune.tuning.track.store import default_store_uri
 
@@ -72,7 +72,8 @@ class OptunaMlflowCallback:
                 run_id = self.recorder.run_id(key)
                 for entry in read_history(directory):
                     self.recorder.log_epoch(key, entry, step=int(entry.get(EPOCH, 0)))
-                self.recorder.client.set_tag(run_id, "chex.stopped", "true")
+                epoch = max(trial.intermediate_values, default=0)  # the last step it reported before the stop
+                self.recorder.client.set_tag(run_id, STOPPED_TAG, str(epoch))
                 self.recorder.client.set_terminated(run_id, "KILLED")
             else:
                 self.recorder.fail_trial(key, f"trial {trial.number} ended {trial.state.name}: its objective raised "
