@@ -177,3 +177,15 @@ def test_monitor_is_refused_for_multi_objective_studies():
     with pytest.raises(ValueError, match="Optuna cannot stop trials of a multi-objective study early"):
         ChexReporter(user_models.build(), torch.randn(2, 1, 8, 8), CONFIG, total=4, builder="user_models:build",
                      trial=study.ask(), monitor="val_acc")
+
+
+@pytest.mark.parametrize(("tags", "stopped_at"), [({"chex.stopped_at_epoch": "3"}, 3), ({"chex.stopped": "true"}, 0),
+                                                  ({}, None)])
+def test_a_run_reads_back_as_stopped_from_either_tag_an_old_store_wrote(tags, stopped_at):
+    from types import SimpleNamespace
+
+    from chex_tune.tuning.protocol import TrialRow
+
+    run = SimpleNamespace(info=SimpleNamespace(run_id="r", status="KILLED"),
+                          data=SimpleNamespace(tags=tags, params={}, metrics={}))
+    assert TrialRow.from_run(run).stopped_at == stopped_at
