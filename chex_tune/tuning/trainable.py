@@ -7,7 +7,7 @@ and ``chex_threads`` (torch threads for this trial's CPU share).
 
 The trial never talks to MLflow: it reports metrics to Ray every epoch, and its final report (marked
 ``chex_final``, like ChexReporter's) carries a checkpoint directory with the compact model and its
-files. The driver is MLflow's only writer (see tracking.py). A trial that ``--resume`` restarts from that
+files. The driver is MLflow's only writer (track/recorder.py). A trial that ``--resume`` restarts from that
 checkpoint had already finished: it reports its epochs and result again rather than training again.
 """
 

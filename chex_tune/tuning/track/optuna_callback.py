@@ -1,4 +1,4 @@
-"""An Optuna callback that records every trial of a study in MLflow (see tracking.py for what a run holds).
+"""An Optuna callback that records every trial of a study in MLflow (see track/recorder.py for what a run holds).
 
     with OptunaMlflowCallback("my-sweep", objectives="val_acc:max,macs:min") as record:
         study.optimize(objective, n_trials=20, callbacks=[record])     # objective trains with ChexReporter(trial=trial)

@@ -1,4 +1,4 @@
-"""A Ray Tune callback that records every trial of a Tuner in MLflow (see tracking.py for what a run holds).
+"""A Ray Tune callback that records every trial of a Tuner in MLflow (see track/recorder.py for what a run holds).
 
     callback = RayMlflowCallback("my-sweep", objectives="val_acc:max,macs:min")
     tuner = tune.Tuner(train_fn, param_space=..., tune_config=..., run_config=tune.RunConfig(callbacks=[callback]))
