@@ -20,9 +20,10 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from chex_tune.core.compact import builder_names
+from chex_tune.core.compact import builder_names, prune_copy
 
 IMPORT_BUILDER = "import"
 PLAIN_TYPES = (str, int, float, bool, type(None))
@@ -67,7 +68,7 @@ def resolve_builder(reference: str) -> Callable[..., nn.Module]:
     reference = builder_reference(reference)
     module_name, _, attribute = reference.partition(":")
     try:
-        target = importlib.import_module(module_name)
+        target = _main_as(module_name) or importlib.import_module(module_name)
     except ImportError as exc:
         raise BuilderImportError(
             f"cannot import model builder {reference!r}: {type(exc).__name__}: {exc}. Make module {module_name!r} "
@@ -80,6 +81,16 @@ def resolve_builder(reference: str) -> Callable[..., nn.Module]:
     if not callable(target):
         raise BuilderImportError(f"model builder {reference!r} is not callable (got {type(target).__name__})")
     return target
+
+
+def _main_as(module_name: str):
+    """The running script's module where ``module_name`` names it (``builder_reference`` spells a ``__main__``
+    function so): importing the script by that name would run it a second time, inside this call."""
+    if module_name in sys.modules:
+        return None
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    return main if main_file and Path(main_file).stem == module_name else None
 
 
 def build_from_reference(reference: str, **kwargs) -> nn.Module:
@@ -122,13 +133,20 @@ def check_rebuilds(model: nn.Module, reference: str, kwargs: dict, *,
     except Exception as exc:  # noqa: BLE001 - any failure of the user's builder is reported as such
         raise ValueError(f"builder {reference!r} failed with builder_kwargs {kwargs}: "
                          f"{type(exc).__name__}: {exc}") from exc
+    earlier = getattr(model, "chex_recipe", None)
+    if earlier is not None:  # a compact model compressed again: the builder gives its dense model, less what it lost
+        rebuilt = prune_copy(rebuilt.eval(), earlier["removed"], torch.zeros(earlier["input_shape"]))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     if expected != got:
         differ = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
         shown = ", ".join(f"{k}: {expected.get(k, 'missing')} vs {got.get(k, 'missing')}" for k in differ[:3])
+        compact = "" if earlier is None else (
+            f"; this {type(model).__name__} is a compact model whose recipe names the dense model "
+            f"{earlier['model_name']!r} with {earlier['model_kwargs']}: give that dense model's builder and "
+            "arguments, or no builder (the recipe carries over)")
         raise ValueError(f"builder {reference!r} with builder_kwargs {kwargs} builds a different model than the one "
-                         f"given ({len(differ)} tensors differ: {shown}); pass the arguments that rebuild it")
+                         f"given ({len(differ)} tensors differ: {shown}); pass the arguments that rebuild it{compact}")
 
 
 def recipe_args(model: nn.Module, *, builder=None, builder_kwargs: Mapping | None = None,

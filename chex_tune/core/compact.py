@@ -94,6 +94,7 @@ def compose_removed(earlier: dict[str, list[int]], now: dict[str, list[int]], mo
 def prune_copy(model: nn.Module, removed: dict[str, list[int]], example_inputs) -> nn.Module:
     """A deep copy of ``model`` with ``removed`` channels physically taken out."""
     small = copy.deepcopy(model)
+    small.__dict__.pop("chex_recipe", None)  # the copy's recipe describes ``model``, not what this returns
     if not removed:
         return small
     graph = build_dependency_graph(small, example_inputs)  # no time limit: this graph built before
@@ -210,7 +211,33 @@ def save_compact(small: nn.Module, path: str | os.PathLike) -> None:
                          f"rebuild its dense model; this {type(small).__name__} carries no recipe. For a model not "
                          "from timm, give ChannelExplorer builder= (a function or 'package.module:function' that "
                          "builds the dense model) and builder_kwargs= (its keyword arguments)")
-    atomic_torch_save({"format": FORMAT, **recipe, "state_dict": small.state_dict()}, path)
+    state = small.state_dict()
+    check_recipe_rebuilds(recipe, state)
+    atomic_torch_save({"format": FORMAT, **recipe, "state_dict": state}, path)
+
+
+def check_recipe_rebuilds(recipe: dict, state: dict) -> None:
+    """Refuse now what ``load_compact`` would call damaged: a recipe that rebuilds other shapes than ``state``'s.
+
+    Costs one build of the dense model and one compaction (~0.1 s for a resnet18), paid once per saved file.
+    """
+    rebuilt = rebuild_compact(recipe).state_dict()
+    differ = sorted(k for k in state.keys() | rebuilt.keys()
+                    if k not in state or k not in rebuilt or state[k].shape != rebuilt[k].shape)
+    if differ:
+        shown = ", ".join(f"{k}: {_shape(state.get(k))} in the model, {_shape(rebuilt.get(k))} rebuilt"
+                          for k in differ[:3])
+        raise UserError(
+            f"save_compact refused: the model's recipe (builder {recipe['builder']!r}, {recipe['model_name']!r}, "
+            f"{recipe['model_kwargs']}) does not rebuild it, so the file would not load ({len(differ)} tensors "
+            f"differ: {shown}). Save the model ChannelExplorer.compact() returned, unchanged; to compress a "
+            "model of your own class, give ChannelExplorer builder= (a function or 'package.module:function' "
+            "that builds the DENSE model) and builder_kwargs=, or, for a compact model compressed again, no "
+            "builder at all (its recipe carries over)")
+
+
+def _shape(tensor) -> str:
+    return "missing" if tensor is None else str(tuple(tensor.shape))
 
 
 def load_compact(path: str | os.PathLike, *, map_location="cpu") -> nn.Module:
@@ -254,7 +281,16 @@ def rebuild_compact(recipe: dict, *, source="the recipe") -> nn.Module:
 
 def make_recipe(model: nn.Module, removed: dict[str, list[int]], input_shape, *, builder: str | None,
                 model_name: str | None, model_kwargs: dict | None) -> dict | None:
-    """The recipe ``load_compact`` replays; None when the dense model cannot be rebuilt by name."""
+    """The recipe ``load_compact`` replays; None when the dense model cannot be rebuilt by name.
+
+    ``removed`` is in the dense model's channel indices. A ``model`` that is itself compact (it carries the
+    ``chex_recipe`` it was built from: compacted again, in memory or after ``load_compact``) keeps its
+    recipe's builder when none is given, and what it lost already stays removed: its recipe names the
+    dense model that ``load_compact`` rebuilds, in any process, whatever class the model is.
+    """
+    earlier = getattr(model, "chex_recipe", None)
+    if model_name is None and builder is None and earlier is not None:
+        builder, model_name, model_kwargs = earlier["builder"], earlier["model_name"], earlier["model_kwargs"]
     if model_name is None:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         model_name = cfg.get("architecture")
@@ -263,6 +299,11 @@ def make_recipe(model: nn.Module, removed: dict[str, list[int]], input_shape, *,
         builder = builder or "timm"
         kwargs = {"num_classes": getattr(model, "num_classes", None), "in_chans": int(input_shape[1])}
         model_kwargs = {k: v for k, v in kwargs.items() if v is not None} | dict(model_kwargs or {})
-    return {"builder": builder or "timm", "model_name": model_name, "model_kwargs": dict(model_kwargs or {}),
-            "input_shape": [1, *list(input_shape[1:])], "removed": removed}
-
+    recipe = {"builder": builder or "timm", "model_name": model_name, "model_kwargs": dict(model_kwargs or {}),
+              "input_shape": [1, *list(input_shape[1:])], "removed": removed}
+    if earlier is not None and all(earlier[k] == recipe[k] for k in ("builder", "model_name", "model_kwargs")):
+        # The same dense model: the channels it lost before stay lost (a no-op where ``removed`` was composed).
+        names = [*earlier["removed"], *(name for name in removed if name not in earlier["removed"])]
+        recipe["removed"] = {name: sorted(set(earlier["removed"].get(name, ())) | set(removed.get(name, ())))
+                             for name in names}
+    return recipe

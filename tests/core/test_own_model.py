@@ -186,18 +186,22 @@ def test_warnings_point_at_the_callers_line():
 
 def test_a_builder_in_a_script_is_checked_without_running_the_script_again(tmp_path):
     """A function of ``python script.py`` is recorded as ``script:build`` but checked by calling it: importing
-    the script by that name, as loading does elsewhere, would run the whole script inside the constructor."""
+    the script by that name, as loading does elsewhere, would run the whole script inside the constructor (or inside
+    save_compact and load_compact, which rebuild the model from the recipe: in the script's own process, from it)."""
     script = tmp_path / "my_training.py"
     script.write_text(
-        "import torch\nfrom torch import nn\nfrom chex_tune import ChannelExplorer\n"
+        "import torch\nfrom torch import nn\nimport chex_tune\nfrom chex_tune import ChannelExplorer\n"
         "print('script body runs')\n"
         "def build(width=8):\n"
         "    return nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(),\n"
         "                         nn.Conv2d(width, width, 3), nn.BatchNorm2d(width), nn.ReLU(),\n"
         "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 2))\n"
         "ex = ChannelExplorer(build(8), torch.randn(2, 3, 8, 8), total=4, builder=build, builder_kwargs={'width': 8})\n"
-        "print(ex.compact().chex_recipe['model_name'])\n")
+        "small = ex.compact()\n"
+        "print(small.chex_recipe['model_name'])\n"
+        "chex_tune.save_compact(small, 'compact.pt')\n"  # checks the recipe rebuilds: with this script's build
+        "print(type(chex_tune.load_compact('compact.pt')).__name__)\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["script body runs", "my_training:build"]
+    assert done.stdout.splitlines() == ["script body runs", "my_training:build", "Sequential"]
