@@ -34,6 +34,9 @@ class TrainConfig:
     data_dir: str | None = None  # default: where the dataset's package installs it
     image_size: int | None = None  # input size in pixels; None = the dataset's own (imagefolder: 224)
     stem: str = "auto"  # "small": stride-1 3x3 stem without max-pool; "auto": small for <= 64 px input
+    # Input channels the model takes; None = the dataset's own. A grey dataset is fed to a 3-channel model by repeating
+    # its channel, a colour one to a 1-channel model by averaging its (normalised) channels. An init sets it.
+    in_chans: int | None = None
     pretrained: bool = False  # only weights already in the local timm cache
     # A trained start: the dense model's weights (a file, or an MLflow model URI that a sweep resolves to one).
     # The run is then a fine-tune: FINETUNE's defaults apply to what the settings leave out, norm_init is not
@@ -83,7 +86,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.latency_runtime is not None:
             _one_of("latency_runtime", self.latency_runtime, LATENCY_RUNTIMES)
-        for name in ("train_subset", "val_size", "image_size", "latency_threads"):
+        for name in ("train_subset", "val_size", "image_size", "latency_threads", "in_chans"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")

@@ -7,6 +7,7 @@ asked), and the other side of the rule: an unexpected error still raises with it
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -18,6 +19,16 @@ from chex_tune import load_compact
 from chex_tune.cli import main
 
 GOOD_SPACE = "fixed:\n  model: test_resnet\n  dataset: synthetic\nsearch:\n  sparsity: {low: 0.3, high: 0.8}\n"
+
+
+
+def resnet18_stem_and_head(classes: int) -> bytes:
+    """The two tensors of a timm resnet18 state_dict (1 input channel, timm's 7x7 stem) that tell a run its input
+    channels, stem and classes, saved with torch.save: all a refusal reads before the weights would load."""
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(64, 1, 7, 7), "fc.weight": torch.zeros(classes, 512)}, buffer)
+    return buffer.getvalue()
+
 
 # name -> file content written under tmp_path before the case runs (bytes for binary files)
 FILES = {
@@ -39,6 +50,10 @@ FILES = {
     "config_syntax.yaml": "epochs: 3\nlr: [0.1\n",
     "a_file": "I am a file, not a folder\n",
     "weights.pt": b"PK\x03\x04 a zip archive cut short",
+    "grey_resnet18.pt": resnet18_stem_and_head(10),
+    "five_classes.pt": resnet18_stem_and_head(5),
+    "small_stem.yaml": "fixed:\n  model: resnet18\n  dataset: synthetic\n  stem: small\n"
+                       "search:\n  sparsity: {low: 0.3, high: 0.8}\n",
 }
 
 TRAIN = ["train", "--model", "test_resnet", "--dataset", "synthetic", "--stem", "timm", "--epochs", "1",
@@ -134,6 +149,25 @@ CASES = [
      "--init 'models:/r18': expected runs:/RUN_ID, models:/NAME@ALIAS or models:/NAME/VERSION"),
     ("sweep-init-missing", ["sweep", "{tmp}/good.yaml", "--init", "{tmp}/nope.pt", "--store", "{tmp}/store"],
      "--init '{tmp}/nope.pt': no such file"),
+    # weights that contradict a setting: refused naming the flag that fits them, before any run
+    ("train-init-stem", [*TRAIN, "--model", "resnet18", "--stem", "small", "--init", "{tmp}/grey_resnet18.pt",
+                         "--out", "{tmp}/run"],
+     "--init {tmp}/grey_resnet18.pt: its weights were trained with the timm stem (conv1.weight (64, 1, 7, 7)) and "
+     "this run sets stem small; pass --stem timm, or leave stem out and --init sets it"),
+    ("family-init-stem", ["family", "--init", "{tmp}/grey_resnet18.pt", "--dataset", "synthetic", "--stem", "small",
+                          "--store", "{tmp}/store"], "this run sets stem small; pass --stem timm, or leave stem out"),
+    ("family-init-in-chans", ["family", "--init", "{tmp}/grey_resnet18.pt", "--dataset", "synthetic", "--set",
+                              "in_chans=3", "--store", "{tmp}/store"],
+     "--init {tmp}/grey_resnet18.pt: its weights take 1 input channel (conv1.weight (64, 1, 7, 7)) and this run sets "
+     "in_chans 3; pass --set in_chans=1, or leave in_chans out and --init sets it"),
+    ("family-init-classes", ["family", "--init", "{tmp}/five_classes.pt", "--dataset", "synthetic", "--store",
+                             "{tmp}/store"],
+     "--init {tmp}/five_classes.pt: its weights classify 5 classes (fc.weight (5, 512)) and dataset synthetic has "
+     "10; give the dataset they were trained on (--dataset, --data-dir)"),
+    ("sweep-init-stem", ["sweep", "{tmp}/small_stem.yaml", "--init", "{tmp}/grey_resnet18.pt", "--store",
+                         "{tmp}/store"], "this run sets stem small; pass 'stem: timm' under the space's fixed, or"),
+    ("train-in-chans", [*TRAIN, "--set", "in_chans=2", "--out", "{tmp}/run"],
+     "in_chans 2 does not fit dataset synthetic's 3-channel images: give 3 (its own) or 1 (its channels averaged)"),
     # the fine-tune space searches distillation, whose teacher is the trained start: without --init, refused
     ("sweep-finetune-space-without-init", ["sweep", "fashion_mnist_resnet18_finetune", "--store", "{tmp}/store"],
      "distill 0.25 needs init: the teacher is the trained model it starts from (give --init WEIGHTS"),

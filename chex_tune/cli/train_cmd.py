@@ -108,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     if config.train.init is not None:  # read (an MLflow URI: fetched) and checked before any work
+        from chex_tune.train.weights import fit_to_weights
         from chex_tune.tuning.track.runs import resolve_init
 
-        config = config.replace(init=resolve_init(config.train.init))
+        given = {**settings_of(args, FLAGS), "init": resolve_init(config.train.init)}
+        fitted = fit_to_weights(given, given["init"])  # input channels and stem from the weights, where not given
+        config = config.replace(**{k: fitted[k] for k in ("init", "in_chans", "stem") if k in fitted})
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file; give a folder (it gets compact.pt, metrics.json, config.yaml)")
     result = train(config, args.out, resume=args.resume, log=print, progress=True)

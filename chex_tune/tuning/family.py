@@ -60,6 +60,12 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
     log = log or logger.info
     levels = _check(levels, shape)
     RunConfig.from_dict({**settings, "init": init or "-", "macs_target": levels[0]})  # every setting, checked now
+    if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
+        from chex_tune.train.weights import check_init, fit_to_weights
+
+        start = resolve_init(init, store=store, tracking_uri=tracking_uri)
+        settings = fit_to_weights(settings, start)  # input channels and stem from the weights
+        check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": levels[0]}))
     store_dir, uri = prepare_store(store, tracking_uri)
     recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
     recorder.open(params={"levels": list(levels), "shape": shape, "init": init}, tags={"chex.family": shape})

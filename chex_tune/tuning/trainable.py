@@ -29,7 +29,7 @@ from chex_tune.train import metrics as m
 from chex_tune.train.artifacts import FILES, METRICS, RUN_CONFIG, is_complete, read_metrics
 from chex_tune.train.checkpoint import FILENAME
 from chex_tune.train.loop import train
-from chex_tune.train.weights import check_init
+from chex_tune.train.weights import check_init, fit_to_weights, space_flag
 from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
 from chex_tune.tuning.reporter import trial_location
 from chex_tune.tuning.settings import resolve
@@ -56,6 +56,8 @@ def builtin_constants(space, *, epochs: int | None, device: str, threads: int, i
         fixed["workers_per_trial"] = workers
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
+    if init is not None:  # input channels and stem from the weights, where the space leaves them out
+        fixed = fit_to_weights(fixed, init, explicit=[*space.fixed, *space.searched], flag=space_flag)
     centre = space.run_config(space.midpoint(), **fixed)  # fail early
     if centre.train.init is not None:
         check_init(centre)

@@ -14,7 +14,14 @@ from chex_tune.cli import main
 from chex_tune.config import FINETUNE, RunConfig
 from chex_tune.core.errors import UserError
 from chex_tune.train.loop import train
-from chex_tune.train.weights import file_digest, load_trained, read_state_dict
+from chex_tune.train.weights import (
+    file_digest,
+    fit_to_weights,
+    load_trained,
+    read_state_dict,
+    space_flag,
+    weights_facts,
+)
 
 TINY = {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 1, "batch_size": 32,
         "train_subset": 128, "val_size": 64, "device": "cpu"}
@@ -163,3 +170,100 @@ def test_distillation_needs_a_trained_start_and_leaves_the_teacher_untouched(den
         distilled = trainer.loss(images, labels)
         trainer.teacher = None
         assert not torch.isclose(distilled, trainer.loss(images, labels))
+
+
+# ------------------------------------------------------------------------------------ what the weights say
+def saved(model, path):
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def timm_weights(path, name="resnet18", **kwargs):
+    """An ordinary timm model's state_dict, as a user's own training loop saves it (timm's stem)."""
+    import timm
+
+    return saved(timm.create_model(name, **kwargs), path)
+
+
+def test_the_weights_say_their_input_channels_classes_and_stem(dense, tmp_path):
+    from chex_tune.train.models import create_model
+
+    grey = weights_facts(timm_weights(tmp_path / "grey.pt", num_classes=10, in_chans=1), "resnet18")
+    assert (grey.in_chans, grey.classes, grey.stem) == (1, 10, "timm")  # conv1 7x7: timm's stem
+    assert grey.evidence == {"in_chans": "conv1.weight (64, 1, 7, 7)", "stem": "conv1.weight (64, 1, 7, 7)",
+                             "classes": "fc.weight (10, 512)"}
+    small = saved(create_model("resnet18", num_classes=7, in_chans=3, stem="small"), tmp_path / "small.pt")
+    assert (weights_facts(small, "resnet18").in_chans, weights_facts(small, "resnet18").classes,
+            weights_facts(small, "resnet18").stem) == (3, 7, "small")  # conv1 3x3 where timm's is 7x7
+    # test_resnet's stem starts with a 3x3 conv either way: the weights cannot tell the stems apart
+    deep = weights_facts(saved(fresh_model(), tmp_path / "deep.pt"), "test_resnet")
+    assert (deep.in_chans, deep.classes, deep.stem) == (3, 10, None)
+    recorded = weights_facts(dense[0], "resnet18")  # a chex-tune file: its recipe says, whatever the run's model
+    assert (recorded.in_chans, recorded.classes, recorded.stem) == (3, 10, "timm")
+
+
+def test_init_sets_the_settings_left_out_and_refuses_those_that_contradict_the_weights(tmp_path):
+    path = timm_weights(tmp_path / "grey.pt", num_classes=10, in_chans=1)
+    assert fit_to_weights({"model": "resnet18"}, path) == {"model": "resnet18", "in_chans": 1, "stem": "timm"}
+    assert fit_to_weights({"model": "resnet18", "stem": "auto", "in_chans": None}, path) == {
+        "model": "resnet18", "in_chans": 1, "stem": "timm"}  # "auto" and null leave the choice to the weights
+    assert fit_to_weights({"model": "resnet18", "stem": "small"}, path, explicit=["model"])["stem"] == "timm"
+    assert fit_to_weights({"model": "resnet18", "stem": "timm", "in_chans": 1}, path)["stem"] == "timm"
+    with pytest.raises(UserError, match=re.escape(
+            f"--init {path}: its weights were trained with the timm stem (conv1.weight (64, 1, 7, 7)) and this run "
+            "sets stem small; pass --stem timm, or leave stem out and --init sets it")):
+        fit_to_weights({"model": "resnet18", "stem": "small"}, path)
+    with pytest.raises(UserError, match=re.escape(
+            f"--init {path}: its weights take 1 input channel (conv1.weight (64, 1, 7, 7)) and this run sets "
+            "in_chans 3; pass --set in_chans=1, or leave in_chans out and --init sets it")):
+        fit_to_weights({"model": "resnet18", "in_chans": 3}, path)
+    with pytest.raises(UserError, match=re.escape("pass 'in_chans: 1' under the space's fixed, or leave")):
+        fit_to_weights({"model": "resnet18", "in_chans": 3}, path, flag=space_flag)
+
+
+def test_weights_whose_classes_or_channels_differ_from_the_run_are_refused_before_training(tmp_path):
+    path = timm_weights(tmp_path / "five.pt", "test_resnet", num_classes=5)
+    with pytest.raises(UserError, match=re.escape(
+            f"--init {path}: its weights classify 5 classes (fc.weight (5, 96)) and dataset synthetic has 10; give "
+            "the dataset they were trained on (--dataset, --data-dir)")):
+        train(RunConfig.from_dict({**TINY, "init": str(path)}), tmp_path / "out")
+    grey = timm_weights(tmp_path / "grey.pt", "test_resnet", num_classes=10, in_chans=1)
+    with pytest.raises(UserError, match=re.escape("this run sets in_chans 3; pass --set in_chans=1")):
+        train(RunConfig.from_dict({**TINY, "init": str(grey)}), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_grey_dataset_feeds_a_3_channel_model_and_a_colour_one_a_1_channel_model():
+    from chex_tune.train.data import Data, TensorSplit
+
+    def data(images, in_chans, mean, std):
+        split = TensorSplit(images, torch.arange(len(images)) % 10, "cpu")
+        made = Data(name="own", num_classes=10, mean=mean, std=std, train=split, val=split, test=split, device="cpu")
+        made.feed_channels(in_chans)
+        return made
+
+    grey = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    as_is, as_colour = data(grey, None, (0.3,), (0.4,)), data(grey, 3, (0.3,), (0.4,))
+    assert (as_is.in_chans, as_colour.in_chans, as_colour.own_chans) == (1, 3, 1)
+    fed = as_colour.example_input()
+    assert fed.shape == (2, 3, 8, 8) and fed.is_contiguous()
+    assert all(torch.equal(fed[:, c:c + 1], as_is.example_input()) for c in range(3))  # the channel, repeated
+    colour = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    stats = ((0.2, 0.4, 0.6), (0.3, 0.2, 0.1))
+    averaged = data(colour, 1, *stats).example_input()
+    assert averaged.shape == (2, 1, 8, 8)
+    assert torch.allclose(averaged, data(colour, None, *stats).example_input().mean(1, keepdim=True))
+    with pytest.raises(ValueError, match=re.escape("in_chans 2 does not fit dataset own's 3-channel images: give 3 "
+                                                   "(its own) or 1 (its channels averaged)")):
+        data(colour, 2, *stats)
+
+
+def test_ordinary_timm_weights_train_with_no_flag_beyond_init(tmp_path, capsys):
+    path = timm_weights(tmp_path / "grey.pt", num_classes=10, in_chans=1)
+    code = main(["train", "--model", "resnet18", "--dataset", "synthetic", "--train-subset", "64", "--val-size", "32",
+                 "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--init", str(path),
+                 "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    config = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert (config["in_chans"], config["stem"], config["init"]) == (1, "timm", str(path))
+    assert load_compact(tmp_path / "out" / "compact.pt")(torch.zeros(1, 1, 16, 16)).shape == (1, 10)

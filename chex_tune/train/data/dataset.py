@@ -31,6 +31,7 @@ class Data:
         self.device = torch.device(device)
         self._splits = {"train": train, "val": val, "test": test}
         self.in_chans, self.image_size = (int(d) for d in train.take(1).shape[1:3])
+        self.own_chans = self.in_chans  # the images' channels; in_chans: what the batches have (feed_channels)
         self.train_size, self.val_size, self.test_size = len(train), len(val), len(test)
         self.pad = max(1, self.image_size // 8)  # random-crop padding: 4 px at 32 px, 3 px at 28 px
         mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -50,9 +51,25 @@ class Data:
         return {"name": self.name, "digest": digest.hexdigest()[:16], "train_size": self.train_size,
                 "val_size": self.val_size, "test_size": self.test_size}
 
+    def feed_channels(self, in_chans: int | None) -> None:
+        """Batches with ``in_chans`` channels (None: the images' own): a grey image's channel repeated (the same
+        image on every channel, as a model trained on colour images of grey content saw it), or a colour image's
+        normalised channels averaged into one. Other counts do not map one to one and are refused."""
+        if in_chans is None or in_chans == self.own_chans:
+            self.in_chans = self.own_chans
+            return
+        if self.own_chans != 1 and in_chans != 1:
+            raise ValueError(f"in_chans {in_chans} does not fit dataset {self.name}'s {self.own_chans}-channel images: "
+                             f"give {self.own_chans} (its own) or 1 (its channels averaged)")
+        self.in_chans = in_chans
+
     def normalise(self, images: Tensor) -> Tensor:
-        """uint8 images -> float32, normalised per channel."""
-        return images.float() * self._scale - self._shift
+        """uint8 images -> float32, normalised per channel, with ``in_chans`` channels (``feed_channels``)."""
+        if self.in_chans == self.own_chans:
+            return images.float() * self._scale - self._shift
+        if self.own_chans == 1:  # the repeat is a view: the float conversion is the only copy, as without it
+            return images.expand(-1, self.in_chans, -1, -1).float() * self._scale - self._shift
+        return (images.float() * self._scale - self._shift).mean(1, keepdim=True)
 
     def check_batch_size(self, batch_size: int) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:

@@ -38,4 +38,5 @@ def load_data(config: TrainConfig, device: torch.device | str = "cpu") -> Data:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(DATASETS)}") from None
     data = load(config, torch.device(device))
     data.check_batch_size(config.batch_size)
+    data.feed_channels(config.in_chans)
     return data
