@@ -25,7 +25,7 @@ __all__ = ["ChannelExplorer", "ChexConfig", "__version__", "load_compact", "save
 
 _EXPORTS = {"ChannelExplorer": "chex_tune.core.explorer", "ChexConfig": "chex_tune.core.config",
             "save_compact": "chex_tune.core.compact", "load_compact": "chex_tune.core.compact"}
-_SUBMODULES = ("cli", "config", "core", "errors", "train", "tuning", "units")  # chex_tune.core... without an import
+_SUBMODULES = ("cli", "config", "core", "train", "tuning", "units")  # chex_tune.core... without an import
 
 if TYPE_CHECKING:
     from chex_tune.core.compact import load_compact, save_compact

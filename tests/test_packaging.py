@@ -155,7 +155,8 @@ def test_the_facade_names_load_on_first_use_and_timm_imports_after_chex_tune():
 
 
 def test_load_compact_rebuilds_a_small_stem_model_without_importing_train_first(tmp_path):
-    """The small-stem builder is found by reference: a fresh process needs only ``chex_tune.load_compact``."""
+    """The small-stem builder lives in core: a fresh process needs only ``chex_tune.load_compact``, and train stays
+    unimported."""
     import torch
 
     from chex_tune import ChannelExplorer, save_compact
@@ -174,7 +175,7 @@ def test_load_compact_rebuilds_a_small_stem_model_without_importing_train_first(
             f"io = torch.load({str(tmp_path / 'io.pt')!r}, weights_only=True)\n"
             "with torch.no_grad():\n    same = torch.allclose(small(io['x']), io['y'], atol=1e-6)\n"
             "print(same, small.chex_recipe['builder'], 'chex_tune.train.models' in sys.modules)")
-    assert run_python(code).split() == ["True", "timm-small-stem", "True"]
+    assert run_python(code).split() == ["True", "timm-small-stem", "False"]
 
 
 def test_core_imports_nothing_above_core():
@@ -186,4 +187,16 @@ def test_core_imports_nothing_above_core():
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
             outside |= {f"{path.name}: {name}" for name in names
                         if name.split(".")[0] == "chex_tune" and not name.startswith("chex_tune.core")}
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(
+                    r"chex_tune\.(train|tuning|cli)\b[\w.]*(:[\w.]+)?", node.value):  # nor by name, for importlib
+                outside.add(f"{path.name}: {node.value!r}")
     assert not outside, f"core imports from above core: {sorted(outside)}"
+
+
+def test_every_lazy_submodule_exists():
+    import importlib.util
+
+    import chex_tune
+
+    assert all(importlib.util.find_spec(f"chex_tune.{name}") for name in chex_tune._SUBMODULES)
+    assert chex_tune.units.format_count(1500) == "1.5K"

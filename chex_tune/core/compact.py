@@ -25,18 +25,18 @@ from chex_tune.core._atomic import atomic_torch_save
 from chex_tune.core.errors import UserError, torch_load
 from chex_tune.core.groups import ChannelGroup, build_dependency_graph
 from chex_tune.core.masks import MaskState
+from chex_tune.core.stems import SMALL_STEM_BUILDER, build_small_stem
 
 FORMAT = "chex_tune.compact/1"
 RECIPE_KEYS = ("builder", "model_name", "model_kwargs", "input_shape", "removed")
 # Builders turn (name, kwargs) back into the dense model at load time. Plain functions by name, so a
 # saved file never stores code. Other packages register their own with ``register_builder``.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-# The package's own builders that live in other modules, found by reference when a recipe first names
-# them: ``load_compact`` works without the caller importing those modules first (and importing chex_tune
-# stays cheap). The names are part of the file format: saved recipes hold them.
+# Core's own builder that lives in a module importing this one, found by reference when a recipe first
+# names it: ``load_compact`` works without the caller importing that module first. Only modules of core:
+# core imports nothing above it, not even by name. The names are part of the file format: recipes hold them.
 BUILDER_REFERENCES = {
     "import": "chex_tune.core.builders:build_from_reference",  # users' own "package.module:function"
-    "timm-small-stem": "chex_tune.train.models:build_small_stem",  # timm with the small-input stem
 }
 
 
@@ -67,6 +67,7 @@ def _build_timm(model_name: str, **kwargs) -> nn.Module:
 
 
 register_builder("timm", _build_timm)
+register_builder(SMALL_STEM_BUILDER, build_small_stem)  # timm with the small-input stem (core.stems)
 
 
 def removed_channels(groups: list[ChannelGroup], masks: list[torch.Tensor]) -> dict[str, list[int]]:

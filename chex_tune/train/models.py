@@ -5,9 +5,9 @@ Fashion-MNIST image leaves the stem at 7 px and the network has little left to w
 "small" stem is the usual CIFAR adaptation: the first conv becomes a stride-1 3x3 conv and stem
 max-pools go, so the first stage sees the full image (at ~14x the MACs of the timm stem on ResNets).
 
-Compact models built on the small stem are rebuilt by ``load_compact`` with ``build_small_stem``, the
-builder their recipes name ``SMALL_STEM_BUILDER`` (``chex_tune.core.compact.BUILDER_REFERENCES`` finds it
-by reference, so no caller has to import this module first).
+The stem itself and ``build_small_stem``, the builder that compact models' recipes name
+``SMALL_STEM_BUILDER``, live in ``chex_tune.core.stems``: ``load_compact`` rebuilds those models with
+nothing above core imported.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import difflib
 import torch
 from torch import nn
 
-SMALL_STEM_BUILDER = "timm-small-stem"  # the name saved recipes hold (core.compact.BUILDER_REFERENCES)
+from chex_tune.core.stems import SMALL_STEM_BUILDER, use_small_stem
+
 SMALL_INPUT_MAX_PX = 64  # stem "auto" picks the small stem up to this input size
 
 
@@ -60,31 +61,6 @@ def model_recipe(name: str, *, num_classes: int, in_chans: int, stem: str) -> di
     """How ``load_compact`` rebuilds the dense model: builder, model_name, model_kwargs."""
     return {"builder": SMALL_STEM_BUILDER if stem == "small" else "timm", "model_name": name,
             "model_kwargs": {"num_classes": num_classes, "in_chans": in_chans}}
-
-
-def use_small_stem(model: nn.Module) -> nn.Module:
-    """Make the first conv a stride-1 3x3 conv and drop max-pools before it reaches the first stage."""
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no Conv2d layer: the small-input stem does not apply "
-                         "(use stem 'timm')")
-    name, first = convs[0]
-    small = nn.Conv2d(first.in_channels, first.out_channels, 3, stride=1, padding=1, groups=first.groups,
-                      bias=first.bias is not None)
-    model.set_submodule(name, small)
-    # Stem max-pools: those met before any conv outside the stem's top-level module (resnet's `maxpool`).
-    stem_root = name.split(".")[0]
-    for pool_name, module in list(model.named_modules()):
-        if isinstance(module, nn.Conv2d) and pool_name.split(".")[0] != stem_root:
-            break
-        if isinstance(module, nn.MaxPool2d):
-            model.set_submodule(pool_name, nn.Identity())
-    return model
-
-
-def build_small_stem(model_name: str, **kwargs) -> nn.Module:
-    """The ``SMALL_STEM_BUILDER`` builder: what ``load_compact`` calls for a recipe that names it."""
-    return create_model(model_name, stem="small", **kwargs)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
