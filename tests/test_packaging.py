@@ -154,6 +154,20 @@ def test_the_facade_names_load_on_first_use_and_timm_imports_after_chex_tune():
     assert run_python(code).split() == ["True", "True"]
 
 
+def test_import_timm_works_in_the_venv_without_importing_chex_tune_first(tmp_path):
+    """A user's own script in the project's venv starts with ``import timm``: scripts/setup.sh's .pth file applies the
+    torchvision import fix at interpreter start (CPU torch beside the registry's CUDA torchvision)."""
+    import sysconfig
+
+    pth = Path(sysconfig.get_paths()["purelib"]) / "chex_tune_torchvision_fix.pth"
+    assert pth.read_text().startswith("import sys; exec(\"try:\\n    import chex_tune"), "run scripts/setup.sh"
+    code = "import timm\nmodel = timm.create_model('test_resnet', num_classes=3)\nprint(type(model).__name__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ResNet"]
+
+
 def test_load_compact_rebuilds_a_small_stem_model_without_importing_train_first(tmp_path):
     """The small-stem builder lives in core: a fresh process needs only ``chex_tune.load_compact``, and train stays
     unimported."""
