@@ -37,10 +37,10 @@ import timm
 
 from chex_tune import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
-from chex_tune.core.latency import measure_latency
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import log, machine_info, md_table, median, recorded_command, timestamp, verdict, write_report  # noqa: E402
+from eager_timer import measure_latency  # noqa: E402
 
 EPOCH_STEPS = 938  # Fashion-MNIST: 60,000 images at batch 64
 EVERY_STEPS = 100

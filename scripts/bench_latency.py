@@ -29,11 +29,11 @@ import torch
 import chex_tune  # noqa: F401  (before timm: fixes the torchvision import)
 from chex_tune import ChannelExplorer
 from chex_tune.core.flops import count_macs
-from chex_tune.core.latency import measure_latency
 from chex_tune.train.models import create_model, model_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchlib import log, machine_info, md_table, recorded_command, verdict, write_report  # noqa: E402
+from eager_timer import measure_latency  # noqa: E402
 
 TARGET = 0.05  # each round within 5% of the median of the rounds
 # (timm name, stem, input shape C/H/W, classes): the main job's model at Fashion-MNIST size, a wider

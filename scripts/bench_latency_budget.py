@@ -67,7 +67,7 @@ def run(model: str, arm: str, level: float, seed: int, threads: int, macs_target
     with tempfile.TemporaryDirectory() as out:
         result = train(RunConfig.from_dict(settings(model, arm, level, seed, macs_target, threads)), out)
     row = {"model": model, "arm": arm, "level": level, "seed": seed, "macs_target": macs_target,
-           **{k: result[k] for k in KEEP}, "latency_budget_ms": result["history"][-1].get("latency_budget_ms")}
+           **{k: result.record()[k] for k in KEEP}, "latency_budget_ms": result.history[-1].get("latency_budget_ms")}
     log(f"{model} {arm} {level:.0%} seed {seed}: test {row['test_acc']:.4f}, MACs {row['macs_ratio']:.3f}, "
         f"latency {row['latency_ms']:.4g} ms predicted, {row['latency_measured_ms']:.4g} ms measured "
         f"({row['train_seconds']:.0f} s)")

@@ -57,10 +57,10 @@ ARMS = {"1 worker": (1, False, 0), "1 worker, 1 thread": (1, False, 1), "2 worke
 def summary(result: dict, out: Path, seconds: float) -> dict:
     widths = json.loads((out / "widths.json").read_text())
     rows = widths["groups"] if isinstance(widths, dict) else widths
-    return {"widths": [row["width"] for row in rows], "val_acc": result["val_acc"], "test_acc": result["test_acc"],
-            "train_loss": result["history"][-1]["train_loss"], "macs": result["macs"], "seconds": seconds,
-            "train_seconds": result["train_seconds"], "train_size": result["train_size"],
-            "distributed": result.get("distributed"), "mask_digests": [row[0] for row in result["mask_digests"]]}
+    return {"widths": [row["width"] for row in rows], "val_acc": result.val_acc, "test_acc": result.test_acc,
+            "train_loss": result.history[-1]["train_loss"], "macs": result.macs, "seconds": seconds,
+            "train_seconds": result.train_seconds, "train_size": result.train_size,
+            "distributed": result.distributed, "mask_digests": [row[0] for row in result.mask_digests]}
 
 
 def _rank(rank: int, port: int, settings: dict, out: str, threads: int) -> None:

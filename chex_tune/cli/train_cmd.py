@@ -121,23 +121,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(result: dict, out: pathlib.Path) -> None:
-    from chex_tune.train import metrics as m
+def print_summary(result, out: pathlib.Path) -> None:
     from chex_tune.train.artifacts import COMPACT, METRICS, RUN_CONFIG
 
-    latency = result["latency"]
     rows = [
-        ("val accuracy", f"{result[m.VAL_ACC]:.4f}"),
-        ("test accuracy", f"{result[m.TEST_ACC]:.4f}"),
-        ("MACs", f"{format_count(result[m.MACS])} of {format_count(result[m.DENSE_MACS])} dense "
-                 f"({1 - result[m.MACS_RATIO]:.0%} fewer)"),
-        ("params", f"{format_count(result[m.PARAMS])} of {format_count(result[m.DENSE_PARAMS])} dense"),
-        ("latency", f"{result[m.LATENCY_MS]:.3g} ms predicted by the {latency['runtime']} table, "
-                    f"{latency['measured_ms']:.3g} ms measured (spread {latency['spread']:.1%}; CPU, batch "
-                    f"{latency['batch_size']}, {latency['threads']} threads)" if "measured_ms" in latency else
-                    f"{result[m.LATENCY_MS]:.3g} ms (IQR {latency['iqr_ms']:.2g} ms; CPU, batch "
-                    f"{latency['batch_size']}, {latency['threads']} threads)"),
-        ("training", f"{result['epochs']} epochs, {result[m.TRAIN_SECONDS]:.0f} s on {result['device']}"),
+        ("val accuracy", f"{result.val_acc:.4f}"),
+        ("test accuracy", f"{result.test_acc:.4f}"),
+        ("MACs", f"{format_count(result.macs)} of {format_count(result.dense_macs)} dense "
+                 f"({1 - result.macs_ratio:.0%} fewer)"),
+        ("params", f"{format_count(result.params)} of {format_count(result.dense_params)} dense"),
+        ("latency", result.latency.describe()),
+        ("training", f"{result.epochs} epochs, {result.train_seconds:.0f} s on {result.device}"),
     ]
     width = max(len(name) for name, _ in rows)
     print()

@@ -18,6 +18,7 @@ batch, the model in DDP (``distributed.py``: the ranks, the mask check, who writ
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -27,45 +28,28 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from chex_tune.config import RunConfig
 from chex_tune.core.compact import make_recipe, rebuild_compact
 from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
-from chex_tune.core.latency import measure_latency
-from chex_tune.train.artifacts import HISTORY, LINEAGE, write_trial
+from chex_tune.train.artifacts import write_trial
 from chex_tune.train.checkpoint import FILENAME, config_differences, load_checkpoint, save_checkpoint, set_rng_states
 from chex_tune.train.data import load_data
 from chex_tune.train.distributed import Ranks
 from chex_tune.train.evaluate import evaluate
-from chex_tune.train.latency.run import RunLatency
-from chex_tune.train.metrics import (
-    EPOCH,
-    EPOCH_SECONDS,
-    LATENCY_MEASURED_MS,
-    LATENCY_MS,
-    LR,
-    MACS,
-    SPARSITY,
-    TEST_ACC,
-    TRAIN_LOSS,
-    TRAIN_SECONDS,
-    VAL_ACC,
-    VAL_ACC_MASKED,
-    cost_metrics,
-    final_costs,
-)
-from chex_tune.train.models import frozen_copy, model_recipe, resolve_stem
+from chex_tune.train.latency.run import run_latency
+from chex_tune.train.loss import run_loss
+from chex_tune.train.metrics import EPOCH, EPOCH_SECONDS, LR, MACS, SPARSITY, TRAIN_LOSS, VAL_ACC, cost_metrics
+from chex_tune.train.models import model_recipe, resolve_stem
 from chex_tune.train.optim import lr_at, make_optimizer
-from chex_tune.train.sync_bn import desynchronise, plain_batchnorm, synchronise
+from chex_tune.train.result import RunResult
+from chex_tune.train.sync_bn import synchronised, warn_unsynchronised
 from chex_tune.train.weights import budget_of_start, file_digest, start_model
 from chex_tune.units import format_count
 
 Callback = Callable[[dict], None]
-DISTRIBUTED = "distributed"  # in a data-parallel run's result: how its ranks agreed
-MASK_DIGESTS = "mask_digests"  # per prune-regrow step, every rank's masks as a CRC
 
 
 class NonFiniteLossError(RuntimeError):
@@ -113,64 +97,54 @@ class Trainer:
         self.train_seconds = 0.0
 
         model, self.dense_macs, self.dense_params = start_model(self.settings, self.data, self.stem)
-        self.teacher = None
-        if self.settings.distill > 0:  # the trained start, as loaded
-            teacher = frozen_copy(model).to(self.device)
-            self.teacher = teacher.to(memory_format=torch.channels_last) if self.channels_last else teacher
-        self.latency = RunLatency.of_run(config, self.example, model, self.log)  # None: timed in PyTorch eager
+        self.loss = run_loss(self.settings, model, self.device, self.channels_last)
+        self.latency = run_latency(config, self.example, model, self.log)
+        if self.sync_bn:
+            warn_unsynchronised(model)
         self._set_model(model.to(self.device))
-        self.explorer = None
-        if not config.chex.dense:
-            total = self.settings.epochs if config.chex.unit == "epoch" else self.total_steps
-            with plain_batchnorm(self.model):  # the graph is traced on the classes it knows
-                self.explorer = ChannelExplorer.from_config(
-                    self.model, self.example, budget_of_start(config.chex, self.model, self.example[:1],
-                                                              self.dense_macs, self.settings.init),
-                    total=total, optimizer=self.optimizer,
-                    latency_model=None if self.latency is None else self.latency.table,
-                    builder=self.recipe["builder"], model_name=self.recipe["model_name"],
-                    model_kwargs=self.recipe["model_kwargs"])
-            self._check_ranks("after the first prune")
+        self.explorer = None if config.chex.dense else self._new_explorer()
         self.compacted = False
         self.widths: list[dict] = []  # per-group widths, once known (kept through compaction)
         self.frozen_sparsity = 0.0  # channel sparsity of the compacted model
         self.resumed_after: int | None = None  # the epoch a resumed run continued after
 
-    # ----------------------------------------------------------------------------------- plumbing
-    def _latency_ms(self) -> dict:
-        return {} if self.latency is None else self.latency.report(self.explorer, self.model)
+    def _new_explorer(self) -> ChannelExplorer:
+        chex = self.config.chex
+        total = self.settings.epochs if chex.unit == "epoch" else self.total_steps
+        explorer = ChannelExplorer.from_config(
+            self.model, self.example, budget_of_start(chex, self.model, self.example[:1], self.dense_macs,
+                                                      self.settings.init),
+            total=total, optimizer=self.optimizer, latency_model=self.latency.table,
+            builder=self.recipe["builder"], model_name=self.recipe["model_name"],
+            model_kwargs=self.recipe["model_kwargs"])
+        self.mask_digests.append(self.ranks.check_masks(explorer.state.masks, self.device,
+                                                        when="after the first prune"))
+        return explorer
 
+    # ----------------------------------------------------------------------------------- plumbing
     def _set_model(self, model: nn.Module) -> None:
         """Train ``model`` from here on with a fresh optimizer (after compaction momentum starts over)."""
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if self.sync_bn:
-            synchronise(model)
         self.model = model
         wrapped = self.ranks.wrap(model, self.device)  # DDP when data-parallel: every rank takes rank 0's weights
         self.forward = torch.compile(wrapped) if self.settings.compile else wrapped
         self.optimizer = make_optimizer(model, lr=self.settings.lr, momentum=self.settings.momentum,
                                         weight_decay=self.settings.weight_decay)
 
-    def _check_ranks(self, when: str) -> None:
-        """Record every rank's masks (CRCs: two runs with equal digests chose the same channels); ranks that
-        disagree stop the run."""
-        if self.explorer is not None:
-            self.mask_digests.append(self.ranks.check_masks(self.explorer.state.masks, self.device, when=when))
-
     def _explore_step(self) -> None:
         """One explorer step (after every optimizer step or epoch, by its unit); on data-parallel ranks, the masks
         checked equal after every prune-regrow step."""
         exploring = self.explorer.schedule.is_explore_step(self.explorer.t + 1)
         self.explorer.step()
-        if exploring:
-            self._check_ranks(f"after prune-regrow step {self.explorer.t}")
+        if exploring:  # every rank's masks as CRCs (equal digests: the same channels); ranks that disagree stop
+            self.mask_digests.append(self.ranks.check_masks(self.explorer.state.masks, self.device,
+                                                            when=f"after prune-regrow step {self.explorer.t}"))
         if self.settings.compact_after_explore and self._architecture_frozen():
             self._compact_now()
 
     def _compact_now(self) -> None:
-        with plain_batchnorm(self.model):
-            small = self.explorer.compact()
+        small = self.explorer.compact()
         self.widths = self.explorer.groups_summary
         self.frozen_sparsity = self.explorer.sparsity()
         self.explorer.remove_hooks()
@@ -186,13 +160,12 @@ class Trainer:
         budget in MACs (``macs_budget``: what the final model will cost, known from the first epoch while
         the masked model's MACs still move with regrowth; early stopping ranks trials on it)."""
         macs_budget = self.config.chex.macs_budget(self.dense_macs)
+        latency = self.latency.report(self.explorer, self.model)
         if self.explorer is not None:
             return cost_metrics(macs=self.explorer.macs(), params=self.explorer.params(),
-                                sparsity=self.explorer.sparsity(), macs_budget=macs_budget, **self._latency_ms())
-        with plain_batchnorm(self.model):
-            macs = count_macs(self.model, self.example[:1])
-        return cost_metrics(macs=macs, params=count_params(self.model),
-                            sparsity=self.frozen_sparsity, macs_budget=macs_budget, **self._latency_ms())
+                                sparsity=self.explorer.sparsity(), macs_budget=macs_budget, **latency)
+        return cost_metrics(macs=count_macs(self.model, self.example[:1]), params=count_params(self.model),
+                            sparsity=self.frozen_sparsity, macs_budget=macs_budget, **latency)
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_path(self) -> pathlib.Path:
@@ -248,8 +221,8 @@ class Trainer:
                 group["lr"] = lr
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = self.loss(images, labels)
+            with self._batchnorm(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss = self.loss(self.forward(images), images, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -275,18 +248,9 @@ class Trainer:
         return {EPOCH: self.epoch, TRAIN_LOSS: train_loss, VAL_ACC: self.evaluate("val"), LR: lr,
                 EPOCH_SECONDS: epoch_seconds, **self.cost()}
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with label smoothing; with a teacher, mixed with the distillation term."""
-        settings = self.settings
-        logits = self.forward(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-        if self.teacher is None:
-            return loss
-        with torch.no_grad():
-            target = F.log_softmax(self.teacher(images).float() / settings.distill_temperature, dim=1)
-        student = F.log_softmax(logits.float() / settings.distill_temperature, dim=1)
-        soft = F.kl_div(student, target, log_target=True, reduction="batchmean") * settings.distill_temperature ** 2
-        return (1 - settings.distill) * loss + settings.distill * soft
+    def _batchnorm(self):
+        """A data-parallel step with sync_bn sees BatchNorm over every rank's batch; nothing else does."""
+        return synchronised(self.model) if self.sync_bn else contextlib.nullcontext()
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -298,7 +262,7 @@ class Trainer:
         model = self.model if self.ranks.distributed else self.forward
         return evaluate(model, self.data, split, amp=self.amp, channels_last=self.channels_last, ranks=self.ranks)
 
-    def run(self, *, resume: bool = False) -> dict:
+    def run(self, *, resume: bool = False) -> RunResult:
         if resume and self.checkpoint_path().exists():
             self.restore()
             self.resumed_after = self.epoch
@@ -323,50 +287,44 @@ class Trainer:
         init = {"init_digest": file_digest(self.settings.init)} if self.settings.init is not None else {}
         return {"dataset": dataset, **init}
 
-    def finish(self) -> dict:
+    def finish(self) -> RunResult:
         """Compact (if not done yet), evaluate once on val and test, measure, write the run's files."""
-        val_masked = self.history[-1][VAL_ACC]
+        small = self._final_model()
+        result = RunResult(
+            val_acc=evaluate(small, self.data, "val", amp=self.amp, ranks=self.ranks),
+            test_acc=evaluate(small, self.data, "test", amp=self.amp, ranks=self.ranks),
+            val_acc_masked=self.history[-1][VAL_ACC], macs=count_macs(small, self.example[:1]),
+            params=count_params(small), dense_macs=self.dense_macs, dense_params=self.dense_params, latency=None,
+            epochs=self.settings.epochs, train_seconds=self.train_seconds, device=str(self.device), stem=self.stem,
+            image_size=self.data.image_size, train_size=self.data.train_size, val_size=self.data.val_size,
+            test_size=self.data.test_size, lineage=self.lineage(), history=self.history,
+            mask_digests=self.mask_digests, distributed=self.ranks.summary(small, self.example, sync_bn=self.sync_bn)
+            or None, resumed_after_epoch=self.resumed_after)
+        self.small = small
+        if not self.ranks.main:  # the other ranks hold the same model: rank 0 alone measures and writes
+            return result
+        cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
+        result.latency = self.latency.measure(cpu_copy)
+        write_trial(self.out, small, widths=self.widths, metrics=result.record(), history=self.history,
+                    chex=self.config.chex.to_dict(), run_config={**self.config.to_dict(), "stem": self.stem})
+        return result
+
+    def _final_model(self) -> nn.Module:
+        """The compact model in eval mode: the explorer's, the one compacted during training, or for a dense baseline
+        the model itself with a recipe that removes nothing."""
         if self.explorer is not None:
             self.widths = self.explorer.groups_summary
-            with plain_batchnorm(self.model):
-                small = self.explorer.compact()
-        elif self.compacted:
+            small = self.explorer.compact()
+        else:
             small = self.model
-        else:  # the dense baseline: a compact model that removes nothing
-            small = self.model
-            small.chex_recipe = make_recipe(small, {}, tuple(self.example.shape), **self.recipe)
-        desynchronise(small)  # what is saved, exported and timed is a plain model
-        small = small.to(self.device).eval()
-        accuracy = {VAL_ACC: evaluate(small, self.data, "val", amp=self.amp, ranks=self.ranks),
-                    TEST_ACC: evaluate(small, self.data, "test", amp=self.amp, ranks=self.ranks)}
-        ranks = self.ranks.summary(small, self.example, sync_bn=self.sync_bn)
-        if not self.ranks.main:  # the other ranks hold the same model: rank 0 alone measures and writes
-            self.small = small
-            return {**accuracy, HISTORY: self.history, DISTRIBUTED: ranks, MASK_DIGESTS: self.mask_digests}
-        cpu_copy = copy.deepcopy(small).float().cpu().to(memory_format=torch.contiguous_format)
-        latency = self.latency.measure(cpu_copy) if self.latency is not None else \
-            measure_latency(cpu_copy, tuple(self.example.shape[1:]), batch_size=self.settings.latency_batch_size)
-        result = {
-            **accuracy, VAL_ACC_MASKED: val_masked,
-            **final_costs(small, self.example[:1], dense_macs=self.dense_macs, dense_params=self.dense_params),
-            LATENCY_MS: latency["latency_ms"], "latency": latency,
-            **({LATENCY_MEASURED_MS: latency["measured_ms"]} if "measured_ms" in latency else {}),
-            "epochs": self.settings.epochs, TRAIN_SECONDS: self.train_seconds,
-            "device": str(self.device), "stem": self.stem, "image_size": self.data.image_size,
-            "train_size": self.data.train_size, "val_size": self.data.val_size, "test_size": self.data.test_size,
-            LINEAGE: self.lineage(), MASK_DIGESTS: self.mask_digests, **({DISTRIBUTED: ranks} if ranks else {}),
-            **({"resumed_after_epoch": self.resumed_after} if self.resumed_after is not None else {}),
-        }
-        write_trial(self.out, small, widths=self.widths, metrics=result, history=self.history,
-                    chex=self.config.chex.to_dict(), run_config={**self.config.to_dict(), "stem": self.stem})
-        self.small = small
-        return {**result, HISTORY: self.history}
-
+            if not self.compacted:
+                small.chex_recipe = make_recipe(small, {}, tuple(self.example.shape), **self.recipe)
+        return small.to(self.device).eval()
 
 
 def train(config: RunConfig, out_dir: str | os.PathLike, *, callback: Callback | None = None, resume: bool = False,
-          log: Callable[[str], None] | None = None, progress: bool = False) -> dict:
-    """Train one run; returns (and writes to ``out_dir/metrics.json``) its final metrics and per-epoch history."""
+          log: Callable[[str], None] | None = None, progress: bool = False) -> RunResult:
+    """Train one run; returns its result (also written to ``out_dir/metrics.json`` with the per-epoch history)."""
     return Trainer(config, out_dir, callback=callback, log=log, progress=progress).run(resume=resume)
 
 

@@ -105,6 +105,15 @@ LR = define("lr", title="learning rate")
 EPOCH_SECONDS = define("epoch_seconds", title="epoch s")
 TRAIN_SECONDS = define("train_seconds", title="train s")
 
+# How a finished model's latency was got (in a built-in trial's final report: is a latency gap noise?)
+LATENCY_SPREAD = define("latency_spread", objective=False, title="latency spread")  # IQR / median of the timing
+LATENCY_IQR_MS = define("latency_iqr_ms", objective=False, style="ms", title="latency IQR ms")
+LATENCY_THREADS = define("latency_threads", objective=False, title="latency threads")
+LATENCY_BATCH_SIZE = define("latency_batch_size", objective=False, title="latency batch")
+LATENCY_WIDTH_MULTIPLE = define("latency_width_multiple", objective=False, title="width multiple")
+EPOCHS = define("epochs", objective=False, title="epochs")
+TRIAL_SECONDS = define("trial_seconds", objective=False, title="trial s")  # data, training, eval and files
+
 # What the built-in trainable reports that can be optimized.
 BUILTIN_OBJECTIVES = (VAL_ACC, MACS, PARAMS, LATENCY_MS)
 

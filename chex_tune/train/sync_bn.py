@@ -63,35 +63,41 @@ class _SumAcrossRanks(torch.autograd.Function):
 
 
 def synchronise(model: nn.Module) -> int:
-    """Make every plain ``BatchNorm2d`` of ``model`` a ``SyncedBatchNorm2d`` in place; returns how many. Subclasses
-    (timm's BatchNormAct2d, say) keep their own forward and are named in a warning: they stay per-worker."""
-    swapped, left = 0, []
-    for name, module in model.named_modules():
+    """Make every plain ``BatchNorm2d`` of ``model`` a ``SyncedBatchNorm2d`` in place; returns how many."""
+    swapped = 0
+    for module in model.modules():
         if type(module) is nn.BatchNorm2d:
             module.__class__ = SyncedBatchNorm2d
             swapped += 1
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) is not SyncedBatchNorm2d:
-            left.append(name)
-    if left:
-        logger.warning("sync_bn: %d norm layer(s) of other classes keep per-worker statistics: %s", len(left),
-                       ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
     return swapped
 
 
 def desynchronise(model: nn.Module) -> None:
-    """Undo ``synchronise``: plain ``BatchNorm2d`` modules again (for compaction, export and latency)."""
+    """Undo ``synchronise``: plain ``BatchNorm2d`` modules again."""
     for module in model.modules():
         if type(module) is SyncedBatchNorm2d:
             module.__class__ = nn.BatchNorm2d
 
 
 @contextlib.contextmanager
-def plain_batchnorm(model: nn.Module):
-    """``model`` with plain BatchNorm inside the block (tracing and pruning see the classes they know)."""
-    synced = any(type(m) is SyncedBatchNorm2d for m in model.modules())
-    desynchronise(model)
+def synchronised(model: nn.Module):
+    """``model`` with synchronised BatchNorm inside the block: a data-parallel run's training step. Everything else
+    (tracing, pruning, compaction, evaluation, the saved model) sees the plain classes it knows; the swap changes
+    classes only, which costs microseconds a step."""
+    synchronise(model)
     try:
         yield model
     finally:
-        if synced:
-            synchronise(model)
+        desynchronise(model)
+
+
+def warn_unsynchronised(model: nn.Module) -> list[str]:
+    """Name the norm layers ``synchronise`` leaves alone: subclasses with their own forward (timm's BatchNormAct2d,
+    say) keep per-worker statistics."""
+    left = [name for name, module in model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) not in (nn.BatchNorm2d,
+                                                                                         SyncedBatchNorm2d)]
+    if left:
+        logger.warning("sync_bn: %d norm layer(s) of other classes keep per-worker statistics: %s", len(left),
+                       ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
+    return left

@@ -23,6 +23,7 @@ from chex_tune.config import RunConfig
 from chex_tune.train.artifacts import COMPACT
 from chex_tune.train.loop import train
 from chex_tune.train.metrics import EPOCH
+from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 
 logger = logging.getLogger(__name__)
@@ -107,27 +108,22 @@ def _check(levels, shape: str) -> tuple[float, ...]:
 
 def _member(recorder, key: str, config: RunConfig, out: pathlib.Path, log) -> dict:
     """Train one member as a child run of the family; returns its level, run id, compact model and metrics."""
-    from chex_tune.tuning.protocol import FINAL_KEY, FIXED_KEY, PARAMS_KEY, SEARCHED_KEY
-    from chex_tune.tuning.settings import trial_params
-    from chex_tune.tuning.trainable import TRIAL_KEY, final_report
-
-    run_id = recorder.start_trial(key, trial_params({FIXED_KEY: config.to_dict(), SEARCHED_KEY: []}),
-                                  searched=["macs_target"])
+    run_id = recorder.start_trial(key, config.to_dict(), searched=["macs_target"])
     started = time.perf_counter()
 
     def report_epoch(metrics: dict) -> None:
         recorder.log_epoch(key, metrics, step=int(metrics[EPOCH]))
+
+    def record(end: TrialEnd) -> None:
+        recorder.complete_trial(key, end.metrics, end.files, params=end.params)
 
     try:
         result = train(config, out, callback=report_epoch)
     except Exception as exc:  # the member fails alone; the family stops (later members need it)
         recorder.fail_trial(key, f"{type(exc).__name__}: {exc}")
         raise
-    result[TRIAL_KEY] = {"seconds": time.perf_counter() - started, "location": {"host": socket.gethostname()}}
-    report = final_report(result)
-    final = {k: v for k, v in report.items() if k not in (FINAL_KEY, PARAMS_KEY)}
-    recorder.complete_trial(key, final, out, params=report[PARAMS_KEY])
-    log(f"member {key}: val_acc {result['val_acc']:.4f}, MACs {result['macs'] / result['dense_macs']:.3f} of dense "
-        f"({result['train_seconds']:.0f} s of training)")
-    return {"key": key, "run_id": run_id, "path": str(out / COMPACT), **{k: v for k, v in report.items()
-                                                                          if isinstance(v, (int, float))}}
+    end = TrialEnd.of_run(result, out, seconds=time.perf_counter() - started, location={"host": socket.gethostname()})
+    finish_trial(end, sink=record)
+    log(f"member {key}: val_acc {result.val_acc:.4f}, MACs {result.macs_ratio:.3f} of dense "
+        f"({result.train_seconds:.0f} s of training)")
+    return {"key": key, "run_id": run_id, "path": str(out / COMPACT), **end.metrics}

@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 import logging
 import pathlib
-import socket
-import sys
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -45,11 +43,12 @@ from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.train.artifacts import COMPACT, write_trial
 from chex_tune.train.metrics import DENSE_MACS, EPOCH, LATENCY_MS, MACS, SPARSITY, cost_metrics, final_costs
+from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import missing_objectives, parse_objectives
-from chex_tune.tuning.protocol import FINAL_KEY, OPTUNA_ATTR, PARAMS_KEY, searched_names, settings_in
+from chex_tune.tuning.protocol import OPTUNA_ATTR, searched_names, settings_in
+from chex_tune.tuning.session import in_ray_trial, in_train_worker, trial_location, world_rank
+from chex_tune.tuning.session import report as report_to_trial
 from chex_tune.tuning.settings import REGROW_FRACTION, resolve_chex_settings
-from chex_tune.tuning.workers import in_train_worker, world_rank
-from chex_tune.tuning.workers import report as report_to_trial
 from chex_tune.units import format_count
 
 logger = logging.getLogger(__name__)
@@ -73,27 +72,6 @@ class ChexResult:
             raise ValueError(f"objective(s) {missing} were never reported; reported metrics: "
                              f"{', '.join(sorted(self.metrics))}")
         return tuple(float(self.metrics[o.name]) for o in objectives)
-
-
-def in_ray_trial() -> bool:
-    """True inside a Ray Tune trial (Ray is only looked at when this process has imported it)."""
-    if "ray" not in sys.modules:
-        return False
-    try:
-        from ray import tune
-    except ImportError:
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # outside a trial Ray warns that there is no session
-        return tune.get_context().get_trial_id() is not None
-
-
-def trial_location() -> dict:
-    """Where this Ray trial runs, as MLflow params: on a cluster, which node trained it (its latency was timed
-    on that node's hardware, so latencies from unlike nodes do not compare)."""
-    import ray
-
-    return {"ray_node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
 def _numbers(metrics: Mapping) -> dict:
@@ -265,7 +243,7 @@ class ChexReporter:
         if self.ray:
             params.update(trial_location())
             files = out if not in_train_worker() or world_rank() == 0 else None  # rank 0's files are the trial's
-            report_to_trial({**final, FINAL_KEY: True, PARAMS_KEY: params}, files)
+            finish_trial(TrialEnd(final, params, files))
         if self.trial is not None:
             self.trial.set_user_attr(OPTUNA_ATTR, {"metrics": final, "artifacts": str(out), "temporary": temporary,
                                                    "settings": settings, "params": params})

@@ -144,7 +144,8 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     constants = {} if options.resume else builtin_constants(
         space, epochs=options.epochs, device=options.device, threads=int(options.cpus()), workers=workers,
         init=resolve_init(init, store=options.store, tracking_uri=options.tracking_uri) if init else None)
-    return Plan(run_trial, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
+    trainable = on_workers(run_trial) if workers > 1 else run_trial  # as a user's trainable on several workers
+    return Plan(trainable, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),

@@ -6,8 +6,8 @@ NCCL on GPU), each running the trial's training on its slice of the global batch
 sweep is what a one-worker trial reports:
 
 - every epoch, rank 0's metrics (``EpochsToTune``: Ray Train's report forwarded to Tune);
-- at the end, rank 0's final report (``chex_final``) with its files, reported to Tune here with the
-  files as the trial's checkpoint, so MLflow, Pareto-ASHA, ``--resume`` and export read it as usual.
+- at the end, rank 0's final report (``chex_final``) with its files, ended here as the trial's
+  (``finish.finish_trial``), so MLflow, Pareto-ASHA, ``--resume`` and export read it as usual.
 
 Rank 0 also reports a resume state every epoch as Ray Train's checkpoint (kept under the sweep's store,
 which a cluster shares): with ``restarts``, a worker group that lost a worker starts again from it, and
@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
+from chex_tune.tuning.finish import TrialEnd, finish_trial, replay_finished
 from chex_tune.tuning.protocol import FINAL_KEY, WORKERS_KEY
+from chex_tune.tuning.session import world_rank
 
 
 @dataclass(frozen=True)
@@ -49,40 +50,6 @@ class Workers:
     def describe(self) -> str:
         gpus = f" + {self.gpus:g} GPU" if self.gpus else ""
         return f"{self.count} workers of {self.cpus:g} CPU{gpus}"
-
-
-def in_train_worker() -> bool:
-    """True inside a Ray Train worker (a rank of a multi-worker trial)."""
-    if "ray" not in sys.modules:
-        return False
-    import ray.train
-
-    try:
-        ray.train.get_context()
-    except (RuntimeError, DeprecationWarning):  # outside any session; in a Tune trial ("use ray.tune there")
-        return False
-    return True
-
-
-def world_rank() -> int:
-    import ray.train
-
-    return ray.train.get_context().get_world_rank()
-
-
-def report(metrics: Mapping, checkpoint_dir: str | pathlib.Path | None = None) -> None:
-    """Report to the trial: through Ray Train on a worker (every rank calls it; rank 0's metrics and checkpoint are
-    the ones kept), else to Tune."""
-    if in_train_worker():
-        import ray.train
-
-        checkpoint = None if checkpoint_dir is None else ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-        ray.train.report(dict(metrics), checkpoint=checkpoint)
-        return
-    from ray import tune
-
-    checkpoint = None if checkpoint_dir is None else tune.Checkpoint.from_directory(str(checkpoint_dir))
-    tune.report(dict(metrics), checkpoint=checkpoint)
 
 
 def _epochs_to_tune():
@@ -138,9 +105,10 @@ def on_workers(trainable: Callable[[dict], None]) -> Callable[[dict], None]:
     def multi_worker_trial(config: dict) -> None:
         from ray import tune
 
-        artifacts = pathlib.Path(tune.get_context().get_trial_dir()) / "chex"
-        final = run_on_workers(trainable, config, Workers.of_trial(config), artifacts)
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(artifacts)))
+        files = pathlib.Path(tune.get_context().get_trial_dir()) / "chex"
+        if replay_finished(tune.get_checkpoint(), files):  # it had finished before --resume restarted it
+            return
+        finish_trial(TrialEnd.of_report(run_on_workers(trainable, config, Workers.of_trial(config), files), files))
 
     return multi_worker_trial
 

@@ -1,4 +1,5 @@
-"""Latency measured with torch.utils.benchmark: adaptive repeats, spread and conditions in the result."""
+"""A run's latency without a table: the finished model timed in PyTorch eager by the runtimes' one timer, as a
+``Latency`` that states its conditions; ``Latency`` reads back both layouts earlier metrics.json files hold."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from chex_tune.core.latency import measure_latency
+from chex_tune.train.latency.run import EagerLatency
+from chex_tune.train.latency.target import LatencyTarget
+from chex_tune.train.result import Latency
 
 
 class Counting(nn.Module):
@@ -23,31 +26,28 @@ class Counting(nn.Module):
         return self.conv(x).mean()
 
 
-def test_adaptive_measurement_returns_the_median_its_spread_and_the_conditions():
-    model = Counting()
+def test_eager_latency_times_the_model_at_its_target_and_states_the_conditions():
+    model = Counting().train()
     before = torch.get_num_threads()
-    result = measure_latency(model, (3, 8, 8), batch_size=2, threads=1, warmup=3, max_run_s=0.5)
+    latency = EagerLatency(LatencyTarget(runtime="torch", input_shape=(3, 8, 8), batch_size=2, threads=1))
+    assert latency.table is None and latency.report(None, model) == {}  # nothing predicted per epoch
+    measured = latency.measure(model)
     assert torch.get_num_threads() == before  # the thread count is set for the timing only
-    assert model.shapes == {(2, 3, 8, 8)} and not model.training
-    assert result["method"] == "torch.utils.benchmark.Timer.adaptive_autorange"
-    assert (result["threads"], result["batch_size"], result["device"], result["dtype"]) == (1, 2, "cpu", "float32")
-    assert result["latency_ms"] > 0 and result["iqr_ms"] >= 0
-    assert result["spread"] == pytest.approx(result["iqr_ms"] / result["latency_ms"])
-    assert result["samples"] >= 1 and result["repeats"] == result["samples"] * result["calls_per_sample"]
-    # every timed call and the warm-up ran the model (the timer's own block-size estimate adds more)
-    assert model.calls >= result["repeats"] + 3
+    assert model.shapes == {(2, 3, 8, 8)} and not model.training and model.calls > 3
+    assert (measured.runtime, measured.threads, measured.batch_size, measured.device) == ("torch", 1, 2, "cpu")
+    assert measured.latency_ms > 0 and not measured.predicted and measured.measured_ms is None
+    assert measured.iqr_ms == pytest.approx(measured.spread * measured.latency_ms)
+    assert measured.metrics() == {"latency_ms": measured.latency_ms}
 
 
-def test_repeats_times_exactly_that_many_single_calls():
-    model = Counting()
-    result = measure_latency(model, (1, 3, 8, 8), repeats=7, warmup=2)  # a full shape: its batch is replaced
-    assert model.calls == 9 and model.shapes == {(1, 3, 8, 8)}
-    assert (result["samples"], result["calls_per_sample"], result["repeats"]) == (7, 1, 7)
-    assert result["method"] == "7 single calls" and result["threads"] == torch.get_num_threads()
-
-
-@pytest.mark.parametrize(("kwargs", "message"), [({"repeats": 0}, "repeats must be >= 1"),
-                                                 ({"warmup": -1}, "warmup >= 0")])
-def test_bad_counts_are_rejected(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        measure_latency(Counting(), (3, 8, 8), **kwargs)
+def test_latency_reads_back_the_measured_and_the_predicted_layouts():
+    measured = {"latency_ms": 1.5, "iqr_ms": 0.1, "spread": 0.0667, "samples": 12, "calls_per_sample": 40,
+                "repeats": 480, "device": "cpu", "batch_size": 1, "dtype": "float32", "threads": 2, "warmup": 5,
+                "method": "torch.utils.benchmark.Timer.adaptive_autorange"}  # what eager runs wrote before
+    old = Latency.from_dict(measured)
+    assert (old.latency_ms, old.runtime, old.predicted) == (1.5, "torch", False)
+    predicted = Latency(latency_ms=0.6, spread=0.02, iqr_ms=0.014, threads=1, batch_size=1, device="cpu",
+                        runtime="onnxruntime", measured_ms=0.7, width_multiple=8)
+    assert Latency.from_dict(predicted.to_dict()) == predicted
+    assert predicted.metrics() == {"latency_ms": 0.6, "latency_measured_ms": 0.7}
+    assert "predicted by the onnxruntime table" in predicted.describe() and "IQR" in old.describe()

@@ -37,21 +37,21 @@ def tiny(**changes) -> RunConfig:
 @pytest.mark.parametrize(("amp", "channels_last"), [(True, True), (False, False)], ids=["bf16-channels-last", "fp32"])
 def test_a_chex_run_on_cuda_compacts_to_its_budget_and_scores_the_same_on_the_cpu(tmp_path, amp, channels_last):
     result = train(tiny(amp=amp, channels_last=channels_last, epochs=4), tmp_path)
-    assert result["device"].startswith("cuda")
-    assert len(result["history"]) == 4 and all(torch.isfinite(torch.tensor(m["train_loss"])) for m in
-                                               result["history"])
+    assert result.device.startswith("cuda")
+    assert len(result.history) == 4 and all(torch.isfinite(torch.tensor(m["train_loss"])) for m in
+                                               result.history)
     model = load_compact(tmp_path / "compact.pt")  # on the CPU, float32
     data = load_data(tiny(device="cpu").train, "cpu")
-    assert count_macs(model, data.example_input()[:1]) == result["macs"] < result["dense_macs"]
+    assert count_macs(model, data.example_input()[:1]) == result.macs < result.dense_macs
     # bf16 on the GPU against float32 on the CPU: a few of 256 predictions may flip, no more
     tolerance = 8 / 256 if amp else 2 / 256
-    assert abs(evaluate(model, data, "val") - result["val_acc"]) <= tolerance
-    assert result["val_acc"] > 0.3  # 10 classes: it learned something
+    assert abs(evaluate(model, data, "val") - result.val_acc) <= tolerance
+    assert result.val_acc > 0.3  # 10 classes: it learned something
 
 
 def test_the_compact_model_scores_like_the_masked_one_on_cuda(tmp_path):
     result = train(tiny(amp=False, compact_after_explore=False), tmp_path)
-    assert abs(result["val_acc"] - result["val_acc_masked"]) <= 1 / 256  # other kernels, not other weights
+    assert abs(result.val_acc - result.val_acc_masked) <= 1 / 256  # other kernels, not other weights
 
 
 def test_two_trials_share_one_gpu_at_half_a_gpu_each(tmp_path):

@@ -43,13 +43,13 @@ def test_a_latency_budget_run_lands_on_its_budget_and_logs_the_measured_latency(
     budget = seen[0]["latency_budget_ms"]
     assert all(m["latency_budget_ms"] == budget for m in seen) and all(m["latency_ms"] > 0 for m in seen)
     dense_ms = budget / 0.4
-    assert result["latency_ms"] == pytest.approx(budget, rel=0.1)
-    assert result["latency_measured_ms"] == pytest.approx(result["latency_ms"], rel=1e-6)  # the formula is exact
-    assert result["latency_ms"] < 0.5 * dense_ms
-    assert result["latency"]["runtime"] == "torch" and result["latency"]["threads"] == 1
+    latency = result.latency
+    assert latency.predicted and latency.latency_ms == pytest.approx(budget, rel=0.1)
+    assert latency.measured_ms == pytest.approx(latency.latency_ms, rel=1e-6)  # the formula is exact
+    assert latency.latency_ms < 0.5 * dense_ms
+    assert latency.runtime == "torch" and latency.threads == 1
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["latency_ms"] == result["latency_ms"] and saved["latency_measured_ms"] == result[
-        "latency_measured_ms"]
+    assert saved["latency_ms"] == latency.latency_ms and saved["latency_measured_ms"] == latency.measured_ms
     tables = list((tmp_path / "cache" / "latency").glob("torch-*.json"))
     assert len(tables) == 1  # built once, where the cache says
 
@@ -58,5 +58,5 @@ def test_the_same_widths_give_the_same_latency_in_every_run(tmp_path, formula_ru
     """A MACs-budget run with a latency table: its latency_ms is the table's, read by a second run, not re-timed."""
     first = train(RunConfig.from_dict({**TINY, "macs_target": 0.5}), tmp_path / "a")
     again = train(RunConfig.from_dict({**TINY, "macs_target": 0.5}), tmp_path / "b")
-    assert first["latency_ms"] == again["latency_ms"] and "latency_budget_ms" not in first["history"][0]
-    assert first["latency_ms"] == pytest.approx(first["latency_measured_ms"], rel=1e-6)
+    assert first.latency.latency_ms == again.latency.latency_ms and "latency_budget_ms" not in first.history[0]
+    assert first.latency.latency_ms == pytest.approx(first.latency.measured_ms, rel=1e-6)

@@ -34,7 +34,7 @@ def test_two_epoch_chex_run_writes_metrics_and_a_loadable_compact_model(tmp_path
     result = train(tiny(), tmp_path, callback=seen.append)
     assert [m["epoch"] for m in seen] == [1, 2]
     assert all(set(EPOCH_METRICS) <= set(m) for m in seen)
-    assert seen[-1]["macs"] < result["dense_macs"] and seen[-1]["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert seen[-1]["macs"] < result.dense_macs and seen[-1]["sparsity"] == pytest.approx(0.5, abs=0.05)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("val_acc", "test_acc", "macs", "dense_macs", "params", "latency_ms", "history"):
         assert key in metrics
@@ -53,19 +53,19 @@ def test_two_epoch_chex_run_writes_metrics_and_a_loadable_compact_model(tmp_path
 
 def test_compact_model_accuracy_equals_the_masked_models(tmp_path):
     result = train(tiny(compact_after_explore=False), tmp_path)
-    assert result["val_acc"] == result["val_acc_masked"]
+    assert result.val_acc == result.val_acc_masked
 
 
 def test_dense_baseline_has_no_explorer_and_full_cost(tmp_path):
     result = train(tiny(sparsity=0.0), tmp_path)
-    assert result["macs"] == result["dense_macs"] and result["params"] == result["dense_params"]
-    assert all(m["sparsity"] == 0 for m in result["history"])
-    assert count_params(load_compact(tmp_path / "compact.pt")) == result["dense_params"]
+    assert result.macs == result.dense_macs and result.params == result.dense_params
+    assert all(m["sparsity"] == 0 for m in result.history)
+    assert count_params(load_compact(tmp_path / "compact.pt")) == result.dense_params
 
 
 def test_training_learns_the_synthetic_task(tmp_path):
     result = train(tiny(epochs=3, sparsity=0.0, train_subset=512), tmp_path)
-    assert result["val_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert result.val_acc > 0.5  # 10 classes: chance is 0.1
 
 
 class Stop(Exception):
@@ -85,12 +85,12 @@ def test_a_run_killed_after_epoch_one_resumes_bit_identically(tmp_path, explore_
         train(config, tmp_path / "resumed", callback=kill_after_first_epoch)
     resumed = train(config, tmp_path / "resumed", resume=True)
     drop = {"epoch_seconds"}
-    assert [{k: v for k, v in m.items() if k not in drop} for m in resumed["history"]] == \
-        [{k: v for k, v in m.items() if k not in drop} for m in straight["history"]]
+    assert [{k: v for k, v in m.items() if k not in drop} for m in resumed.history] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in straight.history]
     a = load_compact(tmp_path / "straight" / "compact.pt").state_dict()
     b = load_compact(tmp_path / "resumed" / "compact.pt").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed["test_acc"] == straight["test_acc"]
+    assert resumed.test_acc == straight.test_acc
 
 
 def test_an_existing_run_needs_resume_and_the_same_settings(tmp_path):
@@ -129,8 +129,8 @@ def test_fashion_mnist_subset_trains_far_above_chance(tmp_path):
                                   "train_subset": 4000, "val_size": 1000, "sparsity": 0.5, "period": 8,
                                   "device": "cpu"})
     result = train(config, tmp_path)
-    assert result["test_acc"] > 0.6 and result["val_acc"] > 0.6  # chance: 0.1
-    assert result["macs"] < 0.5 * result["dense_macs"]
+    assert result.test_acc > 0.6 and result.val_acc > 0.6  # chance: 0.1
+    assert result.macs < 0.5 * result.dense_macs
 
 
 def test_norm_init_sets_every_batchnorm_scale_and_is_validated(tmp_path):

@@ -97,10 +97,10 @@ def test_a_compact_model_as_the_start_is_compressed_further_its_budget_still_of_
         read_state_dict(tmp_path / "half" / "compact.pt")  # not dense weights...
     start = str(tmp_path / "half" / "compact.pt")  # ... but a start to compress further
     quarter = train(RunConfig.from_dict({**TINY, "macs_target": 0.25, "init": start}), tmp_path / "quarter")
-    assert quarter["dense_macs"] == half["dense_macs"]  # counted against the original dense model
-    assert abs(quarter["macs"] / quarter["dense_macs"] - 0.25) < 0.03 < abs(half["macs"] / half["dense_macs"] - 0.25)
+    assert quarter.dense_macs == half.dense_macs  # counted against the original dense model
+    assert abs(quarter.macs / quarter.dense_macs - 0.25) < 0.03 < abs(half.macs / half.dense_macs - 0.25)
     model = load_compact(tmp_path / "quarter" / "compact.pt")  # one recipe, replayed on the dense model
-    assert sum(p.numel() for p in model.parameters()) == quarter["params"]
+    assert sum(p.numel() for p in model.parameters()) == quarter.params
     with pytest.raises(UserError, match=r"is a compact model at \d+\.\d% of the dense MACs: continuing it needs a "
                                         r"smaller macs_target \(got 0.6\)"):
         train(RunConfig.from_dict({**TINY, "macs_target": 0.6, "init": start}), tmp_path / "wider")
@@ -120,7 +120,7 @@ def test_a_trained_start_is_a_fine_tune_that_keeps_the_trained_scales_and_record
     assert saved["lineage"]["init_digest"] == file_digest(compact)
     assert saved["lineage"]["dataset"]["name"] == "synthetic"
     assert (saved["lineage"]["dataset"]["train_size"], saved["lineage"]["dataset"]["val_size"]) == (128, 64)
-    assert result["macs"] < result["dense_macs"]
+    assert result.macs < result.dense_macs
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["init"] == str(compact)
 
 

@@ -2,10 +2,10 @@
 is calibrated and checked against). A registry of plain functions, one pair per runtime.
 
 Both time with ``torch.utils.benchmark``'s adaptive loop (blocks of calls until the interquartile range is under 5%
-of the median, within a time budget), as ``core/latency.measure_latency`` does, and return the median milliseconds
-per call with the spread (IQR / median). ONNX Runtime runs with the target's intra-op threads and one inter-op
-thread, all graph optimisations on (the deployment default: norms fold into convs, activations fuse).
-"""
+of the median, within a time budget) and return the median milliseconds per call with the spread (IQR / median):
+the package's one timer (a run without a latency table times its finished model with the ``torch`` runtime).
+ONNX Runtime runs with the target's intra-op threads and one inter-op thread, all graph optimisations on (the
+deployment default: norms fold into convs, activations fuse)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+from chex_tune.core.latency import in_eval_mode
 from chex_tune.train.latency.layers import LayerSpec
 from chex_tune.train.latency.target import LatencyTarget
 
@@ -145,7 +146,7 @@ def _onnx_model_ms(model: nn.Module, target: LatencyTarget) -> tuple[float, floa
 
 @torch.inference_mode()
 def _torch_model_ms(model: nn.Module, target: LatencyTarget) -> tuple[float, float]:
-    model = model.eval()
+    model = in_eval_mode(model)
     example = torch.randn(target.batch_size, *target.input_shape)
     return time_calls(lambda: model(example), target.threads, MODEL_RUN_S)
 

@@ -2,9 +2,9 @@
 the runtime it was written for beside PyTorch eager's, both measured on this machine.
 
 A wrong graph (an op the exporter translated differently, a shape baked in at trace time) shows as logits that
-differ; an exporter's reordering of float32 sums moves them by about 1e-5. The latencies use the shipped
-measurement (``core/latency.measure_latency``: adaptive repeats, the spread recorded) on one image, the way a
-trial's ``latency_ms`` is taken, so the two runtimes are compared under the same conditions.
+differ; an exporter's reordering of float32 sums moves them by about 1e-5. Both latencies are taken with the
+PyTorch-eager timer of a run's latency (``train/latency/runtimes``: adaptive repeats, the spread recorded) on one
+image, the way a trial's ``latency_ms`` is taken, so the two runtimes are compared under the same conditions.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from chex_tune.core.latency import in_eval_mode, measure_latency
+from chex_tune.core.latency import in_eval_mode
+from chex_tune.train.latency.runtimes import RUNTIMES
+from chex_tune.train.latency.target import LatencyTarget
 
 CHECK_BATCH = 8  # random images compared; a batch other than the export's example batch (2) tests the dynamic one
 TOLERANCE = 1e-3  # largest absolute difference of logits that passes
@@ -54,7 +56,7 @@ def check_export(reference: torch.nn.Module, exported: torch.nn.Module, input_sh
     reference = in_eval_mode(reference)
     with torch.inference_mode():
         diff = (exported(images).float() - reference(images).float()).abs().max().item()
-    theirs, ours = measure_latency(exported, sample), measure_latency(reference, sample)
-    return ExportCheck(runtime=runtime, max_abs_diff=float(diff), latency_ms=theirs["latency_ms"],
-                       latency_spread=theirs["spread"], pytorch_latency_ms=ours["latency_ms"],
-                       threads=theirs["threads"])
+    target = LatencyTarget(runtime="torch", input_shape=tuple(sample), threads=torch.get_num_threads())
+    (theirs, spread), (ours, _) = (RUNTIMES["torch"].model_ms(model, target) for model in (exported, reference))
+    return ExportCheck(runtime=runtime, max_abs_diff=float(diff), latency_ms=theirs, latency_spread=spread,
+                       pytorch_latency_ms=ours, threads=target.threads)
