@@ -82,3 +82,30 @@ def test_a_trained_start_in_a_space_with_a_from_scratch_rate_is_warned_about(cap
                             "0.02, measured in benchmarks/front.md): a from-scratch rate undoes much of the training. "
                             "For a fine-tune, use a space made for it (fashion_mnist_resnet18_finetune) or fix a "
                             "smaller lr"]
+
+
+def test_a_sweep_takes_input_channels_and_stem_from_the_weights_and_a_space_that_contradicts_them_is_refused(tmp_path):
+    import re
+
+    import timm
+    import torch
+    from mlflow import MlflowClient
+
+    from chex_tune.core.errors import UserError
+    from chex_tune.tuning.protocol import FIXED_KEY
+    from chex_tune.tuning.trainable import builtin_constants
+
+    weights = tmp_path / "grey.pt"  # an ordinary timm resnet18 on 1-channel images: timm's 7x7 stem
+    torch.save(timm.create_model("resnet18", num_classes=10, in_chans=1).state_dict(), weights)
+    fixed = {**{k: v for k, v in TINY.items() if k != "stem"}, "model": "resnet18"}
+    space = SearchSpace.from_dict({**SPACE, "fixed": fixed}, source="r18.yaml")
+    constants = builtin_constants(space, epochs=1, device="cpu", threads=1, init=str(weights))
+    assert (constants[FIXED_KEY]["in_chans"], constants[FIXED_KEY]["stem"]) == (1, "timm")  # every trial gets them
+    small = SearchSpace.from_dict({**SPACE, "fixed": {**fixed, "stem": "small"}}, source="small.yaml")
+    store, uri = prepare_store(tmp_path / "store")
+    with pytest.raises(UserError, match=re.escape(
+            f"--init {weights}: its weights were trained with the timm stem (conv1.weight (64, 1, 7, 7)) and this run "
+            "sets stem small; pass 'stem: timm' under the space's fixed, or leave stem out and --init sets it")):
+        run_sweep(small, SweepOptions(trials=2, store=str(store), experiment="never", init=str(weights)))
+    client = MlflowClient(uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []  # refused before any run
