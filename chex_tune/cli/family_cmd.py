@@ -13,18 +13,24 @@ FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from chex_tune.cli._flags import add_store_flags
+    from chex_tune.config import FINETUNE, TrainConfig
+    from chex_tune.tuning.family import DEFAULT_LEVELS, SHAPES
+
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="the trained dense model (a weights file or an MLflow URI); default: train it first")
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.25, 0.12, 0.06, 0.03], metavar="F",
-                        help="MACs budgets, fractions of the dense model's (default 0.5 0.25 0.12 0.06 0.03)")
-    parser.add_argument("--shape", default="cascade",
-                        help="cascade (each member from the previous one; default) or independent (each from --init)")
-    parser.add_argument("--model", help="timm model name (default resnet18)")
-    parser.add_argument("--dataset", choices=DATASETS, help="default fashion-mnist")
+    levels = " ".join(f"{level:g}" for level in DEFAULT_LEVELS)
+    parser.add_argument("--levels", type=float, nargs="+", default=list(DEFAULT_LEVELS), metavar="F",
+                        help=f"MACs budgets, fractions of the dense model's (default {levels})")
+    parser.add_argument("--shape", default=SHAPES[0], help=f"{SHAPES[0]} (each member from the previous one; "
+                                                         f"default) or {SHAPES[1]} (each from --init)")
+    parser.add_argument("--model", help=f"timm model name (default {TrainConfig.model})")
+    parser.add_argument("--dataset", choices=DATASETS, help=f"default {TrainConfig.dataset}")
     parser.add_argument("--data-dir")
-    parser.add_argument("--epochs", type=int, help="each member's fine-tune epochs (default 4)")
-    parser.add_argument("--lr", type=float, help="the members' learning rate (default 0.02)")
-    parser.add_argument("--dense-epochs", type=int, help="without --init: the dense model's epochs (default 30)")
+    parser.add_argument("--epochs", type=int, help=f"each member's fine-tune epochs (default {FINETUNE['epochs']})")
+    parser.add_argument("--lr", type=float, help=f"the members' learning rate (default {FINETUNE['lr']})")
+    parser.add_argument("--dense-epochs", type=int,
+                        help=f"without --init: the dense model's epochs (default {TrainConfig.epochs})")
     for flag in ("--batch-size", "--train-subset", "--val-size", "--seed"):
         parser.add_argument(flag, type=int)
     parser.add_argument("--stem", choices=("auto", "small", "timm"))
@@ -32,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=pathlib.Path, help="YAML file of settings (flags override it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other setting")
     parser.add_argument("--experiment", default="family", help="MLflow experiment (default: family)")
-    parser.add_argument("--store", default="mlflow", help="local store: MLflow db, the members' files")
-    parser.add_argument("--tracking-uri", help="MLflow server (default: MLFLOW_TRACKING_URI, else the store's)")
+    add_store_flags(parser, "MLflow db, the members' files")
 
 
 def run(args: argparse.Namespace) -> int:

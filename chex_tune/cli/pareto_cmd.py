@@ -9,6 +9,8 @@ import shutil
 import sys
 import tempfile
 
+from chex_tune.cli._flags import add_store_flags
+
 HELP = "print an experiment's Pareto front (cheapest first), tag its runs pareto=true and plot it"
 
 
@@ -21,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="how to print the front")
     parser.add_argument("--include-stopped", action="store_true",
                         help="rank trials that early stopping stopped too, on their last epoch's metrics")
-    parser.add_argument("--store", default="mlflow", metavar="DIR", help="the local store a sweep wrote")
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow server (default: MLFLOW_TRACKING_URI, "
-                                                              "else the store's database)")
+    add_store_flags(parser, "what a sweep wrote")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ import pathlib
 import warnings
 from dataclasses import dataclass, field
 
-from chex_tune.tuning.pareto_asha import DEFAULT_ETA, DEFAULT_GRACE, check_rule
-from chex_tune.tuning.searcher import OPTUNA_SAMPLERS
+from chex_tune._fields import setting
+from chex_tune.tuning.rungs import DEFAULT_ETA, DEFAULT_GRACE, check_rule
 from chex_tune.tuning.workers import Workers
 
 TRIAL_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it starts the workers and relays their reports
@@ -17,30 +17,39 @@ TRIAL_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it starts the wo
 
 @dataclass(frozen=True)
 class SweepOptions:
-    trials: int = 8
-    concurrent: int = 2
-    epochs: int | None = None  # overrides the space's epochs (built-in trainable only)
-    gpus_per_trial: float = 0.0  # fractions share one GPU between trials
-    cpus_per_trial: float | None = None  # default: this machine's cores / concurrent
-    optuna_sampler: str = "tpe"  # Optuna's sampler (OPTUNA_SAMPLERS); not CHEX's regrowth sampler
-    objectives: str | None = None  # overrides the space's (built-in trainable only)
-    init: str | None = None  # a trained start every trial forks from: a weights file or an MLflow model URI
-                             # (built-in trainable only; overrides the space's)
-    ray_address: str | None = None  # default: RAY_ADDRESS, else a local Ray instance (unless Ray already runs)
-    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else sqlite under ``store``
-    experiment: str | None = None  # default: the space file's (or the trainable's) name
-    resume: bool = False
-    seed: int = 0
-    store: str = "mlflow"
-    early_stop: bool = False  # Pareto-ASHA: stop trials whose objectives fall behind at a rung (pareto_asha.py)
-    grace: int = DEFAULT_GRACE  # epochs before the first rung
-    eta: int = DEFAULT_ETA  # keep the best 1/eta of each rung
-    # Data-parallel workers per trial (Ray Train's TorchTrainer inside the trial; tuning/workers.py). Default: the
-    # space's workers_per_trial, else 1. Size a cluster sweep so that concurrent x workers x gpus_per_worker <= GPUs.
-    workers_per_trial: int | None = None
-    cpus_per_worker: float | None = None  # default: one on a cluster, else this machine's cores shared by all workers
-    gpus_per_worker: float = 0.0
-    worker_restarts: int = 0  # a multi-worker trial's worker group may start again this often from its last epoch
+    """What a sweep is asked to do; ``chex-tune sweep``'s flags are these fields (``cli/_flags.py``)."""
+
+    trials: int = setting(8, "trials in all")
+    concurrent: int = setting(2, "trials running at once")
+    epochs: int | None = setting(None, "override the space's epochs (built-in trainable)")
+    gpus_per_trial: float = setting(0.0, "e.g. 0.25: four trials share a GPU")
+    cpus_per_trial: float | None = setting(None, "default: this machine's cores / --concurrent; 1 on a cluster")
+    optuna_sampler: str = setting("tpe", "Optuna's sampler: tpe, nsga2 or random (not CHEX's regrowth sampler)",
+                                  metavar="NAME")
+    objectives: str | None = setting(None, "e.g. val_acc:max,macs:min (default: the space's)")
+    init: str | None = setting(None, "every trial fine-tunes this trained dense model (a weights file or an MLflow "
+                                     "URI, runs:/ID or models:/NAME@ALIAS); overrides the space's init",
+                               metavar="WEIGHTS")
+    ray_address: str | None = setting(None, "a Ray cluster (default: RAY_ADDRESS, else a local instance unless Ray "
+                                            "already runs)")
+    tracking_uri: str | None = setting(None, "MLflow server (default: MLFLOW_TRACKING_URI, else sqlite under store)")
+    experiment: str | None = setting(None, "MLflow experiment (default: the space file's or the trainable's name)")
+    resume: bool = setting(False, "continue the experiment's latest sweep")
+    seed: int = setting(0, "the Optuna sampler's seed")
+    store: str = setting("mlflow", "local store: MLflow db, Optuna db, Ray state")
+    early_stop: bool = setting(False, "stop trials whose objectives fall behind at a rung (Pareto-ASHA; KILLED runs)")
+    grace: int = setting(DEFAULT_GRACE, "--early-stop: epochs before the first rung")
+    eta: int = setting(DEFAULT_ETA, "--early-stop: keep the best 1/ETA of each rung")
+    # Size a cluster sweep so that concurrent x workers x gpus_per_worker <= GPUs.
+    workers_per_trial: int | None = setting(
+        None, "train each trial on N data-parallel workers (DDP through Ray Train; the space's batch_size is the "
+              "global batch); default: the space's workers_per_trial, else 1", metavar="N")
+    cpus_per_worker: float | None = setting(None, "default: this machine's cores / (--concurrent x N); 1 on a "
+                                                  "cluster")
+    gpus_per_worker: float = setting(0.0, "GPUs of each worker (a cluster sweep needs concurrent x N x this <= its "
+                                          "GPUs)")
+    worker_restarts: int = setting(0, "a multi-worker trial that loses a worker starts again from its last epoch "
+                                      "this often before it fails (0: the trial fails, the sweep goes on)")
     sampler: str | None = field(default=None, repr=False)  # deprecated name of optuna_sampler
 
     def __post_init__(self) -> None:
@@ -69,6 +78,8 @@ class SweepOptions:
             raise ValueError(f"--gpus-per-worker must be >= 0 (fractions share a GPU), got {self.gpus_per_worker!r}")
         if not isinstance(self.worker_restarts, int) or self.worker_restarts < 0:
             raise ValueError(f"--worker-restarts must be an integer >= 0, got {self.worker_restarts!r}")
+        from chex_tune.tuning.searcher import OPTUNA_SAMPLERS  # Ray and Optuna: not for building the CLI
+
         if self.optuna_sampler not in OPTUNA_SAMPLERS:
             raise ValueError(f"unknown --optuna-sampler {self.optuna_sampler!r}; choose one of: "
                              f"{', '.join(OPTUNA_SAMPLERS)}")

@@ -30,24 +30,12 @@ from chex_tune.train.metrics import EPOCH, LATENCY_BUDGET_MS, LATENCY_MS, MACS, 
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 from chex_tune.tuning.pareto import preference_keys
 from chex_tune.tuning.protocol import FINAL_KEY
+from chex_tune.tuning.rungs import DEFAULT_ETA, DEFAULT_GRACE, check_rule  # noqa: F401 (re-exported)
 
-# Chosen on the curve bank (benchmarks/early_stop.md): a CHEX trial's accuracy after one epoch does not rank
-# like its final one (Kendall tau 0.06; 0.09 after two), and grace 2 kept the most hypervolume of the rules
-# replayed, scored on validation and on test accuracy; eta 3 beat 2 and 4.
-DEFAULT_GRACE = 2
-DEFAULT_ETA = 3
 # At a rung, a trial's MACs are read from its budget when it reports one: what its compact model will cost
 # (Kendall tau 1.0 with the final MACs, against 0.61 for the masked model's MACs after one epoch); its latency
 # likewise under a latency budget.
 CHEX_RUNG_METRICS = {MACS: MACS_BUDGET, LATENCY_MS: LATENCY_BUDGET_MS}
-
-
-def check_rule(grace, eta, *, prefix: str = "") -> None:
-    """Refuse a grace period or reduction factor that cannot make rungs (``prefix``: "--" for CLI flags)."""
-    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 1:
-        raise ValueError(f"{prefix}grace must be a positive number of epochs, got {grace!r}")
-    if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-        raise ValueError(f"{prefix}eta must be an integer >= 2 (keep the best 1/eta at each rung), got {eta!r}")
 
 
 class ParetoAsha(FIFOScheduler):
