@@ -10,7 +10,7 @@ nearest the target. Every cost grows with ``K``, so a bisection finds it.
 - ``gamma-per-cost``: the same ranking with each unit's |gamma| divided by what it costs in the
   budget's currency (its MACs for a MACs budget, its milliseconds for a latency budget, its channels for a
   channel budget), so a channel of an early, high-resolution layer must matter more to stay than one of
-  a late, cheap layer. The explorer divides the scores; here it ranks like ``gamma``.
+  a late, cheap layer. The budget kind says what a unit costs (``core/budgets.py``).
 - ``gamma-normalized``: the same ranking with each unit's |gamma| divided by its group's mean |gamma|, so a
   group's scale does not decide its width, only how unequal its units are. For trained starts, whose layers'
   scales differ for reasons that have nothing to do with importance (a global |gamma| ranking there keeps a
@@ -18,14 +18,18 @@ nearest the target. Every cost grows with ``K``, so a bisection finds it.
 - ``uniform``: every group keeps the same fraction (the "no re-allocation" ablation).
 
 Every group keeps at least ``min_units`` (never zero) and widths can be rounded to a multiple.
+An allocator is an ``Allocator``: how it weighs the scores before ranking, and the widths a level gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+Scores = list[torch.Tensor | None]  # per group: one score per unit, or None (ranked at the global fraction)
 
 # Names from before the budget became its own setting (``macs_target``): both meant "gamma".
 ALLOCATOR_ALIASES = {"gamma-channels": "gamma", "gamma-macs": "gamma"}
@@ -45,6 +49,17 @@ class AllocationProblem:
     min_units: list[int]  # floor per group (>= 1)
     step_units: list[int]  # widths are multiples of this (except at the group's full size)
 
+    @classmethod
+    def for_groups(cls, groups: Sequence, *, min_width: float, width_multiple: int) -> AllocationProblem:
+        """The problem of channel groups (their ``units`` and ``tile``), each keeping at least ``min_width`` of its
+        units and widths in multiples of ``width_multiple`` channels."""
+        steps = [max(1, math.lcm(width_multiple, g.tile) // g.tile) for g in groups]
+        # the floor rounds up to the multiple too: a floor that is not one would put an unaligned width back
+        floors = [min(g.units, math.ceil(max(1, math.ceil(min_width * g.units)) / step) * step)
+                  for g, step in zip(groups, steps)]
+        return cls(units=[g.units for g in groups], tile=[g.tile for g in groups], min_units=floors,
+                   step_units=steps)
+
     @property
     def total_units(self) -> int:
         return sum(self.units)
@@ -60,7 +75,7 @@ class AllocationProblem:
     def uniform_widths(self, fraction: float) -> list[int]:
         return [self._round(n, fraction * u) for n, u in enumerate(self.units)]
 
-    def ranked_widths(self, scores: list[torch.Tensor | None], level: int) -> list[int]:
+    def ranked_widths(self, scores: Scores, level: int) -> list[int]:
         """Widths when the top ``level`` units of the global |gamma| ranking are admitted."""
         ranked = [(n, s) for n, s in enumerate(scores) if s is not None]
         ranked_total = sum(self.units[n] for n, _ in ranked)
@@ -82,18 +97,40 @@ class AllocationProblem:
         return widths
 
 
-def _ranked(problem: AllocationProblem, scores: list[torch.Tensor | None], level: int) -> list[int]:
+def _ranked(problem: AllocationProblem, scores: Scores, level: int) -> list[int]:
     return problem.ranked_widths(scores, level)
 
 
-def _uniform(problem: AllocationProblem, scores: list[torch.Tensor | None], level: int) -> list[int]:
+def _uniform(problem: AllocationProblem, scores: Scores, level: int) -> list[int]:
     return problem.uniform_widths(level / problem.total_units)
 
 
-# An allocator: (problem, scores, level K) -> widths. gamma-per-cost and gamma-normalized rank like gamma, on
-# scores the explorer has divided by each unit's cost or by its group's mean.
-ALLOCATORS: dict[str, Callable[[AllocationProblem, list, int], list[int]]] = {
-    "gamma": _ranked, "gamma-per-cost": _ranked, "gamma-normalized": _ranked, "uniform": _uniform}
+def _as_given(scores: Scores, unit_costs: Callable[[], list[float]]) -> Scores:
+    return scores
+
+
+def _per_unit_cost(scores: Scores, unit_costs: Callable[[], list[float]]) -> Scores:
+    return [s if s is None else s / cost for s, cost in zip(scores, unit_costs())]
+
+
+def _over_group_mean(scores: Scores, unit_costs: Callable[[], list[float]]) -> Scores:
+    return [s if s is None else s / s.abs().mean().clamp_min(1e-12) for s in scores]
+
+
+@dataclass(frozen=True)
+class Allocator:
+    """``weigh(scores, unit_costs)``: the |gamma| scores as the ranking sees them, called once per exploration step
+    (``unit_costs()`` gives each group's relative cost of one unit in the budget's unit; only called by those that
+    need it: a latency budget pays one prediction per group for it). ``widths(problem, scores, level K)``: the
+    widths when the ranking admits K units."""
+
+    widths: Callable[[AllocationProblem, Scores, int], list[int]]
+    weigh: Callable[[Scores, Callable[[], list[float]]], Scores] = _as_given
+
+
+ALLOCATORS: dict[str, Allocator] = {
+    "gamma": Allocator(_ranked), "gamma-per-cost": Allocator(_ranked, _per_unit_cost),
+    "gamma-normalized": Allocator(_ranked, _over_group_mean), "uniform": Allocator(_uniform)}
 
 
 def search_level(cost: Callable[[int], float], target: float, high: int, *, nearest: bool) -> int:
@@ -110,24 +147,24 @@ def search_level(cost: Callable[[int], float], target: float, high: int, *, near
     return low_level
 
 
-def allocate(problem: AllocationProblem, *, allocator: str, scores: list[torch.Tensor | None],
-             keep_channels: float | None = None, cost_target: float | None = None,
-             cost_of: Callable[[list[int]], float] | None = None) -> list[int]:
-    """Widths (in units) meeting a channel budget (``keep_channels``) or a cost budget.
+def allocate(problem: AllocationProblem, *, allocator: str, scores: Scores, keep_channels: float | None = None,
+             cost_target: float | None = None, cost_of: Callable[[list[int]], float] | None = None,
+             nearest: bool = True) -> list[int]:
+    """Widths (in units) meeting a channel count (``keep_channels``) or a budget in its own unit.
 
-    A cost budget is what a MACs or latency budget becomes: ``cost_target`` in the cost's own unit (MACs,
-    milliseconds) and ``cost_of(widths)`` the cost of a width vector, growing with the widths; the level whose
-    cost lands nearest the target wins.
+    A budget (``core/budgets.py``) gives ``cost_target`` in its own unit (channels, MACs, milliseconds) and
+    ``cost_of(widths)`` the cost of a width vector, growing with the widths; the level whose cost lands nearest
+    the target wins, or with ``nearest=False`` the smallest that reaches it (what ``keep_channels`` does).
     """
     check_allocator(allocator)
 
     def widths_at(level: int) -> list[int]:
-        return ALLOCATORS[allocator](problem, scores, level)
+        return ALLOCATORS[allocator].widths(problem, scores, level)
 
     if cost_target is not None:
         if cost_of is None:
             raise ValueError("a cost budget needs cost_of")
-        level = search_level(lambda k: cost_of(widths_at(k)), cost_target, problem.total_units, nearest=True)
+        level = search_level(lambda k: cost_of(widths_at(k)), cost_target, problem.total_units, nearest=nearest)
     else:
         if keep_channels is None:
             raise ValueError("give keep_channels or cost_target")

@@ -3,15 +3,17 @@
 It lives in core so that core imports nothing above it (``chex_tune.config`` re-exports it beside the
 training settings). The names of scorers, samplers and allocators are checked against their registries,
 imported when a config is validated rather than when this module is: reading settings (the CLI's parser,
-YAML files) then needs no torch.
+YAML files) then needs no torch. The budget's kind and its target's check come from ``core/budgets.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-INITIAL_SCORERS = ("l1", "magnitude")
+if TYPE_CHECKING:
+    from chex_tune.core.budgets import Budget
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class ChexConfig:
     def __post_init__(self) -> None:
         from chex_tune.core.allocation import ALLOCATOR_ALIASES, ALLOCATORS  # torch: only once a config is built
         from chex_tune.core.regrow import SAMPLERS
-        from chex_tune.core.scoring import SCORERS
+        from chex_tune.core.scoring import INITIAL_SCORERS, SCORERS
 
         _in_range("sparsity", self.sparsity, 0.0, 1.0, closed_high=False)
         _in_range("regrow_ratio", self.regrow_ratio, 0.0, 1.0, closed_high=False)
@@ -69,15 +71,7 @@ class ChexConfig:
                                  "budget")
             object.__setattr__(self, "allocator", ALLOCATOR_ALIASES[self.allocator])
         _one_of("allocator", self.allocator, ALLOCATORS)
-        if self.macs_target is not None and self.latency_target is not None:
-            raise ValueError(f"give one budget: macs_target ({self.macs_target}) or latency_target "
-                             f"({self.latency_target!r}), not both")
-        if self.macs_target is not None:
-            _in_range("macs_target", self.macs_target, 0.0, 1.0, closed_high=True, open_low=True)
-        elif self.latency_target is not None:
-            parse_latency_target(self.latency_target)
-        elif self.sparsity > 0 and self.regrow_ratio > self.sparsity:
-            raise ValueError(f"regrow_ratio must be <= sparsity ({self.sparsity}), got {self.regrow_ratio}")
+        self.budget_kind.check(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> ChexConfig:
@@ -92,16 +86,22 @@ class ChexConfig:
         return dataclasses.asdict(self)
 
     @property
+    def budget_kind(self) -> type[Budget]:
+        """The budget kind (``chex_tune.core.budgets``) whose target is set; two targets set is an error."""
+        from chex_tune.core.budgets import budget_kind
+
+        return budget_kind(self)
+
+    @property
     def budget(self) -> str:
-        """What the final sub-model's budget counts: "macs" (``macs_target``) or "channels" (``sparsity``)."""
-        if self.latency_target is not None:
-            return "latency"
-        return "channels" if self.macs_target is None else "macs"
+        """What the final sub-model's budget counts: "macs" (``macs_target``), "latency" (``latency_target``) or
+        "channels" (``sparsity``): the name of ``budget_kind``."""
+        return self.budget_kind.name
 
     @property
     def dense(self) -> bool:
         """Nothing to prune: train the dense baseline without an explorer."""
-        return self.sparsity == 0 and self.budget == "channels"
+        return self.budget_kind.prunes_nothing(self)
 
     def macs_budget(self, dense_macs: float) -> float | None:
         """The MACs budget in MACs (what the compact model will cost), or None without one."""

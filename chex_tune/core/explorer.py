@@ -20,18 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from chex_tune.core.allocation import AllocationProblem, allocate
+from chex_tune.core.allocation import ALLOCATORS, AllocationProblem, allocate
 from chex_tune.core.builders import recipe_args
 from chex_tune.core.compact import compose_removed, find_inexact_groups, make_recipe, prune_copy, removed_channels
 from chex_tune.core.config import ChexConfig
 from chex_tune.core.flops import SubmodelCost
 from chex_tune.core.groups import ChannelGroup, GraphBuildError, find_groups
 from chex_tune.core.latency import LatencyModel
-from chex_tune.core.masks import MaskState
+from chex_tune.core.masks import MaskState, masks_of_widths
 from chex_tune.core.model_checks import check_forward, first_input, warn
 from chex_tune.core.regrow import get_sampler
 from chex_tune.core.schedule import ExploreSchedule
-from chex_tune.core.scoring import get_scorer, l1_scores, top_k_indices
+from chex_tune.core.scoring import INITIAL_SCORERS, get_scorer, top_k_indices
 
 
 class ChannelExplorer:
@@ -80,8 +80,8 @@ class ChannelExplorer:
                  builder: str | Callable[..., nn.Module] | None = None,
                  builder_kwargs: Mapping | None = None, model_name: str | None = None,
                  model_kwargs: Mapping | None = None, **settings):
-        config = ChexConfig.from_dict({**(config or ChexConfig()).to_dict(), **settings})
-        self.config = config
+        base = config or ChexConfig()  # a subclass (one adding a budget kind's target) stays one
+        self.config = config = type(base).from_dict({**base.to_dict(), **settings})
         period, unit, seed = config.period, config.unit, config.seed
         self.schedule = ExploreSchedule(period=period, total=total, explore_until=config.explore_until)
         self.score = get_scorer(config.scorer)
@@ -98,12 +98,10 @@ class ChannelExplorer:
         self.state = MaskState(model, self.groups)
         self.cost = SubmodelCost(model, self.groups, example_inputs)
         self.latency_model = latency_model
-        if config.budget == "latency" and latency_model is None:
-            raise ValueError(f"latency_target {config.latency_target!r} needs a latency table of the deployment "
-                             "target: pass latency_model=chex_tune.train.latency.table_for(model, LatencyTarget(...)) "
-                             "(the training loop builds it from its latency_runtime)")
-        self._unit_latency: list[float] | None = None
-        self.problem = self._allocation_problem(config.min_width, self.width_multiple)
+        self.budget = config.budget_kind(config, groups=self.state.groups, submodel=self.cost,
+                                         latency_model=latency_model)
+        self.problem = AllocationProblem.for_groups(self.state.groups, min_width=config.min_width,
+                                                    width_multiple=self.width_multiple)
         self._hook = optimizer.register_step_post_hook(lambda *_: self.apply_masks()) if optimizer else None
         if unit == "epoch" and optimizer is None:
             warn("unit='epoch' without optimizer=: masks are re-applied only when step() is called, so masked "
@@ -138,15 +136,6 @@ class ChannelExplorer:
             warn(f"{len(skipped)} of {len(groups)} channel groups stay unpruned ({listing})")
         return groups
 
-    def _allocation_problem(self, min_width: float, width_multiple: int) -> AllocationProblem:
-        groups = self.state.groups
-        steps = [max(1, math.lcm(width_multiple, g.tile) // g.tile) for g in groups]
-        # the floor rounds up to the multiple too: a floor that is not one would put an unaligned width back
-        floors = [min(g.units, math.ceil(max(1, math.ceil(min_width * g.units)) / step) * step)
-                  for g, step in zip(groups, steps)]
-        return AllocationProblem(units=[g.units for g in groups], tile=[g.tile for g in groups], min_units=floors,
-                                 step_units=steps)
-
     def _initial_prune(self) -> None:
         """Step 0: uniform widths at the budget plus delta0, chosen by ``initial_scorer``; snapshot first."""
         self.state.take_snapshot()
@@ -154,78 +143,24 @@ class ChannelExplorer:
             return
         keep = self._widths(allocator="uniform", scores=None)
         grown = self._grown_widths(keep, self.config.regrow_ratio, allocator="uniform", scores=None)
-        masks = []
-        for group, width in zip(self.state.groups, grown):
-            if self.config.initial_scorer == "magnitude":
-                scores = self.state.unit_magnitudes(group)
-            else:
-                scores = l1_scores(self.state.unit_filters(group), width).cpu()
-            mask = torch.zeros(group.units, dtype=torch.bool)
-            mask[top_k_indices(scores, width)] = True
-            masks.append(mask)
-        self.state.set_masks(masks)
+        initial_scores = INITIAL_SCORERS[self.config.initial_scorer]
+        scores = [initial_scores(self.state, group, width) for group, width in zip(self.state.groups, grown)]
+        self.state.set_masks(masks_of_widths(self.state.groups, grown, scores))
         self.state.apply()
 
     @property
     def width_multiple(self) -> int:
-        """The channel multiple widths round to: ``width_multiple``, and under a latency budget the runtime's own."""
-        runtime = getattr(self.latency_model, "width_multiple", 1) if self.config.budget == "latency" else 1
-        return math.lcm(self.config.width_multiple, int(runtime))
+        """The channel multiple widths round to: ``width_multiple``, and the budget's runtime's own (a latency
+        budget's)."""
+        return math.lcm(self.config.width_multiple, self.budget.width_multiple)
 
     # -------------------------------------------------------------------------------- allocation
-    def _cost_budget(self) -> tuple[float, Callable[[list[torch.Tensor]], float]] | None:
-        """A MACs or latency budget's target and the cost of a set of masks in its unit; None for channels."""
-        if self.config.budget == "macs":
-            return self.config.macs_budget(self.cost.dense_macs), self.cost.macs
-        if self.config.budget == "latency":
-            return self.config.latency_budget(self.dense_latency_ms()), self._latency_of
-        return None
-
-    def _latency_of(self, masks: list[torch.Tensor] | None) -> float:
-        return float(self.latency_model.predict(self.cost.layer_channels(masks)))
-
-    def _masks_of_widths(self, widths: list[int], scores) -> list[torch.Tensor]:
-        """Each group keeping its ``width`` best units (only counts matter for a cost)."""
-        masks = []
-        for n, (group, width) in enumerate(zip(self.state.groups, widths)):
-            mask = torch.zeros(group.units, dtype=torch.bool)
-            order = scores[n] if scores is not None and scores[n] is not None else -torch.arange(group.units).float()
-            mask[top_k_indices(order, width)] = True
-            masks.append(mask)
-        return masks
-
-    def _unit_costs(self) -> list[float]:
-        """What one unit of each group costs in the budget's currency, relative to the mean unit."""
-        if self.config.budget == "macs":
-            costs = [float(c) for c in self.cost.unit_macs()]
-        elif self.config.budget == "latency":
-            costs = self._unit_latencies()
-        else:
-            costs = [float(g.tile) for g in self.state.groups]
-        mean = sum(costs) / len(costs)
-        return [max(c, 1e-12) / mean for c in costs]
-
-    def _unit_latencies(self) -> list[float]:
-        """Per group: the milliseconds its last unit costs in the dense model (as ``SubmodelCost.unit_macs``)."""
-        if self._unit_latency is None:
-            dense = self.dense_latency_ms()
-            self._unit_latency = []
-            for number in range(len(self.state.groups)):
-                masks = [torch.ones(g.units, dtype=torch.bool) for g in self.state.groups]
-                masks[number][0] = False
-                self._unit_latency.append(dense - self._latency_of(masks))
-        return list(self._unit_latency)
-
     def _widths(self, *, allocator: str, scores) -> list[int]:
         """Keep widths k_g at the final budget."""
-        budget = self._cost_budget()
-        if budget is not None:
-            target, cost_of_masks = budget
-            return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
-                            cost_target=target, cost_of=lambda w: cost_of_masks(self._masks_of_widths(w, scores)))
-        keep_channels = (1 - self.config.sparsity) * sum(g.channels for g in self.state.groups)
-        return allocate(self.problem, allocator=allocator, scores=scores or [None] * len(self.problem.units),
-                        keep_channels=keep_channels)
+        scores = scores or [None] * len(self.problem.units)
+        return allocate(self.problem, allocator=allocator, scores=scores, cost_target=self.budget.target(),
+                        cost_of=lambda w: self.budget.cost(masks_of_widths(self.state.groups, w, scores)),
+                        nearest=self.budget.nearest)
 
     def _grown_widths(self, keep: list[int], delta: float, *, allocator: str, scores) -> list[int]:
         """Keep-plus-regrow widths m_g: the same ranking admitting delta of all channels more."""
@@ -258,21 +193,10 @@ class ChannelExplorer:
             return
         delta = self.schedule.regrow_factor(self.t, self.config.regrow_ratio)
         old_masks = self.state.masks
-        # 1. Allocation: rank |gamma|; inactive units by their most-recently-used value (or 0).
-        gammas = [self.state.unit_gammas(g, from_snapshot=True) for g in self.state.groups]
-        current = [self.state.unit_gammas(g) for g in self.state.groups]
-        scores = []
-        for mru, now, mask in zip(gammas, current, old_masks):
-            if now is None:
-                scores.append(None)
-                continue
-            inactive_value = mru if self.config.reallocate else torch.zeros_like(now)
-            scores.append(torch.where(mask, now, inactive_value))
-        if self.config.allocator == "gamma-per-cost":
-            scores = [s if s is None else s / cost for s, cost in zip(scores, self._unit_costs())]
-        elif self.config.allocator == "gamma-normalized":
-            scores = [s if s is None else s / s.abs().mean().clamp_min(1e-12) for s in scores]
+        # 1. Allocation: rank |gamma| (weighed as the allocator does); inactive units by their most-recently-used
+        # value (or 0).
         allocator = self.config.allocator
+        scores = ALLOCATORS[allocator].weigh(self._gamma_scores(old_masks), self.budget.relative_unit_costs)
         keep = self._widths(allocator=allocator, scores=scores)
         grown = self._grown_widths(keep, delta, allocator=allocator, scores=scores)
         # 2. Pruning inside each group: column subset selection among the active units.
@@ -302,6 +226,19 @@ class ChannelExplorer:
         self.state.set_masks(new_masks)
         self.state.apply()
 
+    def _gamma_scores(self, masks: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Per group: |gamma| of its active units and, for inactive ones, their most-recently-used |gamma| (or 0
+        without ``reallocate``); None for a group without a norm layer."""
+        scores = []
+        for group, mask in zip(self.state.groups, masks):
+            now = self.state.unit_gammas(group)
+            if now is None:
+                scores.append(None)
+                continue
+            mru = self.state.unit_gammas(group, from_snapshot=True) if self.config.reallocate else torch.zeros_like(now)
+            scores.append(torch.where(mask, now, mru))
+        return scores
+
     @property
     def groups_summary(self) -> list[dict]:
         """Per group: name, channels, kept width (for logs and width plots)."""
@@ -327,6 +264,9 @@ class ChannelExplorer:
 
     def dense_latency_ms(self) -> float | None:
         return None if self.latency_model is None else self._latency_of(None)
+
+    def _latency_of(self, masks: list[torch.Tensor] | None) -> float:
+        return float(self.latency_model.predict(self.cost.layer_channels(masks)))
 
     def dense_macs(self) -> int:
         return self.cost.dense_macs

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from chex_tune.core.groups import ChannelGroup, resolve_tensor
+from chex_tune.core.scoring import top_k_indices
 
 
 class MaskState:
@@ -149,3 +150,17 @@ class MaskState:
             values = source.detach().index_select(0, piece.index.to(source.device)).abs().float().cpu()
             best.scatter_reduce_(0, piece.unit, values, reduce="amax")
         return best
+
+
+def masks_of_widths(groups: list[ChannelGroup], widths: list[int],
+                    scores: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """Each group keeping its ``width`` units of highest score (its first units where it has no scores: what a
+    width costs depends on the count alone)."""
+    masks = []
+    for n, (group, width) in enumerate(zip(groups, widths)):
+        mask = torch.zeros(group.units, dtype=torch.bool)
+        order = scores[n] if scores is not None and scores[n] is not None else -torch.arange(group.units).float()
+        mask[top_k_indices(order, width)] = True
+        masks.append(mask)
+    return masks
+

@@ -8,11 +8,16 @@ Higher score = more worth keeping. Every scorer has the signature ``(filters, ke
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-__all__ = ["SCORERS", "css_scores", "get_scorer", "l1_scores", "top_k_indices"]
+if TYPE_CHECKING:
+    from chex_tune.core.groups import ChannelGroup
+    from chex_tune.core.masks import MaskState
+
+__all__ = ["INITIAL_SCORERS", "SCORERS", "css_scores", "get_scorer", "l1_scores", "top_k_indices"]
 
 
 def _check(filters: Tensor, keep: int) -> None:
@@ -73,6 +78,21 @@ def get_scorer(name: str) -> Callable[[Tensor, int], Tensor]:
         return SCORERS[name]
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; choose one of: {', '.join(SCORERS)}") from None
+
+
+def _initial_l1(state: MaskState, group: ChannelGroup, width: int) -> Tensor:
+    return l1_scores(state.unit_filters(group), width).cpu()
+
+
+def _initial_magnitude(state: MaskState, group: ChannelGroup, width: int) -> Tensor:
+    return state.unit_magnitudes(group)
+
+
+# How the first mask (uniform widths, before any training) picks a group's ``width`` units: (state, group, width) ->
+# one score per unit. "l1": each unit's filter L1 norm; "magnitude": the L2 norm of every parameter coupled to it
+# (Torch-Pruning's group magnitude: for trained starts).
+INITIAL_SCORERS: dict[str, Callable[[MaskState, ChannelGroup, int], Tensor]] = {
+    "l1": _initial_l1, "magnitude": _initial_magnitude}
 
 
 def top_k_indices(scores: Tensor, k: int) -> Tensor:
