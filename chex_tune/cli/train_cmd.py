@@ -12,6 +12,7 @@ import pathlib
 import yaml
 
 from chex_tune.config import DATASETS, LATENCY_RUNTIMES, RunConfig
+from chex_tune.core.budgets import BUDGETS
 from chex_tune.core.errors import UserError, load_yaml
 from chex_tune.units import format_count
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regrow-ratio", type=float)
     parser.add_argument("--period", type=int, help="optimizer steps between prune-regrow steps")
     parser.add_argument("--explore-until", type=float, help="fraction of training after which masks freeze")
-    parser.add_argument("--budget", choices=("channels", "macs", "latency"), help="what the budget counts")
+    parser.add_argument("--budget", choices=tuple(BUDGETS),
+                        help="what the budget counts; follows from the target given (--macs-target, --latency-target, "
+                             "else channels): naming it checks that its target is given and clears the others")
     parser.add_argument("--macs-target", type=float, help="fraction of dense MACs to keep (--budget macs)")
     parser.add_argument("--latency-target", type=latency_value, metavar="FRACTION|MS",
                         help="latency budget (--budget latency): a fraction of the dense model's predicted latency "
@@ -60,14 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     values = settings_of(args, FLAGS)
-    if args.budget == "macs" and values.get("macs_target") is None:
-        raise ValueError("--budget macs needs --macs-target (fraction of dense MACs to keep, in (0, 1])")
-    if args.budget == "latency" and values.get("latency_target") is None:
-        raise ValueError("--budget latency needs --latency-target (a fraction of the dense latency, or e.g. 4ms)")
-    if args.budget in ("channels", "latency"):  # the budget asked for, even where the YAML set another
-        values["macs_target"] = None
-    if args.budget in ("channels", "macs"):
-        values["latency_target"] = None
+    if args.budget is not None:
+        kind = BUDGETS[args.budget]
+        if kind.setting is not None and values.get(kind.setting) is None:
+            raise ValueError(f"--budget {kind.name} needs --{kind.setting.replace('_', '-')} ({kind.target_hint})")
+        # the budget asked for, even where the YAML set another
+        values.update({other.setting: None for other in BUDGETS.values() if other.setting not in (None, kind.setting)})
     return RunConfig.from_dict(values)
 
 
