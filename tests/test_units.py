@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chex_tune.units import format_count, parse_count
+from chex_tune.units import format_count, parse_count, parse_milliseconds
 
 
 def test_counts_take_the_largest_suffix_they_reach():
@@ -28,3 +28,16 @@ def test_counts_parse_with_or_without_a_suffix():
     for bad in ("", "M", "-1M", "0", "2.5Q", "nan", "inf"):
         with pytest.raises(ValueError, match=rf"--max-macs must be a positive number .* got {bad!r}"):
             parse_count(bad, "--max-macs")
+
+
+@pytest.mark.parametrize(("text", "unit", "value"), [("2.5", False, 2.5), ("2.5ms", False, 2.5), (" 4 MS ", True, 4.0),
+                                                     (3, False, 3.0)])
+def test_milliseconds_read_with_or_without_their_unit(text, unit, value):
+    assert parse_milliseconds(text, "x must be milliseconds", unit=unit) == value
+
+
+@pytest.mark.parametrize(("text", "unit"), [("0.5", True), ("-1ms", False), ("0", False), ("fast", False),
+                                            ("infms", False), ("2.5M", False)])
+def test_bad_milliseconds_are_named_in_the_error(text, unit):
+    with pytest.raises(ValueError, match=rf"^x must be milliseconds, got {text!r}$"):
+        parse_milliseconds(text, "x must be milliseconds", unit=unit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from chex_tune import units
 from chex_tune.train.metrics import LATENCY_MS, MACS, VAL_ACC
 from chex_tune.tuning.objectives import format_metric
 from chex_tune.tuning.pareto import non_dominated_ranks
@@ -29,15 +30,7 @@ def parse_accuracy(text) -> float:
 
 def parse_milliseconds(text) -> float:
     """A latency bound in milliseconds (``2.5``, or ``2.5ms``), as a positive number."""
-    raw = str(text).strip()
-    raw = raw[:-2] if raw.lower().endswith("ms") else raw
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"--max-latency-ms must be a positive number of milliseconds like 2.5, got {text!r}")
-    return value
+    return units.parse_milliseconds(text, "--max-latency-ms must be a positive number of milliseconds like 2.5")
 
 
 @dataclass(frozen=True)
