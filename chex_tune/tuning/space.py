@@ -250,7 +250,15 @@ def _in_section(section: str, make, *args):
 
 
 # ------------------------------------------------------------------------------------ from keywords
-def ChexSpace(sparsity=(0.3, 0.8), macs_target=None, regrow_fraction=(0.0, 0.6), period=(1, 8), *,  # noqa: N802
+class _Default(tuple):
+    """A keyword's default range, told apart from the same range passed by the caller (who then named it)."""
+
+
+_SPARSITY, _REGROW_FRACTION = _Default((0.3, 0.8)), _Default((0.0, 0.6))
+
+
+def ChexSpace(sparsity=_SPARSITY, macs_target=None, regrow_fraction=_REGROW_FRACTION,  # noqa: N802
+              period=(1, 8), *, regrow_ratio=None,
               period_log: bool = True, scorer: Sequence[str] | str | None = None,
               sampler: Sequence[str] | str | None = None, allocator: Sequence[str] | str | None = None,
               fixed: Mapping | None = None) -> SearchSpace:
@@ -258,20 +266,29 @@ def ChexSpace(sparsity=(0.3, 0.8), macs_target=None, regrow_fraction=(0.0, 0.6),
 
     A ``(low, high)`` tuple searches a setting, a plain value fixes it. sparsity / macs_target: the budget (exactly
     one; a macs_target replaces the default sparsity range); regrow_fraction: the regrow ratio as a fraction of the
-    budget's channel sparsity; period: an integer range (log-scaled unless ``period_log=False``); scorer,
+    budget's channel sparsity; regrow_ratio (here or in ``fixed``): the regrow ratio itself, instead of the default
+    regrow_fraction (give one of the two); period: an integer range (log-scaled unless ``period_log=False``); scorer,
     sampler, allocator: names to choose from (None: the engine's default); fixed: any other CHEX setting, e.g.
     ``{"explore_until": 0.6, "unit": "epoch"}``.
     """
-    if macs_target is not None and sparsity == (0.3, 0.8):
+    if macs_target is not None and isinstance(sparsity, _Default):
         sparsity = None  # a MACs budget replaces the default channel budget
     if (sparsity is None) == (macs_target is None):
-        raise ValueError("ChexSpace needs exactly one budget: sparsity=(low, high) or macs_target=(low, high)")
+        raise ValueError("ChexSpace needs exactly one budget: sparsity=(low, high) or macs_target=(low, high), "
+                         f"got sparsity={sparsity!r} and macs_target={macs_target!r}")
     fixed = dict(fixed or {})
     unknown = sorted(set(fixed) - set(chex_fields()))
     if unknown:
         raise ValueError(f"ChexSpace fixed: unknown CHEX setting(s) {unknown}; allowed: {sorted(chex_fields())}")
-    items = {"sparsity": sparsity, "macs_target": macs_target, REGROW_FRACTION: regrow_fraction, "period": period,
-             "scorer": scorer, "sampler": sampler, "allocator": allocator}
+    if regrow_ratio is not None or "regrow_ratio" in fixed:
+        if not isinstance(regrow_fraction, _Default) and regrow_fraction is not None:
+            given = f"regrow_ratio={regrow_ratio!r}" if regrow_ratio is not None else \
+                f"fixed={{'regrow_ratio': {fixed['regrow_ratio']!r}}}"
+            raise ValueError(f"ChexSpace: give {given} or regrow_fraction={regrow_fraction!r}, not both")
+        regrow_fraction = None  # the user's regrow ratio replaces the default fraction
+    items = {"sparsity": sparsity, "macs_target": macs_target, REGROW_FRACTION: regrow_fraction,
+             "regrow_ratio": regrow_ratio, "period": period, "scorer": scorer, "sampler": sampler,
+             "allocator": allocator}
     params = {}
     for name, value in items.items():
         if value is None:

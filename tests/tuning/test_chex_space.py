@@ -50,6 +50,20 @@ def test_a_macs_budget_replaces_sparsity_and_needs_no_allocator_name():
     assert settings.macs_target == 0.25 and settings.regrow_ratio == pytest.approx(0.5)  # 1 - sqrt(0.25)
 
 
+@pytest.mark.parametrize("kwargs", [{"regrow_ratio": 0.1}, {"fixed": {"regrow_ratio": 0.1}}])
+def test_a_users_regrow_ratio_replaces_the_default_regrow_fraction(kwargs):
+    space = ChexSpace(macs_target=(0.2, 0.5), **kwargs)  # the default regrow_fraction is not the user's: no clash
+    assert "regrow_fraction" not in space.searched and "regrow_fraction" not in space.fixed
+    assert space.fixed["regrow_ratio"] == 0.1
+    assert resolve_chex_settings({**space.fixed, "macs_target": 0.3, "period": 2}).regrow_ratio == 0.1
+
+
+def test_a_regrow_ratio_range_is_searched_as_is():
+    space = ChexSpace(sparsity=(0.4, 0.8), regrow_ratio=(0.0, 0.3))
+    assert set(space.searched) == {"sparsity", "regrow_ratio", "period"}
+    assert (space.params["regrow_ratio"].low, space.params["regrow_ratio"].high) == (0.0, 0.3)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"sparsity": (0.8, 0.3)}, r"sparsity: low \(0\.8\) must be below high \(0\.3\)"),
     ({"sparsity": (0.3, 1.0)}, r"\(sparsity=1\.0, .*\): sparsity must be in \[0\.0, 1\.0\), got 1\.0"),
@@ -58,7 +72,12 @@ def test_a_macs_budget_replaces_sparsity_and_needs_no_allocator_name():
     ({"period": (0, 5)}, r"ChexSpace period must be a positive integer or an integer range .*, got \(0, 5\)"),
     ({"scorer": ["css", "magic"]}, r"scorer='magic'\): unknown scorer 'magic'; choose one of: css, l1"),
     ({"fixed": {"sparsty": 0.5}}, r"fixed: unknown CHEX setting\(s\) \['sparsty'\]"),
-    ({"fixed": {"regrow_ratio": 0.1}}, r"give regrow_ratio or regrow_fraction, not both"),
+    ({"regrow_ratio": 0.1, "regrow_fraction": 0.5}, r"ChexSpace: give regrow_ratio=0\.1 or regrow_fraction=0\.5, "
+                                                     r"not both"),
+    ({"fixed": {"regrow_ratio": 0.1}, "regrow_fraction": (0.0, 0.6)},
+     r"give fixed=\{'regrow_ratio': 0\.1\} or regrow_fraction=\(0\.0, 0\.6\), not both"),
+    ({"sparsity": (0.3, 0.8), "macs_target": (0.2, 0.5)},
+     r"exactly one budget: .*got sparsity=\(0\.3, 0\.8\) and macs_target=\(0\.2, 0\.5\)"),
     ({"fixed": {"unit": "hour"}}, r"sampled configuration would be invalid .*: unknown unit 'hour'; "
                                   r"choose one of: step"),
 ])
