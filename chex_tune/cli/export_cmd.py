@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="state: chex_tune's compact.pt (load_compact); torchscript: torch.jit.load; "
                              "onnx: onnxruntime")
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
+    parser.add_argument("--with-normalization", action="store_true",
+                        help="onnx: put the input normalisation ((x - mean) / std) into the graph, so the file takes "
+                             "pixels scaled to [0, 1]; by default it takes normalised pixels, and its metadata says "
+                             "the mean and std")
     parser.add_argument("--evaluate", metavar="MODULE:FUNCTION",
                         help="score the written file with your function (it gets the loaded model and returns the "
                              "validation accuracy or a dict of metrics); needed for sweeps of your own trainable")
@@ -41,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
     constraint = check_arguments(args)  # before any work: a bad bound or alias should not cost an export
     client, uri = open_store(args.store, args.tracking_uri)
     trials, row, why = pick(client, args, constraint)
-    result = export.export_run(client, row, args.format, args.output, evaluate=args.evaluate, tracking_uri=uri)
+    result = export.export_run(client, row, args.format, args.output, evaluate=args.evaluate, tracking_uri=uri,
+                               with_normalization=args.with_normalization)
     print(f"wrote {result.path} ({args.format}, {result.path.stat().st_size / 1e6:.2f} MB)")
+    for line in result.preprocessing.describe() if result.preprocessing else ():
+        print(f"  {line}")
+    if result.preprocessing and args.format == "onnx":
+        print("  (in the file's metadata_props: onnxruntime's get_modelmeta().custom_metadata_map)")
     if result.fallback:
         print(f"  note: {result.fallback}")
     for line in result.check.describe() if result.check else ():
@@ -61,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
 def check_arguments(args: argparse.Namespace):
     """The export's constraint (None with --run), after checking what can be checked without a store."""
     from chex_tune.tuning.export import FORMATS, Constraint, check_alias
+    from chex_tune.tuning.export.formats import check_folds
 
     if args.format not in FORMATS:
         raise ValueError(f"unknown --format {args.format!r}; choose one of: {', '.join(FORMATS)}")
+    if args.with_normalization:
+        check_folds(args.format)
     if bool(args.register) != bool(args.alias):
         raise ValueError("--register NAME and --alias ALIAS go together (MLflow stages are deprecated: "
                          "the alias names the version)")

@@ -38,3 +38,15 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, out: str | os.Path
         torch.onnx.export(model, (example,), str(out), dynamo=True, verbose=False, external_data=False,
                           input_names=["images"], output_names=["logits"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None)
+
+
+def set_metadata(path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Write ``metadata`` into the ONNX file's ``metadata_props`` (what onnxruntime's ``get_modelmeta()``
+    ``custom_metadata_map`` and Netron show), replacing entries of the same keys."""
+    require("onnx")
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = {prop.key: prop.value for prop in model.metadata_props if prop.key not in metadata}
+    onnx.helper.set_model_props(model, {**kept, **{str(k): str(v) for k, v in metadata.items()}})
+    onnx.save(model, str(path))

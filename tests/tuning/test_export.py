@@ -7,6 +7,7 @@ around it so that each constraint has a known answer.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -40,7 +41,7 @@ def trained(tmp_path_factory):
     from chex_tune.train.loop import train
 
     out = tmp_path_factory.mktemp("run")
-    return out, train(RunConfig.from_dict(TINY), out)
+    return out, train(RunConfig.from_dict(TINY), out).record()  # metrics.json's layout: val_acc, macs, latency_ms...
 
 
 def log_trial(client, experiment_id, parent, name, metrics, *, sparsity="0.5", status="FINISHED", files=()):
@@ -295,3 +296,95 @@ def test_export_scores_the_file_with_a_users_function(store, tmp_path):
     with pytest.raises(ValueError, match=r"--evaluate: cannot import evaluate function 'no_such_module:score'"):
         export_run(store["client"], row, "state", tmp_path / "n.pt", evaluate="no_such_module:score")
     assert not (tmp_path / "n.pt").exists()  # a bad function fails before anything is written
+
+
+# ------------------------------------------------------------------------- the input the file expects
+def test_fashion_mnist_preprocessing_names_its_statistics_size_channels_and_classes():
+    from chex_tune.tuning.export.preprocessing import preprocessing_of
+
+    config = RunConfig.from_dict({"dataset": "fashion-mnist", "model": "resnet18"})
+    props = preprocessing_of(config, [1, 1, 28, 28]).metadata()
+    assert props["mean"] == "[0.286]" and props["std"] == "[0.353]"
+    assert props["input_size"] == "28x28" and props["input_shape"] == '["batch", 1, 28, 28]'
+    assert props["channel_order"] == "grey" and props["dataset"] == "fashion-mnist"
+    assert props["input"] == "float32 NCHW, pixels scaled to [0, 1] (x / 255)"
+    assert props["normalization"] == "not in the graph: feed (x - mean) / std per channel, x in [0, 1]"
+    assert json.loads(props["class_names"]) == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                                                "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    three = preprocessing_of(config, [1, 3, 28, 28], fold=True)  # a 3-channel model fed the grey channel repeated
+    assert three.mean == (0.286,) * 3 and three.std == (0.353,) * 3
+    assert three.channel_order == "grey, repeated on 3 channels"
+    assert three.metadata()["normalization"] == "in the graph: feed pixels in [0, 1]"
+
+
+def test_a_users_own_trainable_has_no_normalisation_to_fold():
+    from chex_tune.tuning.export.preprocessing import preprocessing_of
+
+    assert preprocessing_of(None, [1, 1, 8, 8]).metadata() == {
+        "input": "float32 NCHW, pixels scaled to [0, 1] (x / 255)", "input_shape": '["batch", 1, 8, 8]',
+        "input_size": "8x8",
+        "normalization": "unknown (a run of your own trainable): feed what your loop fed the model"}
+    with pytest.raises(ValueError, match=r"--with-normalization needs the run's normalisation, and this run was "
+                                         r"trained by your own trainable"):
+        preprocessing_of(None, [1, 1, 8, 8], fold=True)
+
+
+def _synthetic_statistics(store):
+    """The run's mean and std, per channel, as the training loop normalised its batches."""
+    from chex_tune.train.data import load_data
+
+    data = load_data(RunConfig.from_dict(TINY).train, "cpu")
+    pixels = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, data.in_chans, 1, 2)
+    fed = data.normalise(pixels)[0, :, 0].double()  # pixels 0 and 255: (p / 255 - mean) / std
+    std = 1 / (fed[:, 1] - fed[:, 0])
+    return (-fed[:, 0] * std).float(), std.float()
+
+
+def test_onnx_metadata_says_what_input_the_file_expects(store, tmp_path):
+    import onnxruntime
+
+    row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
+    result = export_run(store["client"], row, "onnx", tmp_path / "model.onnx")
+    props = onnxruntime.InferenceSession(str(result.path)).get_modelmeta().custom_metadata_map
+    mean, std = _synthetic_statistics(store)
+    shape = load_compact(store["run_dir"] / "compact.pt").chex_recipe["input_shape"]
+    # written with 6 decimals, from float32 arithmetic: 1e-6 apart at most
+    assert torch.tensor(json.loads(props["mean"])) == pytest.approx(mean, abs=1e-6)
+    assert torch.tensor(json.loads(props["std"])) == pytest.approx(std, abs=1e-6)
+    assert props["input_shape"] == json.dumps(["batch", *shape[1:]])
+    assert props["channel_order"] == "RGB" and props["dataset"] == "synthetic" and "class_names" not in props
+    assert props["normalization"].startswith("not in the graph")
+
+
+def test_with_normalization_the_onnx_file_takes_raw_pixels(store, tmp_path, capsys):
+    import onnxruntime
+
+    out = tmp_path / "raw.onnx"
+    assert main(["export", "exp", "--run", store["ids"]["R"], "--format", "onnx", "-o", str(out), "--store",
+                 str(store["root"]), "--with-normalization"]) == 0
+    text = capsys.readouterr().out
+    mean, std = _synthetic_statistics(store)
+    assert re.search(r"normalisation: mean \[[^]]+\], std \[[^]]+\]; in the graph: feed pixels in \[0, 1\]", text)
+    assert "outputs against PyTorch" in text and "(passed)" in text
+    acc = store["result"]["val_acc"]
+    found = float(re.search(r"validation accuracy of the written file: (\S+)", text).group(1))
+    assert abs(found - acc) <= 1 / 64 and "fed pixels in [0, 1]" in text  # scored on raw pixels: the logged figure
+    model = load_compact(store["run_dir"] / "compact.pt").eval()
+    raw = torch.rand(5, *model.chex_recipe["input_shape"][1:], generator=torch.Generator().manual_seed(0))
+    session = onnxruntime.InferenceSession(str(out))
+    assert session.get_modelmeta().custom_metadata_map["normalization"] == "in the graph: feed pixels in [0, 1]"
+    with torch.no_grad():
+        expected = model((raw - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+    got = torch.from_numpy(session.run(None, {"images": raw.numpy()})[0])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_with_normalization_is_refused_for_a_format_that_cannot_hold_it(store, tmp_path, capsys):
+    assert main(["export", "exp", "--run", store["ids"]["R"], "--format", "torchscript", "-o", str(tmp_path / "m.pt"),
+                 "--store", str(store["root"]), "--with-normalization"]) == 2
+    assert ("--with-normalization puts the normalisation into the graph of an ONNX file; format 'torchscript' cannot "
+            "hold it: use --format onnx, or export without it") in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+    row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
+    with pytest.raises(ValueError, match=r"format 'state' cannot hold it"):  # the Python call refuses the same
+        export_run(store["client"], row, "state", tmp_path / "m.pt", with_normalization=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from chex_tune.core.compact import load_compact
-from chex_tune.train.onnx import quiet_export, require, write_onnx
+from chex_tune.train.onnx import quiet_export, require, set_metadata, write_onnx
+from chex_tune.tuning.export.preprocessing import Normalized, Preprocessing
 from chex_tune.tuning.export.registry import MODEL_ARTIFACT
 
 
@@ -27,6 +28,8 @@ class Format:
     write: Callable[[torch.nn.Module, list, pathlib.Path], None]  # (compact model in eval mode, input shape, path)
     load: Callable[[pathlib.Path], torch.nn.Module]  # the written file, as its users load it
     runtime: str = "PyTorch eager"  # what runs the written file (named in the export's check)
+    annotate: Callable[[pathlib.Path, dict[str, str]], None] | None = None  # writes text metadata into the file
+    folds: bool = False  # can hold the input normalisation in its graph (--with-normalization)
 
 
 def _write_torchscript(model: torch.nn.Module, input_shape, out: pathlib.Path) -> None:
@@ -47,7 +50,8 @@ def _load_torchscript(path: pathlib.Path) -> torch.nn.Module:
 FORMATS: dict[str, Format] = {
     "state": Format(write=lambda model, shape, out: None, load=load_compact),  # written by copying the file
     "torchscript": Format(write=_write_torchscript, load=_load_torchscript, runtime="TorchScript"),
-    "onnx": Format(write=_write_onnx, load=lambda path: OnnxModel(path), runtime="ONNX Runtime (CPU)"),
+    "onnx": Format(write=_write_onnx, load=lambda path: OnnxModel(path), runtime="ONNX Runtime (CPU)",
+                   annotate=set_metadata, folds=True),
 }
 
 
@@ -62,34 +66,61 @@ def _example(input_shape) -> torch.Tensor:
     return torch.zeros([2, *list(input_shape)[1:]])
 
 
-def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path) -> tuple[torch.nn.Module, list] | None:
-    """``compact_path`` (a chex_tune compact model) written to ``out`` in ``fmt_name``; the model it was written from
-    and its input shape (None for ``state``: the file is copied as it is)."""
+def check_folds(fmt_name: str) -> None:
+    if not _format(fmt_name).folds:
+        raise ValueError(f"--with-normalization puts the normalisation into the graph of an ONNX file; format "
+                         f"{fmt_name!r} cannot hold it: use --format onnx, or export without it")
+
+
+def input_shape_of(compact_path: pathlib.Path) -> list:
+    """The input shape a compact model's recipe records (batch first), without building the model."""
+    return torch.load(compact_path, map_location="cpu", weights_only=True)["input_shape"]
+
+
+def _write(model: torch.nn.Module, input_shape, fmt_name: str, out: pathlib.Path,
+           preprocessing: Preprocessing | None) -> torch.nn.Module:
+    """``model`` written as ``fmt_name``; with a folded normalisation the model wrapped in it, which is returned:
+    what the written file computes, for the export's check."""
     fmt = _format(fmt_name)
+    if preprocessing is not None and preprocessing.folded:
+        check_folds(fmt_name)
+        model = Normalized(model, preprocessing.mean, preprocessing.std).eval()
+    fmt.write(model, input_shape, out)
+    if fmt.annotate is not None and preprocessing is not None:
+        fmt.annotate(out, preprocessing.metadata())
+    return model
+
+
+def write_export(compact_path: pathlib.Path, fmt_name: str, out: pathlib.Path, *,
+                 preprocessing: Preprocessing | None = None) -> tuple[torch.nn.Module, list] | None:
+    """``compact_path`` (a chex_tune compact model) written to ``out`` in ``fmt_name``, with ``preprocessing`` in its
+    metadata (and graph, when folded); the model the file computes and its input shape (None for ``state``: the
+    file is copied as it is)."""
+    _format(fmt_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt_name == "state":
         shutil.copyfile(compact_path, out)
         return None
     model = load_compact(compact_path).eval()
-    fmt.write(model, model.chex_recipe["input_shape"], out)
-    return model, model.chex_recipe["input_shape"]
+    shape = model.chex_recipe["input_shape"]
+    return _write(model, shape, fmt_name, out, preprocessing), shape
 
 
 def write_from_mlflow_model(tracking_uri: str, run_id: str, compact_path: pathlib.Path, fmt_name: str,
-                            out: pathlib.Path) -> tuple[torch.nn.Module, list]:
+                            out: pathlib.Path, *, preprocessing: Preprocessing | None = None
+                            ) -> tuple[torch.nn.Module, list]:
     """The run's ``mlflow.pytorch`` copy (pt2: a graph, no class needed) written to ``out`` in ``fmt_name``; that model
     and its input shape."""
     import mlflow.pytorch
 
     from chex_tune.tuning.track.store import using_tracking_uri
 
-    fmt = _format(fmt_name)
-    input_shape = torch.load(compact_path, map_location="cpu", weights_only=True)["input_shape"]
+    _format(fmt_name)
+    input_shape = input_shape_of(compact_path)
     with using_tracking_uri(tracking_uri):
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fmt.write(model, input_shape, out)
-    return model, input_shape
+    return _write(model, input_shape, fmt_name, out, preprocessing), input_shape
 
 
 def load_exported(path: str | os.PathLike, fmt_name: str) -> torch.nn.Module:

@@ -22,7 +22,15 @@ from chex_tune.core.builders import BuilderImportError
 from chex_tune.train.artifacts import COMPACT, RUN_CONFIG, dataset_settings
 from chex_tune.train.metrics import VAL_ACC
 from chex_tune.tuning.export.check import ExportCheck, check_export
-from chex_tune.tuning.export.formats import load_exported, runtime_of, write_export, write_from_mlflow_model
+from chex_tune.tuning.export.formats import (
+    check_folds,
+    input_shape_of,
+    load_exported,
+    runtime_of,
+    write_export,
+    write_from_mlflow_model,
+)
+from chex_tune.tuning.export.preprocessing import Denormalized, Preprocessing, preprocessing_of
 from chex_tune.tuning.protocol import TrialRow
 
 
@@ -46,6 +54,7 @@ class ExportResult:
     exported_metrics: dict | None = None  # what a user's evaluate function returned
     fallback: str = ""  # set when the file was written from the run's MLflow model (builder not importable)
     check: ExportCheck | None = None  # the written file against the model it came from (None for ``state``)
+    preprocessing: Preprocessing | None = None  # the input the file expects (in an ONNX file's metadata too)
 
 
 def resolve_evaluator(evaluate) -> Callable:
@@ -61,31 +70,39 @@ def resolve_evaluator(evaluate) -> Callable:
 
 
 def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, evaluate=None,
-               tracking_uri: str | None = None) -> ExportResult:
+               tracking_uri: str | None = None, with_normalization: bool = False) -> ExportResult:
     """Download the run's compact model, write ``out`` in ``fmt_name`` and score the written file.
 
     Scoring: ``evaluate`` (a function of the loaded model, or its ``"package.module:function"``), else the
     validation split of the built-in trainable's dataset; a run of a user's own trainable without
     ``evaluate`` is not scored, and ``note`` says so. When the compact model's builder cannot be imported
     here, TorchScript and ONNX files are written from the run's MLflow model instead (given
-    ``tracking_uri``), and ``fallback`` says so.
+    ``tracking_uri``), and ``fallback`` says so. The input the file expects (``preprocessing``: pixel scale,
+    mean and std, size, channel order, class names) goes into an ONNX file's metadata; ``with_normalization``
+    puts the normalisation into its graph, so that it takes pixels in [0, 1].
     """
     out = pathlib.Path(out).expanduser().resolve()
     run_id = row.run_id
     evaluator = resolve_evaluator(evaluate) if evaluate is not None else None  # a bad reference fails first
+    if with_normalization:
+        check_folds(fmt_name)
     with tempfile.TemporaryDirectory() as tmp:
         names = _artifact_names(client, run_id)
         compact = pathlib.Path(_download(client, run_id, COMPACT, tmp, names))
         config_text = pathlib.Path(_download(client, run_id, RUN_CONFIG, tmp, names)).read_text() \
             if RUN_CONFIG in names else None
+        settings = dataset_settings(config_text)
+        config = RunConfig.from_dict(settings) if settings is not None else None
+        preprocessing = preprocessing_of(config, input_shape_of(compact), fold=with_normalization)
         fallback = ""
         try:
-            written_from = write_export(compact, fmt_name, out)
+            written_from = write_export(compact, fmt_name, out, preprocessing=preprocessing)
         except BuilderImportError as exc:
             if tracking_uri is None:
                 raise
             try:  # the graph MLflow keeps needs no importable class
-                written_from = write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out)
+                written_from = write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, out,
+                                                       preprocessing=preprocessing)
             except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
                 raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
                                  f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
@@ -98,8 +115,6 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
         check = check_export(model, exported, input_shape, runtime_of(fmt_name))
         for name, value in check.metrics(fmt_name).items():
             client.log_metric(run_id, name, value)
-    settings = dataset_settings(config_text)
-    config = RunConfig.from_dict(settings) if settings is not None else None
     logged = row.value(VAL_ACC)
     if evaluator is not None:
         name = evaluate if isinstance(evaluate, str) else getattr(evaluate, "__qualname__", repr(evaluate))
@@ -107,19 +122,24 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
         metrics = dict(value) if isinstance(value, dict) else {VAL_ACC: float(value)}
         accuracy = metrics.get(VAL_ACC)
         return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
-                            f"evaluated with {name}", metrics, fallback, check)
+                            f"evaluated with {name}", metrics, fallback, check, preprocessing)
     if config is None:
         return ExportResult(row, fmt_name, out, logged, None, None,
                             f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
                             "dataset to score the written file on; pass --evaluate package.module:function (a "
                             "function that takes the loaded model and returns its validation accuracy or a dict "
-                            "of metrics)", fallback=fallback, check=check)
+                            "of metrics)", fallback=fallback, check=check, preprocessing=preprocessing)
+    scored = exported if exported is not None else load_exported(out, fmt_name)
+    if preprocessing.folded:  # the loop's batches are normalised; the file normalises raw pixels itself
+        scored = Denormalized(scored, preprocessing.mean, preprocessing.std)
     try:
-        accuracy = validation_accuracy(exported if exported is not None else load_exported(out, fmt_name), config)
+        accuracy = validation_accuracy(scored, config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
+    fed = ", fed pixels in [0, 1]" if preprocessing.folded else ""
     return ExportResult(row, fmt_name, out, logged, accuracy, config,
-                        f"{config.train.dataset} validation split, on the CPU", fallback=fallback, check=check)
+                        f"{config.train.dataset} validation split, on the CPU{fed}", fallback=fallback, check=check,
+                        preprocessing=preprocessing)
 
 
 def _artifact_names(client, run_id: str) -> set[str]:
