@@ -23,6 +23,7 @@ import yaml
 from torch import nn
 
 from chex_tune.core._atomic import atomic_write_text
+from chex_tune.core.budgets import BUDGETS
 from chex_tune.core.compact import save_compact
 from chex_tune.train.metrics import MACS_RATIO
 
@@ -58,8 +59,23 @@ def write_trial(out: str | pathlib.Path, model: nn.Module, *, widths: list[dict]
                 "builder": recipe["model_name"], "builder_kwargs": dict(recipe["model_kwargs"])}
     atomic_write_text(yaml.safe_dump(settings, sort_keys=False), out / SETTINGS)
     if run_config is not None:
-        atomic_write_text(yaml.safe_dump(dict(run_config), sort_keys=False), out / RUN_CONFIG)
+        atomic_write_text(yaml.safe_dump(without_unused_budgets(run_config), sort_keys=False), out / RUN_CONFIG)
     return out
+
+
+CHANNEL_TARGET = "sparsity"  # the default (channel) budget's target, which the kinds with a setting replace
+
+
+def without_unused_budgets(run_config: Mapping) -> dict:
+    """``run_config`` without the targets of the budgets it does not use: with a ``macs_target`` or
+    ``latency_target`` set, ``sparsity`` and the other kinds' (unset) targets say nothing about the run. What is
+    left still rebuilds the run (``RunConfig.from_dict``): a dropped target goes back to its default, unused."""
+    settings = [kind.setting for kind in BUDGETS.values() if kind.setting is not None]
+    chosen = [name for name in settings if run_config.get(name) is not None]
+    if not chosen:
+        return dict(run_config)
+    unused = {CHANNEL_TARGET, *settings} - set(chosen)
+    return {key: value for key, value in run_config.items() if key not in unused}
 
 
 def is_complete(directory: str | pathlib.Path | None) -> bool:
