@@ -13,7 +13,8 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 
-from chex_tune.core.config import ChexConfig, _in_range, _is_int, _one_of  # ChexConfig: re-exported
+from chex_tune.core.checks import _in_range, _is_int, _one_of
+from chex_tune.core.config import ChexConfig  # re-exported
 
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 # A fine-tune from trained weights (``init``): the defaults of what a run's settings leave out, chosen on the CPU

@@ -33,16 +33,3 @@ def parse_count(text, what: str) -> float:
         raise ValueError(f"{what} must be a positive number like 2.5e6 or 2.5M (suffixes K, M, G), got {text!r}")
     return value
 
-
-def parse_milliseconds(text, what: str, *, unit: bool = False) -> float:
-    """``2.5``, ``2.5ms`` or ``2.5 ms`` as a positive, finite number of milliseconds; with ``unit`` the "ms" is
-    required (a bare number means something else there). ``what`` starts the error: "X must be ...", then the value."""
-    raw = str(text).strip().lower()
-    number = raw.removesuffix("ms").strip()
-    try:
-        value = float(number) if raw.endswith("ms") or not unit else math.nan
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{what}, got {text!r}")
-    return value

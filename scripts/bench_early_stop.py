@@ -119,7 +119,8 @@ def record_bank(space: SearchSpace, path: Path, count: int, seed: int, train_see
         run = space.run_config(config, **BANK_SETTINGS, seed=train_seed, device="cpu")
         with tempfile.TemporaryDirectory() as out:
             result = train(run, out, callback=keep)
-        final = {k: getattr(result, k) for k in ("val_acc", "test_acc", "macs", "params", "dense_macs", "train_seconds")}
+        final = {k: getattr(result, k) for k in ("val_acc", "test_acc", "macs", "params", "dense_macs",
+                                                   "train_seconds")}
         bank["entries"].append({"config": config, "curve": curve, "final": final})
         path.write_text(json.dumps(bank, indent=1))  # after every configuration: an interrupted record resumes
         done = index + 1

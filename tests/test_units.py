@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chex_tune.units import format_count, parse_count, parse_milliseconds
+from chex_tune.core.checks import parse_milliseconds
+from chex_tune.units import format_count, parse_count
 
 
 def test_counts_take_the_largest_suffix_they_reach():

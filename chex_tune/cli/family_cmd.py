@@ -15,7 +15,7 @@ FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from chex_tune.cli._flags import add_store_flags
     from chex_tune.config import FINETUNE, TrainConfig
-    from chex_tune.tuning.family import DEFAULT_LEVELS, SHAPES
+    from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
 
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="the trained dense model (a weights file or an MLflow URI); default: train it first")

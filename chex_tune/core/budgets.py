@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from chex_tune.core.config import _in_range, parse_latency_target
+from chex_tune.core.checks import _in_range, parse_latency_target
 
 if TYPE_CHECKING:
     import torch

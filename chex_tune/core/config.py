@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chex_tune.core.checks import _in_range, _is_int, _one_of, parse_latency_target
+
 if TYPE_CHECKING:
     from chex_tune.core.budgets import Budget
 
@@ -113,37 +115,3 @@ class ChexConfig:
             return None
         fraction, milliseconds = parse_latency_target(self.latency_target)
         return milliseconds if milliseconds is not None else fraction * dense_ms
-
-
-def parse_latency_target(value) -> tuple[float | None, float | None]:
-    """``latency_target`` as (fraction of the dense latency, None) or (None, milliseconds)."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        number = text.removesuffix("ms").strip()
-        try:
-            milliseconds = float(number) if text.endswith("ms") else float("nan")
-        except ValueError:
-            milliseconds = float("nan")
-        if not milliseconds > 0 or milliseconds == float("inf"):
-            raise ValueError(f"latency_target must be a fraction of the dense latency in (0, 1] or milliseconds "
-                             f"such as '4ms', got {value!r}")
-        return None, milliseconds
-    _in_range("latency_target", value, 0.0, 1.0, closed_high=True, open_low=True)
-    return float(value), None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _in_range(name, value, low, high, *, closed_high, open_low=False) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and (low < value if open_low else low <= value) and (value <= high if closed_high else value < high)
-    if not ok:
-        allowed = f"{'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
-        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
-
-
-def _one_of(name, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")

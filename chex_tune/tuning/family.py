@@ -25,11 +25,10 @@ from chex_tune.train.loop import train
 from chex_tune.train.metrics import EPOCH
 from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
+from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
 
 logger = logging.getLogger(__name__)
 
-SHAPES = ("cascade", "independent")
-DEFAULT_LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
 
 
 @dataclasses.dataclass

@@ -6,13 +6,41 @@ from __future__ import annotations
 import os
 import pathlib
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 from chex_tune._fields import setting
+from chex_tune.tuning.protocol import WORKERS_KEY
 from chex_tune.tuning.rungs import DEFAULT_ETA, DEFAULT_GRACE, check_rule
-from chex_tune.tuning.workers import Workers
 
+# A family (tuning/family.py): its default MACs budgets, fractions of the dense model's, and its shapes
+DEFAULT_LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
+SHAPES = ("cascade", "independent")
 TRIAL_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it starts the workers and relays their reports
+
+
+@dataclass(frozen=True)
+class Workers:
+    """How a trial is spread: ``count`` data-parallel workers of ``cpus`` and ``gpus`` each; ``restarts``: times the
+    worker group may start again from its last checkpoint after losing a worker before the trial fails;
+    ``storage``: where Ray Train keeps the resume state (every node must reach it)."""
+
+    count: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    restarts: int = 0
+    storage: str | None = None
+
+    @classmethod
+    def of_trial(cls, config: Mapping) -> Workers:
+        return cls(**config.get(WORKERS_KEY) or {})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        gpus = f" + {self.gpus:g} GPU" if self.gpus else ""
+        return f"{self.count} workers of {self.cpus:g} CPU{gpus}"
 
 
 @dataclass(frozen=True)

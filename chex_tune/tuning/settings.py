@@ -33,7 +33,7 @@ def channel_sparsity(values: Mapping) -> float:
     if values.get("macs_target") is not None:
         return 1.0 - math.sqrt(values["macs_target"])
     if values.get("latency_target") is not None:
-        from chex_tune.core.config import parse_latency_target
+        from chex_tune.core.checks import parse_latency_target
 
         fraction, _ = parse_latency_target(values["latency_target"])
         return 1.0 - math.sqrt(fraction) if fraction is not None else _default("sparsity")

@@ -140,16 +140,20 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     init = options.init or space.fixed.get("init")
     if init:
         warn_from_scratch_schedule(space)
-    workers = options.workers_per_trial or space.fixed.get("workers_per_trial", 1)
+    # the sweep's overrides of the space's run settings: the run's config (TrainConfig) is where they live
+    overrides = {name: getattr(options, name) for name in ("epochs", "workers_per_trial")
+                 if getattr(options, name) is not None}
+    centre = space.run_config(space.midpoint(), **overrides, init=init).train
+    workers = centre.workers_per_trial
     constants = {} if options.resume else builtin_constants(
-        space, epochs=options.epochs, device=options.device, threads=int(options.cpus()), workers=workers,
+        space, overrides, device=options.device, threads=int(options.cpus()),
         init=resolve_init(init, store=options.store, tracking_uri=options.tracking_uri) if init else None)
     trainable = on_workers(run_trial) if workers > 1 else run_trial  # as a user's trainable on several workers
     return Plan(trainable, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=options.epochs or space.run_config(space.midpoint(), init=init).train.epochs, workers=workers)
+                epochs=centre.epochs, workers=workers)
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:

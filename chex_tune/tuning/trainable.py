@@ -29,27 +29,23 @@ from chex_tune.train.loop import train
 from chex_tune.train.result import RunResult
 from chex_tune.train.weights import check_init, fit_to_weights, space_flag
 from chex_tune.tuning.finish import TrialEnd, finish_trial, replay_finished
+from chex_tune.tuning.options import Workers
 from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
 from chex_tune.tuning.session import in_train_worker, report, trial_location, world_rank
 from chex_tune.tuning.settings import resolve
-from chex_tune.tuning.workers import Workers, rank_directory
+from chex_tune.tuning.workers import rank_directory
 
 ARTIFACTS = (*FILES, RUN_CONFIG)
 
 
-def builtin_constants(space, *, epochs: int | None, device: str, threads: int, init: str | None = None,
-                      workers: int = 1) -> dict:
-    """What every built-in trial gets besides Optuna's suggestions; the space's centre is checked first, and a
-    trained start (``init``, a local file) every trial forks from is built once here, so weights that do not fit
-    stop the sweep before any trial."""
-    fixed = dict(space.fixed)
-    if epochs is not None:
-        fixed["epochs"] = epochs
+def builtin_constants(space, overrides: dict, *, device: str, threads: int, init: str | None = None) -> dict:
+    """What every built-in trial gets besides Optuna's suggestions: the space's fixed settings with the sweep's
+    ``overrides`` (epochs, workers_per_trial); the space's centre is checked first, and a trained start (``init``, a
+    local file) every trial forks from is built once here, so weights that do not fit stop the sweep before any
+    trial."""
+    fixed = {**space.fixed, **overrides, "device": device}
     if init is not None:
         fixed["init"] = init
-    fixed["device"] = device
-    if workers != 1:
-        fixed["workers_per_trial"] = workers
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
     if init is not None:  # input channels and stem from the weights, where the space leaves them out

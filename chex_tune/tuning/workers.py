@@ -20,36 +20,12 @@ import contextlib
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 from chex_tune.tuning.finish import TrialEnd, finish_trial, replay_finished
-from chex_tune.tuning.protocol import FINAL_KEY, WORKERS_KEY
+from chex_tune.tuning.options import Workers
+from chex_tune.tuning.protocol import FINAL_KEY
 from chex_tune.tuning.session import world_rank
-
-
-@dataclass(frozen=True)
-class Workers:
-    """How a trial is spread: ``count`` data-parallel workers of ``cpus`` and ``gpus`` each; ``restarts``: times the
-    worker group may start again from its last checkpoint after losing a worker before the trial fails;
-    ``storage``: where Ray Train keeps the resume state (every node must reach it)."""
-
-    count: int = 1
-    cpus: float = 1.0
-    gpus: float = 0.0
-    restarts: int = 0
-    storage: str | None = None
-
-    @classmethod
-    def of_trial(cls, config: Mapping) -> Workers:
-        return cls(**config.get(WORKERS_KEY) or {})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        gpus = f" + {self.gpus:g} GPU" if self.gpus else ""
-        return f"{self.count} workers of {self.cpus:g} CPU{gpus}"
 
 
 def _epochs_to_tune():

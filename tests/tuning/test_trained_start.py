@@ -99,7 +99,7 @@ def test_a_sweep_takes_input_channels_and_stem_from_the_weights_and_a_space_that
     torch.save(timm.create_model("resnet18", num_classes=10, in_chans=1).state_dict(), weights)
     fixed = {**{k: v for k, v in TINY.items() if k != "stem"}, "model": "resnet18"}
     space = SearchSpace.from_dict({**SPACE, "fixed": fixed}, source="r18.yaml")
-    constants = builtin_constants(space, epochs=1, device="cpu", threads=1, init=str(weights))
+    constants = builtin_constants(space, {"epochs": 1}, device="cpu", threads=1, init=str(weights))
     assert (constants[FIXED_KEY]["in_chans"], constants[FIXED_KEY]["stem"]) == (1, "timm")  # every trial gets them
     small = SearchSpace.from_dict({**SPACE, "fixed": {**fixed, "stem": "small"}}, source="small.yaml")
     store, uri = prepare_store(tmp_path / "store")

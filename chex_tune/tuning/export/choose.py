@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from chex_tune import units
+from chex_tune.core import checks
 from chex_tune.train.metrics import LATENCY_MS, MACS, VAL_ACC
 from chex_tune.tuning.objectives import format_metric
 from chex_tune.tuning.pareto import non_dominated_ranks
@@ -30,7 +30,7 @@ def parse_accuracy(text) -> float:
 
 def parse_milliseconds(text) -> float:
     """A latency bound in milliseconds (``2.5``, or ``2.5ms``), as a positive number."""
-    return units.parse_milliseconds(text, "--max-latency-ms must be a positive number of milliseconds like 2.5")
+    return checks.parse_milliseconds(text, "--max-latency-ms must be a positive number of milliseconds like 2.5")
 
 
 @dataclass(frozen=True)
