@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chex_tune.cli._commands import command
     from chex_tune.cli._logging import configure
     from chex_tune.cli.train_cmd import settings_of
     from chex_tune.tuning.family import run_family
@@ -50,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_of(args, FLAGS)
     result = run_family(settings, levels=args.levels, init=args.init, shape=args.shape, experiment=args.experiment,
                         store=args.store, tracking_uri=args.tracking_uri, dense_epochs=args.dense_epochs, log=print)
-    print(f"\n{result}\n\nbrowse: chex-tune pareto {args.experiment} --store {args.store}")
+    print(f"\n{result}\n\nbrowse: {command('pareto', args.experiment, '--store', args.store)}")
     return 0

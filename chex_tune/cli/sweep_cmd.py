@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chex_tune.cli._commands import command
     from chex_tune.cli._logging import configure
     from chex_tune.tuning.space import SearchSpace
 
@@ -33,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     options = SweepOptions(**given(args, SweepOptions))
     result = run_sweep(space, options, log=print)  # progress, then the table of all trials, the front first
     if result.interrupted:
-        print(f"\ninterrupted: continue with  chex-tune sweep {args.space} --resume --experiment {result.experiment}")
-    browse = f"chex-tune ui --store {args.store}" if result.tracking_uri.startswith("sqlite:") else result.tracking_uri
+        again = command("sweep", args.space, "--resume", "--experiment", result.experiment)
+        print(f"\ninterrupted: continue with  {again}")
+    browse = command("ui", "--store", args.store) if result.tracking_uri.startswith("sqlite:") else result.tracking_uri
     print(f"\nbrowse the runs: {browse}")
     return 130 if result.interrupted else 0
 

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+from chex_tune.cli._commands import command
+
 HELP = "open the MLflow UI on the local store (127.0.0.1 only unless --host says otherwise)"
 
 
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def ui_command(args: argparse.Namespace) -> list[str]:
     database = pathlib.Path(args.store).expanduser().resolve() / "mlflow.db"
     if not database.exists():
-        raise ValueError(f"no MLflow store at {database}; run a sweep first (chex-tune sweep SPACE.yaml) "
+        raise ValueError(f"no MLflow store at {database}; run a sweep first ({command('sweep', 'SPACE.yaml')}) "
                          "or pass --store DIR")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{database}",
             "--host", args.host, "--port", str(args.port)]
