@@ -50,6 +50,14 @@ def read_start(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor] | None
     return state, compact
 
 
+def local_start(path: str | pathlib.Path) -> str:
+    """A trained start on this machine, as the absolute path every trial reads (trials run in their own
+    directories), checked readable as a start before any work: a missing or damaged file is one line, now."""
+    path = pathlib.Path(path).expanduser().resolve()
+    read_start(path)
+    return str(path)
+
+
 def _read(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor] | None, dict | None, dict | None]:
     """``read_start``'s pair, and the recipe of a chex-tune compact file (dense or not; None for other files)."""
     path = pathlib.Path(path).expanduser()

@@ -158,18 +158,18 @@ def test_distillation_needs_a_trained_start_and_leaves_the_teacher_untouched(den
         RunConfig.from_dict({**TINY, "distill": 1.5, "init": str(dense[0])})
     config = RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0]), "distill": 0.5})
     trainer = Trainer(config, tmp_path)
-    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    assert not trainer.teacher.training and not any(p.requires_grad for p in trainer.teacher.parameters())
+    teacher = trainer.loss.teacher  # the loss is chosen once: distillation from a frozen copy of the start
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     trainer.run()
-    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())  # running stats too
-    assert_same_weights(trainer.teacher, dense[1])
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # running stats too
+    assert_same_weights(teacher, dense[1])
     plain = Trainer(RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0])}), tmp_path / "plain")
+    assert not hasattr(plain.loss, "teacher")  # no distillation: plain cross-entropy
     images, labels = next(plain.data.train_batches(32, epoch=0, seed=0))
-    torch.manual_seed(0)
-    with torch.no_grad():  # the same student and batch: the distilled loss adds the teacher's term
-        distilled = trainer.loss(images, labels)
-        trainer.teacher = None
-        assert not torch.isclose(distilled, trainer.loss(images, labels))
+    with torch.no_grad():  # the same logits and batch: the distilled loss adds the teacher's term
+        logits = trainer.model(images)
+        assert not torch.isclose(trainer.loss(logits, images, labels), plain.loss(logits, images, labels))
 
 
 # ------------------------------------------------------------------------------------ what the weights say

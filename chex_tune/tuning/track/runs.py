@@ -211,16 +211,13 @@ def fetch_compact(client, uri: str, directory: str | os.PathLike) -> pathlib.Pat
 
 
 def resolve_init(init: str, *, store: str | os.PathLike = "mlflow", tracking_uri: str | None = None) -> str:
-    """A trained start as a local file: an MLflow model URI's compact.pt downloaded under ``store/init``, a path made
-    absolute (trials run in their own directories); checked readable as a start before any work."""
-    from chex_tune.train.weights import read_start
+    """A trained start as a local file (``train.weights.local_start``): an MLflow model URI's compact.pt downloaded
+    under ``store/init`` first."""
+    from chex_tune.train.weights import local_start
     from chex_tune.tuning.track.store import open_store
 
-    if is_model_uri(init):
-        parse_model_uri(init)
-        client, _ = open_store(store, tracking_uri)
-        path = fetch_compact(client, init, pathlib.Path(store).expanduser().resolve() / "init")
-    else:
-        path = pathlib.Path(init).expanduser().resolve()
-    read_start(path)  # dense weights or a compact model; a missing or damaged file: one line, now
-    return str(path)
+    if not is_model_uri(init):
+        return local_start(init)
+    parse_model_uri(init)
+    client, _ = open_store(store, tracking_uri)
+    return local_start(fetch_compact(client, init, pathlib.Path(store).expanduser().resolve() / "init"))
