@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import signal
@@ -29,25 +30,53 @@ def ui_command(args: argparse.Namespace) -> list[str]:
             "--host", args.host, "--port", str(args.port)]
 
 
+GRACE_S = 3.0  # how long the server's processes get to exit on SIGTERM before they are killed
+
+
+class _Stopped(Exception):
+    """SIGTERM reached ``chex-tune ui``: stop the server as Ctrl-C does."""
+
+
+def _stopped(*_) -> None:
+    raise _Stopped
+
+
 def run(args: argparse.Namespace) -> int:
-    command = ui_command(args)
+    argv = ui_command(args)
     print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
     # MLflow's server is a family of processes (uvicorn, job runners): give it its own process group
     # and stop the whole group, or a stopped UI leaves a server behind on the port.
-    server = subprocess.Popen(command, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: stop(server))
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    server = None
     try:
+        server = subprocess.Popen(argv, start_new_session=True)
         return server.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         return 0
     finally:
-        stop(server)
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            if server is not None:
+                stop(server)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stop(server: subprocess.Popen, grace: float = GRACE_S) -> None:
+    """SIGTERM to the server's process group, ``grace`` seconds to exit, then SIGKILL to whatever is left of it.
+
+    MLflow's UI processes (uvicorn and its workers, the job runner) were measured still running 30 s after a
+    SIGTERM, so they are not waited for longer than ``grace``. The group is killed even when its leader left in
+    time: its workers may still hold the port.
+    """
+    if server.poll() is None:
+        _signal_group(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=grace)
+    _signal_group(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
+        os.killpg(pgid, signum)
