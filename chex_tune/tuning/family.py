@@ -22,7 +22,7 @@ from collections.abc import Callable
 from chex_tune.config import RunConfig
 from chex_tune.train.artifacts import COMPACT
 from chex_tune.train.loop import train
-from chex_tune.train.metrics import EPOCH
+from chex_tune.train.metrics import EPOCH, MACS, MACS_RATIO, PARAMS, TEST_ACC, VAL_ACC
 from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
@@ -38,12 +38,19 @@ class FamilyResult:
     tracking_uri: str
     members: list[dict]  # level, run_id, path (its compact.pt), and its final metrics
     rows: list  # the family's trial rows, ranked (rank 0: its front)
+    reference: dict | None = None  # with a trained start: its own metrics (no member trains it), for comparison
 
     def __str__(self) -> str:
-        from chex_tune.tuning.tables import trials_table
+        from chex_tune.tuning.tables import reference_line, trials_table
 
-        return f"family {self.experiment!r} (parent run {self.parent_run_id})\n" + trials_table(
+        text = f"family {self.experiment!r} (parent run {self.parent_run_id})\n" + trials_table(
             self.rows, parse_objectives(DEFAULT_OBJECTIVES))
+        if self.reference is not None:
+            text += "\n" + reference_line(REFERENCE_LABEL, self.reference)
+        return text
+
+
+REFERENCE_LABEL = "reference, the --init model as given (evaluated once, not a member)"
 
 
 def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None, shape: str = "cascade",
@@ -59,13 +66,18 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
 
     log = log or logger.info
     levels = _check(levels, shape)
-    RunConfig.from_dict({**settings, "init": init or "-", "macs_target": levels[0]})  # every setting, checked now
+    RunConfig.from_dict({**settings, "macs_target": levels[0]}, preset="finetune")  # every setting, checked now
     if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
         from chex_tune.train.weights import check_init, fit_to_weights
 
         start = resolve_init(init, store=store, tracking_uri=tracking_uri)
         settings = fit_to_weights(settings, start)  # input channels and stem from the weights
-        check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": levels[0]}))
+        check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": levels[0]}, preset="finetune"))
+        reference = init_reference(settings, start)
+        log(f"the --init model: val_acc {reference[VAL_ACC]:.4f}, test_acc {reference[TEST_ACC]:.4f}, "
+            f"MACs {reference[MACS_RATIO]:.3f} of dense")
+    else:
+        reference = None  # the dense member trained below is the reference, on the front itself
     store_dir, uri = prepare_store(store, tracking_uri)
     recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
     recorder.open(params={"levels": list(levels), "shape": shape, "init": init}, tags={"chex.family": shape})
@@ -77,14 +89,35 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
             init = members[-1]["path"]
         start = resolve_init(init, store=store, tracking_uri=tracking_uri)
         for level in levels:
-            member = RunConfig.from_dict({**settings, "init": start, "macs_target": level})
+            member = RunConfig.from_dict({**settings, "init": start, "macs_target": level}, preset="finetune")
             members.append(_member(recorder, f"{level:g}", member, work / f"{level:g}", log))
             if shape == "cascade":
                 start = members[-1]["path"]
     except BaseException:
         recorder.close("KILLED")
         raise
-    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close())
+    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close(), reference)
+
+
+def init_reference(settings: dict, start: str) -> dict:
+    """The trained start's own val and test accuracy, MACs and params: loaded as the members load it and evaluated
+    once, with no training (a family from ``init`` has no dense member to compare its front with)."""
+    from chex_tune.core.flops import count_macs, count_params
+    from chex_tune.train.data import load_data
+    from chex_tune.train.evaluate import evaluate
+    from chex_tune.train.loop import resolve_device
+    from chex_tune.train.models import resolve_stem
+    from chex_tune.train.weights import start_model
+
+    config = RunConfig.from_dict({**settings, "init": start, "sparsity": 0.0, "macs_target": None,
+                                  "latency_target": None}).train
+    device = resolve_device(config.device)
+    data = load_data(config, device)
+    model, dense_macs, _ = start_model(config, data, resolve_stem(config.stem, data.image_size))
+    model = model.to(device).eval()
+    macs = count_macs(model, data.example_input()[:1])
+    return {VAL_ACC: evaluate(model, data, "val"), TEST_ACC: evaluate(model, data, "test"), MACS: macs,
+            PARAMS: count_params(model), MACS_RATIO: macs / dense_macs}
 
 
 def _dense(settings: dict, epochs: int | None) -> RunConfig:

@@ -50,6 +50,13 @@ def trials_table(rows, objectives) -> str:
     return "\n".join(lines)
 
 
+def reference_line(label: str, metrics: dict) -> str:
+    """One model that is not a trial (a family's trained start), in the table's columns and number style."""
+    cells = ", ".join(f"{metric(name).title} {metric(name).cell(metrics[name]).strip()}" for name in TABLE_COLUMNS
+                      if metrics.get(name) is not None)
+    return f"{label}: {cells}"
+
+
 def metric_columns(trials) -> list[str]:
     """The shared columns some finished trial has, then objectives of the user's own (e.g. val_loss)."""
     logged = {name for row in trials.finished for name in row.metrics}
