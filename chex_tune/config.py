@@ -24,6 +24,10 @@ DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 # pt to group magnitude. A search over a trained start can still explore (regrow_ratio, explore_until, allocator).
 FINETUNE = {"epochs": 4, "lr": 0.02, "norm_init": None, "explore_until": 0.01, "regrow_ratio": 0.0,
             "allocator": "uniform", "initial_scorer": "magnitude"}
+# Named sets of defaults for what a run's settings leave out, applied where they are asked for by name: the CLI's
+# train, sweep and family apply "finetune" to a run with a trained start (--init); in Python,
+# ``RunConfig.from_dict(values, preset="finetune")``, and ``preset_chex("finetune")`` for ChexReporter/ChexSpace.
+PRESETS = {"finetune": FINETUNE}
 STEMS = ("auto", "small", "timm")
 LATENCY_RUNTIMES = ("onnxruntime", "torch")  # what a latency table can be timed in
 
@@ -40,8 +44,9 @@ class TrainConfig:
     in_chans: int | None = None
     pretrained: bool = False  # only weights already in the local timm cache
     # A trained start: the dense model's weights (a file, or an MLflow model URI that a sweep resolves to one).
-    # The run is then a fine-tune: FINETUNE's defaults apply to what the settings leave out, norm_init is not
-    # applied (it would erase the trained scales) and the first mask is chosen on the trained filters.
+    # The CLI makes such a run a fine-tune (the "finetune" preset: FINETUNE's defaults for what the settings leave
+    # out); norm_init is never applied to it (it would erase the trained scales), and the first mask is chosen on
+    # the trained filters.
     init: str | None = None
     # Initial scale (gamma) of every BatchNorm; None = the model's own (1.0). 0.5 is the CHEX paper's
     # init and measured best for every row of benchmarks/train.md (CHEX gained most: +0.6 pt at 25% MACs).
@@ -102,9 +107,6 @@ class TrainConfig:
             _in_range("norm_init", self.norm_init, 0.0, float("inf"), closed_high=False, open_low=True)
         _in_range("distill", self.distill, 0.0, 1.0, closed_high=True)
         _in_range("distill_temperature", self.distill_temperature, 0.0, float("inf"), closed_high=False, open_low=True)
-        if self.distill > 0 and self.init is None:
-            raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from "
-                             "(give --init WEIGHTS, or init: under a space's fixed)")
         if self.batch_size % self.workers_per_trial:
             raise ValueError(f"batch_size {self.batch_size} does not split evenly across workers_per_trial "
                              f"{self.workers_per_trial}: give a batch size that is a multiple of it")
@@ -116,6 +118,26 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check_teacher(self) -> None:
+        """Distillation's teacher is the trained start: checked where a run is assembled with its start known (the
+        train command, a sweep's plan, the loop), not when settings are read, which may come before the start does
+        (a space checked before its sweep's --init, a family before its dense member is trained)."""
+        if self.distill > 0 and self.init is None:
+            raise ValueError(f"distill {self.distill} needs init: the teacher is the trained model it starts from "
+                             "(give --init WEIGHTS, or init: under a space's fixed)")
+
+
+def start_preset(values) -> str | None:
+    """The preset the CLI gives a run's settings: "finetune" when they name a trained start (init), else none."""
+    return "finetune" if values.get("init") is not None else None
+
+
+def preset_chex(name: str) -> dict:
+    """A preset's CHEX settings (for ``ChexReporter``, ``ChexSpace`` or ``ChexConfig.from_dict`` in a user's loop)."""
+    _one_of("preset", name, tuple(PRESETS))
+    chex_keys = {f.name for f in dataclasses.fields(ChexConfig)}
+    return {k: v for k, v in PRESETS[name].items() if k in chex_keys}
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -125,7 +147,8 @@ class RunConfig:
     chex: ChexConfig = dataclasses.field(default_factory=ChexConfig)
 
     @classmethod
-    def from_dict(cls, values: dict) -> RunConfig:
+    def from_dict(cls, values: dict, *, preset: str | None = None) -> RunConfig:
+        """The run ``values`` describe; ``preset`` names defaults (``PRESETS``) for what they leave out."""
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
         chex_keys = {f.name for f in dataclasses.fields(ChexConfig)}
         unknown = sorted(set(values) - train_keys - chex_keys)
@@ -133,8 +156,9 @@ class RunConfig:
             hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
                 key, train_keys | chex_keys, n=1)) else repr(key) for key in unknown]
             raise ValueError(f"unknown setting(s) {', '.join(hints)}; allowed: {sorted(train_keys | chex_keys)}")
-        if values.get("init") is not None:  # a trained start: a fine-tune's defaults where nothing was given
-            values = {**FINETUNE, **values}
+        if preset is not None:
+            _one_of("preset", preset, tuple(PRESETS))
+            values = {**PRESETS[preset], **values}
         return cls(train=TrainConfig(**{k: v for k, v in values.items() if k in train_keys}),
                    chex=ChexConfig(**{k: v for k, v in values.items() if k in chex_keys}))
 

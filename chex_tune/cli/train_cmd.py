@@ -11,7 +11,7 @@ import pathlib
 
 import yaml
 
-from chex_tune.config import DATASETS, LATENCY_RUNTIMES, RunConfig
+from chex_tune.config import DATASETS, LATENCY_RUNTIMES, RunConfig, start_preset
 from chex_tune.core.budgets import BUDGETS
 from chex_tune.core.errors import UserError, load_yaml
 from chex_tune.units import format_count
@@ -69,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             raise ValueError(f"--budget {kind.name} needs --{kind.setting.replace('_', '-')} ({kind.target_hint})")
         # the budget asked for, even where the YAML set another
         values.update({other.setting: None for other in BUDGETS.values() if other.setting not in (None, kind.setting)})
-    return RunConfig.from_dict(values)
+    return RunConfig.from_dict(values, preset=start_preset(values))
 
 
 def latency_value(text: str):
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from chex_tune.train.loop import train
 
     config = resolve_config(args)
+    config.train.check_teacher()
     if config.train.init is not None:  # read (an MLflow URI: fetched) and checked before any work
         from chex_tune.train.weights import fit_to_weights
         from chex_tune.tuning.track.runs import resolve_init

@@ -36,6 +36,7 @@ class Distillation(CrossEntropy):
 
 def run_loss(settings, start: nn.Module, device: torch.device, channels_last: bool) -> CrossEntropy:
     """The run's loss; with distillation its teacher is a frozen copy of ``start`` (taken before any pruning)."""
+    settings.check_teacher()
     if settings.distill <= 0:
         return CrossEntropy(settings.label_smoothing)
     teacher = frozen_copy(start).to(device)

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chex_tune.config import RunConfig
+from chex_tune.config import RunConfig, start_preset
 from chex_tune.core.errors import UserError, load_yaml
 from chex_tune.train.metrics import BUILTIN_OBJECTIVES
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
@@ -40,7 +40,6 @@ from chex_tune.tuning.protocol import FIXED_KEY, RESERVED_KEYS, SEARCHED_KEY
 from chex_tune.tuning.settings import REGROW_FRACTION, chex_fields, resolve
 
 TOP_LEVEL_KEYS = ("fixed", "search", "objectives", "description")
-TRAINED_START_TO_COME = "<the sweep's --init>"  # stands in for a trained start while a space is checked
 
 
 def _shipped_spaces() -> Path:
@@ -168,12 +167,8 @@ class SearchSpace:
             if merged["macs_target"] is None and merged["latency_target"] is None and \
                     0 < merged["sparsity"] < merged["regrow_ratio"]:
                 raise ValueError(self._regrow_message(merged))
-            if values.get("distill") and values.get("init") is None:
-                # distillation needs the trained start, which a sweep may bring (--init, SweepOptions.init); the
-                # sweep checks the space's centre again with it, before any trial
-                values = {**values, "init": TRAINED_START_TO_COME}
-            try:
-                RunConfig.from_dict(values)
+            try:  # distillation's teacher may come with the sweep (--init): its plan checks that, before any trial
+                RunConfig.from_dict(values, preset=start_preset(values))
             except ValueError as exc:
                 where = ", ".join(f"{name}={value!r}" for name, value in corner.items())
                 raise ValueError(f"a sampled configuration would be invalid ({where}): {exc}") from None
@@ -203,11 +198,12 @@ class SearchSpace:
 
     def run_config(self, sampled: dict, **overrides) -> RunConfig:
         """The trial's RunConfig: fixed settings, then the sampled values, then ``overrides`` (e.g. epochs from
-        the command line), later ones winning."""
+        the command line), later ones winning; a trained start's run takes the "finetune" preset."""
         missing = [name for name in self.params if name not in sampled and name not in overrides]
         if missing:
             raise ValueError(f"{self.source}: no sampled value for searched setting(s) {', '.join(missing)}")
-        return RunConfig.from_dict(resolve({**self.fixed, **sampled, **overrides}))
+        values = resolve({**self.fixed, **sampled, **overrides})
+        return RunConfig.from_dict(values, preset=start_preset(values))
 
     def _constants(self) -> dict:
         return {FIXED_KEY: dict(self.fixed), SEARCHED_KEY: list(self.searched)}

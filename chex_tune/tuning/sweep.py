@@ -144,6 +144,7 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     overrides = {name: getattr(options, name) for name in ("epochs", "workers_per_trial")
                  if getattr(options, name) is not None}
     centre = space.run_config(space.midpoint(), **overrides, init=init).train
+    centre.check_teacher()  # distillation without a trained start: refused before anything starts
     workers = centre.workers_per_trial
     constants = {} if options.resume else builtin_constants(
         space, overrides, device=options.device, threads=int(options.cpus()),

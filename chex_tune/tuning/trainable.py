@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from chex_tune.config import RunConfig
+from chex_tune.config import PRESETS, RunConfig, start_preset
 from chex_tune.train.artifacts import FILES, RUN_CONFIG
 from chex_tune.train.checkpoint import FILENAME
 from chex_tune.train.loop import train
@@ -46,6 +46,8 @@ def builtin_constants(space, overrides: dict, *, device: str, threads: int, init
     fixed = {**space.fixed, **overrides, "device": device}
     if init is not None:
         fixed["init"] = init
+    preset = start_preset(fixed)  # a trained start's trials are fine-tunes: the preset's values, stated in every trial
+    fixed = {**(PRESETS[preset] if preset else {}), **fixed}
     if fixed.get("data_dir"):  # trials run in their own directories
         fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
     if init is not None:  # input channels and stem from the weights, where the space leaves them out

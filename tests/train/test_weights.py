@@ -11,7 +11,7 @@ import yaml
 
 from chex_tune import load_compact
 from chex_tune.cli import main
-from chex_tune.config import FINETUNE, RunConfig
+from chex_tune.config import FINETUNE, RunConfig, preset_chex, start_preset
 from chex_tune.core.errors import UserError
 from chex_tune.train.loop import train
 from chex_tune.train.weights import (
@@ -92,29 +92,37 @@ def test_files_that_cannot_start_a_run_are_refused_with_the_reason(dense, tmp_pa
 
 def test_a_compact_model_as_the_start_is_compressed_further_its_budget_still_of_the_dense_model(dense, tmp_path):
     compact, _ = dense
-    half = train(RunConfig.from_dict({**TINY, "macs_target": 0.5, "init": str(compact)}), tmp_path / "half")
+    half = train(RunConfig.from_dict({**TINY, "macs_target": 0.5, "init": str(compact)}, preset="finetune"),
+                 tmp_path / "half")
     with pytest.raises(UserError, match=r"a compact model with \d+ channels removed, not a dense model"):
         read_state_dict(tmp_path / "half" / "compact.pt")  # not dense weights...
     start = str(tmp_path / "half" / "compact.pt")  # ... but a start to compress further
-    quarter = train(RunConfig.from_dict({**TINY, "macs_target": 0.25, "init": start}), tmp_path / "quarter")
+    quarter = train(RunConfig.from_dict({**TINY, "macs_target": 0.25, "init": start}, preset="finetune"),
+                    tmp_path / "quarter")
     assert quarter.dense_macs == half.dense_macs  # counted against the original dense model
     assert abs(quarter.macs / quarter.dense_macs - 0.25) < 0.03 < abs(half.macs / half.dense_macs - 0.25)
     model = load_compact(tmp_path / "quarter" / "compact.pt")  # one recipe, replayed on the dense model
     assert sum(p.numel() for p in model.parameters()) == quarter.params
     with pytest.raises(UserError, match=r"is a compact model at \d+\.\d% of the dense MACs: continuing it needs a "
                                         r"smaller macs_target \(got 0.6\)"):
-        train(RunConfig.from_dict({**TINY, "macs_target": 0.6, "init": start}), tmp_path / "wider")
+        train(RunConfig.from_dict({**TINY, "macs_target": 0.6, "init": start}, preset="finetune"), tmp_path / "wider")
 
 
 def test_a_trained_start_is_a_fine_tune_that_keeps_the_trained_scales_and_records_its_lineage(dense, tmp_path):
     compact, trained = dense
-    config = RunConfig.from_dict({**{k: v for k, v in TINY.items() if k != "epochs"}, "sparsity": 0.5,
-                                  "init": str(compact)})
+    settings = {**{k: v for k, v in TINY.items() if k != "epochs"}, "sparsity": 0.5, "init": str(compact)}
+    config = RunConfig.from_dict(settings, preset="finetune")  # what the CLI applies to a trained start
     assert (config.train.epochs, config.train.lr, config.chex.explore_until) == (
         FINETUNE["epochs"], FINETUNE["lr"], FINETUNE["explore_until"])
     assert config.train.norm_init is None  # never erase the trained BatchNorm scales
-    explicit = RunConfig.from_dict({**TINY, "lr": 0.05, "init": str(compact)})
+    assert start_preset(settings) == "finetune" and start_preset(TINY) is None
+    assert RunConfig.from_dict(settings).train.lr == RunConfig().train.lr  # an init alone switches no default
+    assert preset_chex("finetune") == {k: FINETUNE[k] for k in ("explore_until", "regrow_ratio", "allocator",
+                                                                 "initial_scorer")}  # for a user's own loop
+    explicit = RunConfig.from_dict({**TINY, "lr": 0.05, "init": str(compact)}, preset="finetune")
     assert (explicit.train.epochs, explicit.train.lr) == (1, 0.05)  # what the settings give wins
+    with pytest.raises(ValueError, match=r"unknown preset 'fine-tune'; choose one of: finetune"):
+        RunConfig.from_dict(settings, preset="fine-tune")
     result = train(config, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["lineage"]["init_digest"] == file_digest(compact)
@@ -153,10 +161,10 @@ def test_distillation_needs_a_trained_start_and_leaves_the_teacher_untouched(den
     from chex_tune.train.loop import Trainer
 
     with pytest.raises(ValueError, match=r"distill 0.5 needs init: the teacher is the trained model"):
-        RunConfig.from_dict({**TINY, "distill": 0.5})
+        RunConfig.from_dict({**TINY, "distill": 0.5}).train.check_teacher()
     with pytest.raises(ValueError, match=r"distill must be in \[0.0, 1.0\], got 1.5"):
         RunConfig.from_dict({**TINY, "distill": 1.5, "init": str(dense[0])})
-    config = RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0]), "distill": 0.5})
+    config = RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0]), "distill": 0.5}, preset="finetune")
     trainer = Trainer(config, tmp_path)
     teacher = trainer.loss.teacher  # the loss is chosen once: distillation from a frozen copy of the start
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -164,7 +172,8 @@ def test_distillation_needs_a_trained_start_and_leaves_the_teacher_untouched(den
     trainer.run()
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # running stats too
     assert_same_weights(teacher, dense[1])
-    plain = Trainer(RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0])}), tmp_path / "plain")
+    plain = Trainer(RunConfig.from_dict({**TINY, "sparsity": 0.5, "init": str(dense[0])}, preset="finetune"),
+                    tmp_path / "plain")
     assert not hasattr(plain.loss, "teacher")  # no distillation: plain cross-entropy
     images, labels = next(plain.data.train_batches(32, epoch=0, seed=0))
     with torch.no_grad():  # the same logits and batch: the distilled loss adds the teacher's term
