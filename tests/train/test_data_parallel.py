@@ -76,7 +76,9 @@ def test_two_ranks_with_sync_bn_end_with_the_widths_and_losses_of_one_process(tw
     # held to 1e-5 (100x the drift, 460x below the fault) and the later ones to 1e-2 (4x the largest drift seen).
     assert rank0["losses"][0] == pytest.approx(losses[0], rel=1e-5)
     assert rank0["losses"] == pytest.approx(losses, rel=1e-2)
-    assert rank0["val_acc"] == single.val_acc and rank0["test_acc"] == single.test_acc
+    # equal here; where the losses drift (above), a borderline image may flip: within one image of each split
+    assert rank0["val_acc"] == pytest.approx(single.val_acc, abs=1.01 / single.val_size)
+    assert rank0["test_acc"] == pytest.approx(single.test_acc, abs=1.01 / single.test_size)
 
 
 def test_both_ranks_agree_on_masks_outputs_and_accuracy_and_only_rank_0_writes(two_ranks):
