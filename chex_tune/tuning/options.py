@@ -66,6 +66,13 @@ class SweepOptions:
     seed: int = setting(0, "the Optuna sampler's seed")
     store: str = setting("mlflow", "local store: MLflow db, Optuna db, Ray state")
     early_stop: bool = setting(False, "stop trials whose objectives fall behind at a rung (Pareto-ASHA; KILLED runs)")
+    inherit: bool = setting(False, "each trial starts from a finished trial of the sweep with more MACs (the "
+                                   "smallest on the front above its budget), or from --init while none has "
+                                   "finished; needs a trained start and a MACs budget (built-in trainable)")
+    # The first trials' MACs budgets, large to small (the space's centre otherwise), so that with --inherit the
+    # early trials seed the later ones as a family's cascade does: "0.5,0.25,0.12" or a tuple of fractions.
+    ladder: str | tuple | None = setting(None, "the first trials' MACs budgets, large to small (e.g. 0.5,0.25,0.12), "
+                                               "the space's centre otherwise", metavar="F,F,...")
     grace: int = setting(DEFAULT_GRACE, "--early-stop: epochs before the first rung")
     eta: int = setting(DEFAULT_ETA, "--early-stop: keep the best 1/ETA of each rung")
     # Size a cluster sweep so that concurrent x workers x gpus_per_worker <= GPUs.
@@ -112,6 +119,8 @@ class SweepOptions:
             raise ValueError(f"unknown --optuna-sampler {self.optuna_sampler!r}; choose one of: "
                              f"{', '.join(OPTUNA_SAMPLERS)}")
         check_rule(self.grace, self.eta, prefix="--")
+        if self.ladder is not None:
+            object.__setattr__(self, "ladder", _ladder(self.ladder))
 
     @property
     def ray_cluster(self) -> str | None:
@@ -135,3 +144,14 @@ class SweepOptions:
     @property
     def device(self) -> str:
         return "cuda" if self.gpus_per_trial > 0 or self.gpus_per_worker > 0 else "cpu"
+
+
+def _ladder(value) -> tuple[float, ...]:
+    """``--ladder`` as budgets in (0, 1), large to small."""
+    try:
+        budgets = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        budgets = ()
+    if not budgets or not all(0 < b < 1 for b in budgets):
+        raise ValueError(f"--ladder must be MACs budgets, fractions in (0, 1) like 0.5,0.25,0.12, got {value!r}")
+    return tuple(sorted(budgets, reverse=True))

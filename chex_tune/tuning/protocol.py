@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 FIXED_KEY = "chex_fixed"
 SEARCHED_KEY = "chex_searched"
 THREADS_KEY = "chex_threads"  # torch threads for a built-in trial's CPU share
-WORKERS_KEY = "chex_workers"  # a multi-worker trial's workers (tuning/workers.py: Workers)
-RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY, WORKERS_KEY)
+WORKERS_KEY = "chex_workers"  # a multi-worker trial's workers (tuning/options.py: Workers)
+PARENT_KEY = "chex_parent"  # an inheriting trial's parent: {"path": its compact.pt, "trial_id"} (tuning/lineage.py)
+RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY, WORKERS_KEY, PARENT_KEY)
 FINAL_KEY = "chex_final"  # True in a trial's last report, the one that carries its files
 PARAMS_KEY = "chex_params"  # text settings a final report adds to the trial's MLflow params
 OPTUNA_ATTR = "chex"  # user attribute of an Optuna trial: {"metrics", "artifacts", "temporary", "settings", ...}
@@ -34,6 +35,7 @@ TRIAL_TAG = "chex.trial_id"  # Ray's trial id or Optuna's trial number
 NUMBER_TAG = "chex.trial_number"
 SEARCHED_TAG = "chex.searched"
 OBJECTIVES_TAG = "chex.objectives"
+PARENT_RUN_TAG = "chex.parent_run"  # on an inheriting trial's run: the run of the trial it started from
 STOPPED_TAG = "chex.stopped_at_epoch"  # on a trial that early stopping (Pareto-ASHA, an Optuna pruner) stopped
 OLD_OPTUNA_STOPPED_TAG = "chex.stopped"  # "true": what earlier stores wrote on an Optuna-stopped trial (no epoch)
 ERROR_TAG = "error"
@@ -52,6 +54,7 @@ class TrialRow:
     number: int = 0  # per sweep, in start order
     searched: list[str] = field(default_factory=list)  # names of the searched settings
     stopped_at: int | None = None  # the epoch early stopping stopped it at
+    parent_run: str | None = None  # in an inheriting sweep: the run of the trial it started from
     rank: int = -1  # 0: the Pareto front; -1: failed, stopped, unfinished or an objective missing
 
     @classmethod
@@ -61,7 +64,7 @@ class TrialRow:
                    params=dict(run.data.params), metrics=dict(run.data.metrics), error=tags.get(ERROR_TAG),
                    number=int(tags.get(NUMBER_TAG, 0)),
                    searched=[name for name in tags.get(SEARCHED_TAG, "").split(",") if name],
-                   stopped_at=_stopped_at(tags))
+                   stopped_at=_stopped_at(tags), parent_run=tags.get(PARENT_RUN_TAG) or None)
 
     @property
     def finished(self) -> bool:
@@ -81,6 +84,12 @@ def _stopped_at(tags: Mapping) -> int | None:
 # ------------------------------------------------------------------------------------ a trial's config
 def searched_names(config: Mapping) -> list[str]:
     return list(config.get(SEARCHED_KEY) or ()) if isinstance(config, Mapping) else []
+
+
+def parent_of(config: Mapping) -> dict | None:
+    """The parent an inheriting trial's config names (``path`` of its compact model, ``trial_id``), or None."""
+    parent = config.get(PARENT_KEY) if isinstance(config, Mapping) else None
+    return dict(parent) if parent else None
 
 
 def has_constants(config: Mapping) -> bool:

@@ -57,7 +57,7 @@ def make_sampler(name: str, *, seed: int, trials: int, concurrent: int):
 
 
 def new_searcher(storage_url: str, study_name: str, objectives, *, sampler, optuna_space=None,
-                 initial_points=None, early_stop=None, run_id=None) -> ObjectiveGuard:
+                 initial_points=None, early_stop=None, run_id=None, lineage=None) -> ObjectiveGuard:
     """OptunaSearch over ``optuna_space`` (None: the Ray domains of the param_space), guarded."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -65,7 +65,7 @@ def new_searcher(storage_url: str, study_name: str, objectives, *, sampler, optu
     searcher = OptunaSearch(space=optuna_space, metric=[o.name for o in objectives],
                             mode=[o.mode for o in objectives], storage=optuna.storages.RDBStorage(storage_url),
                             study_name=study_name, points_to_evaluate=initial_points, sampler=sampler)
-    return ObjectiveGuard(searcher, objectives, early_stop=early_stop, run_id=run_id)
+    return ObjectiveGuard(searcher, objectives, early_stop=early_stop, run_id=run_id, lineage=lineage)
 
 
 class ObjectiveGuard(Searcher):
@@ -81,8 +81,9 @@ class ObjectiveGuard(Searcher):
     """
 
     def __init__(self, searcher: Searcher, objectives, *, early_stop=None,
-                 run_id: Callable[[str], str | None] | None = None):
+                 run_id: Callable[[str], str | None] | None = None, lineage=None):
         self.searcher = searcher
+        self.lineage = lineage  # an inheriting sweep's: each suggestion gets its parent (tuning/lineage.py)
         self.objectives = tuple(o.name for o in objectives)
         self.early_stop = early_stop
         self.run_id = run_id  # Ray trial id -> its MLflow run id
@@ -105,6 +106,8 @@ class ObjectiveGuard(Searcher):
         trial = self._optuna_trial(trial_id)
         if trial is not None:
             set_user_attr(trial, RAY_TRIAL_ATTR, trial_id)
+        if self.lineage is not None and isinstance(config, dict):
+            config = self.lineage.with_parent(config)
         return config
 
     def _optuna_trial(self, trial_id: str):

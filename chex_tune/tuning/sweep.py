@@ -25,10 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from chex_tune.train.metrics import BUILTIN_OBJECTIVES
+from chex_tune.tuning.lineage import Lineage
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
 from chex_tune.tuning.options import TRIAL_DRIVER_CPUS, SweepOptions
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, ParetoAsha
-from chex_tune.tuning.protocol import WORKERS_KEY, TrialRow
+from chex_tune.tuning.protocol import FIXED_KEY, WORKERS_KEY, TrialRow
 from chex_tune.tuning.searcher import ObjectiveCheck
 from chex_tune.tuning.space import SearchSpace, merge_spaces
 from chex_tune.tuning.workers import Workers, on_workers
@@ -118,6 +119,10 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
     if options.init is not None:
         raise ValueError("--init is the built-in loop's trained start; your trainable loads its own weights before "
                          "ChexReporter (see the README's trained start)")
+    if options.inherit or options.ladder:
+        raise ValueError("--inherit and --ladder are the built-in loop's so far: a parent's compact model is loaded "
+                         "by its trials; your trainable starts every trial from its own weights (initial_points= "
+                         "sets your first trials)")
     if chex_space is not None and chex_space.non_chex_settings():
         raise ValueError(f"chex_space sets {chex_space.non_chex_settings()}, which are not CHEX settings: your "
                          "trainable reads CHEX settings only from it; put your own settings in param_space")
@@ -140,6 +145,9 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     init = options.init or space.fixed.get("init")
     if init:
         warn_from_scratch_schedule(space)
+    if options.inherit:
+        _check_inheritance(space, init)
+    ladder = _ladder_points(space, options.ladder) if options.ladder else None
     # the sweep's overrides of the space's run settings: the run's config (TrainConfig) is where they live
     overrides = {name: getattr(options, name) for name in ("epochs", "workers_per_trial")
                  if getattr(options, name) is not None}
@@ -154,7 +162,31 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=centre.epochs, workers=workers)
+                epochs=centre.epochs, workers=workers, initial_points=ladder)
+
+
+def _check_inheritance(space: SearchSpace, init) -> None:
+    """An inheriting sweep needs a trained start (its first trials start from it) and a MACs budget (a parent has
+    more MACs than its child's budget)."""
+    if not init:
+        raise ValueError("--inherit needs a trained start: give --init WEIGHTS (the first trials start from it, the "
+                         "later ones from finished trials)")
+    if "macs_target" not in space.params and space.fixed.get("macs_target") is None:
+        raise ValueError(f"--inherit needs a MACs budget: {space.source} has no macs_target (search it, or fix it "
+                         "under fixed:); a parent is a finished trial with more MACs than its child's budget")
+
+
+def _ladder_points(space: SearchSpace, ladder) -> list[dict]:
+    """The ladder's budgets as the first trials: the space's centre at each (Optuna takes whole points)."""
+    param = space.params.get("macs_target")
+    if param is None or param.choices is not None:
+        raise ValueError(f"--ladder sets the first trials' macs_target, which {space.source} does not search as a "
+                         "range; search it (macs_target: {low: ..., high: ...})")
+    outside = [b for b in ladder if not param.low <= b <= param.high]
+    if outside:
+        raise ValueError(f"--ladder {','.join(map(str, outside))}: outside the space's macs_target range "
+                         f"[{param.low}, {param.high}]")
+    return [{**space.midpoint(), "macs_target": budget} for budget in ladder]
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:
@@ -220,14 +252,16 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
         if plan.space_file is not None:
             recorder.client.log_dict(recorder.parent_run_id, plan.space_file, "search_space.yaml")
         progress = ProgressCallback(options.trials, plan.objectives, log, early_stop)
-        tuner = _new_tuner(trainable, plan, options, store, recorder, [callback, progress], early_stop, check)
+        lineage = Lineage(plan.param_space.get(FIXED_KEY)) if options.inherit else None
+        callbacks = [callback, progress, *([lineage] if lineage is not None else [])]
+        tuner = _new_tuner(trainable, plan, options, store, recorder, callbacks, early_stop, check, lineage)
         log(_opening_line(plan, options, recorder, tracking_uri, early_stop))
     with _ray_session(options):
         grid = tuner.fit()
     return _finish(plan, options, recorder, grid, store, log, check)
 
 
-def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, callbacks, early_stop, stop):
+def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, callbacks, early_stop, stop, lineage):
     from ray import tune
 
     from chex_tune.tuning.searcher import make_sampler, new_searcher
@@ -237,7 +271,7 @@ def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, ca
                            concurrent=options.concurrent)
     searcher = new_searcher(optuna_storage_url(store), recorder.sweep, plan.objectives, sampler=sampler,
                             optuna_space=plan.optuna_space, initial_points=plan.initial_points,
-                            early_stop=early_stop, run_id=recorder.run_id)
+                            early_stop=early_stop, run_id=recorder.run_id, lineage=lineage)
     return tune.Tuner(
         trainable, param_space=plan.param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=early_stop, num_samples=options.trials,

@@ -30,7 +30,7 @@ from chex_tune.train.result import RunResult
 from chex_tune.train.weights import check_init, fit_to_weights, space_flag
 from chex_tune.tuning.finish import TrialEnd, finish_trial, replay_finished
 from chex_tune.tuning.options import Workers
-from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY, settings_in
+from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY, parent_of, settings_in
 from chex_tune.tuning.session import in_train_worker, report, trial_location, world_rank
 from chex_tune.tuning.settings import resolve
 from chex_tune.tuning.workers import rank_directory
@@ -75,8 +75,18 @@ def run_trial(config: dict) -> None:
     files = out / "artifacts"
     if replay_finished(tune.get_checkpoint(), files):
         return
-    result = train(RunConfig.from_dict(resolve(settings_in(config))), out, callback=report)
+    result = train(trial_run_config(config), out, callback=report)
     _finish(result, out, started)
+
+
+def trial_run_config(config: dict) -> RunConfig:
+    """The trial's run: its settings, and in an inheriting sweep its parent's compact model as the start (the MACs
+    budget stays a fraction of the dense model's: the start is compressed further)."""
+    settings = resolve(settings_in(config))
+    parent = parent_of(config)
+    if parent is not None:
+        settings["init"] = parent["path"]
+    return RunConfig.from_dict(settings)
 
 
 def _run_rank(config: dict, started: float) -> None:
@@ -87,7 +97,7 @@ def _run_rank(config: dict, started: float) -> None:
     import ray.train
 
     torch.set_num_threads(max(1, int(Workers.of_trial(config).cpus)))
-    run = RunConfig.from_dict(resolve(settings_in(config)))
+    run = trial_run_config(config)
     main = world_rank() == 0
     with rank_directory("chex-trial") as out:
         resume = _restore(ray.train.get_checkpoint(), out)

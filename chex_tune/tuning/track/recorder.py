@@ -210,8 +210,10 @@ class SweepRecorder:
                 self._runs[key] = found[0].info.run_id
         return self._runs.get(key)
 
-    def start_trial(self, key: str, params: dict, searched=()) -> str:
-        """A new child run with ``params`` (a trial restarted after an interruption replaces its old run)."""
+    def start_trial(self, key: str, params: dict, searched=(), *, parent: str | None = None) -> str:
+        """A new child run with ``params`` (a trial restarted after an interruption replaces its old run); ``parent``:
+        the key of the trial it started from (an inheriting sweep's), recorded as the tag chex.parent_run and the
+        param parent_run."""
         self.open()
         previous = self.run_id(key)
         if previous is not None:
@@ -220,9 +222,11 @@ class SweepRecorder:
         number = len(self.client.search_runs([self.experiment_id], filter_string=siblings)) + 1
         run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{key}", tags={
             protocol.PARENT_TAG: self.parent_run_id, protocol.TRIAL_TAG: key, protocol.SWEEP_TAG: self.sweep,
-            protocol.SEARCHED_TAG: ",".join(searched), protocol.NUMBER_TAG: str(number)})
+            protocol.SEARCHED_TAG: ",".join(searched), protocol.NUMBER_TAG: str(number),
+            **({protocol.PARENT_RUN_TAG: self.run_id(parent) or ""} if parent is not None else {})})
         self._runs[key] = run.info.run_id
-        log_params(self.client, run.info.run_id, flat_params(params))
+        lineage = {"parent_run": self.run_id(parent) or ""} if parent is not None else {}
+        log_params(self.client, run.info.run_id, flat_params({**params, **lineage}))
         return run.info.run_id
 
     def log_epoch(self, key: str, metrics: dict, *, step: int) -> None:
