@@ -31,17 +31,27 @@ def searched_names(rows) -> list[str]:
     return sorted({name for row in rows for name in row.searched})
 
 
+def parents(rows) -> dict[str, str] | None:
+    """Each trial's parent as its trial number (an inheriting sweep's "from" column; "-": the trained start), or None
+    when no trial inherited."""
+    if not any(row.parent_run for row in rows):
+        return None
+    numbers = {row.run_id: str(row.number) for row in rows}
+    return {row.run_id: numbers.get(row.parent_run, "?") if row.parent_run else "-" for row in rows}
+
+
 def status(row) -> str:
     return f"STOPPED @{row.stopped_at}" if row.stopped_at is not None else row.status
 
 
 def trials_table(rows, objectives) -> str:
     """All trials as a Markdown table: the front first (starred), each part cheapest first; then a line of counts."""
-    searched = searched_names(rows)
-    header = ["front", "trial", "status", *[metric(name).title for name in TABLE_COLUMNS], *searched, "run id"]
+    searched, parent = searched_names(rows), parents(rows)
+    header = ["front", "trial", *(["from"] if parent else []), "status",
+              *[metric(name).title for name in TABLE_COLUMNS], *searched, "run id"]
     order = sorted(rows, key=lambda r: (r.rank != 0, not r.finished, r.metrics.get(MACS, float("inf"))))
-    lines = markdown(header, [["*" if row.rank == 0 else "", str(row.number), status(row),
-                               *[metric(name).cell(row.metrics.get(name)) for name in TABLE_COLUMNS],
+    lines = markdown(header, [["*" if row.rank == 0 else "", str(row.number), *([parent[row.run_id]] if parent else []),
+                               status(row), *[metric(name).cell(row.metrics.get(name)) for name in TABLE_COLUMNS],
                                *[short(row.params.get(n)) for n in searched], row.run_id] for row in order])
     stopped = sum(row.stopped_at is not None for row in rows)
     lines.append(f"\n{sum(row.rank == 0 for row in rows)} of {len(rows)} trials on the Pareto front "
@@ -68,7 +78,9 @@ def front_records(trials) -> list[dict]:
     """One flat record per front member, cheapest first."""
     searched = searched_names(trials.rows)
     names = {s["run_id"]: s["name"] for s in trials.sweeps}
+    parent = parents(trials.rows)
     return [{"run_id": row.run_id, "sweep": names.get(row.sweep, row.sweep), "trial": row.number,
+             **({"from": parent[row.run_id]} if parent else {}),
              **{key: row.metrics.get(key) for key in metric_columns(trials)},
              **{name: row.params.get(name) for name in searched}} for row in trials.front]
 
@@ -81,8 +93,9 @@ def render(trials, style: str) -> str:
                            "hypervolume": hypervolume(trials), "front": records}, indent=1)
     if style == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["run_id", "sweep", "trial", *metric_columns(trials),
-                                                 *searched_names(trials.rows)], lineterminator="\n")
+        fields = ["run_id", "sweep", "trial", *(["from"] if parents(trials.rows) else []), *metric_columns(trials),
+                  *searched_names(trials.rows)]
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
         return out.getvalue().rstrip("\n")
@@ -94,8 +107,11 @@ def table(trials, records: list[dict]) -> str:
     searched = searched_names(trials.rows)
     several = len(trials.sweeps) > 1
     columns = metric_columns(trials)
-    header = [*(["sweep"] if several else []), "trial", *[metric(c).title for c in columns], *searched, "run id"]
-    body = [[*([record["sweep"]] if several else []), str(record["trial"]), *[cell(record, c) for c in columns],
+    inherit = any("from" in record for record in records)
+    header = [*(["sweep"] if several else []), "trial", *(["from"] if inherit else []),
+              *[metric(c).title for c in columns], *searched, "run id"]
+    body = [[*([record["sweep"]] if several else []), str(record["trial"]), *([record["from"]] if inherit else []),
+             *[cell(record, c) for c in columns],
              *[short(record[name]) for name in searched], record["run_id"]] for record in records]
     lines = markdown(header, body)
     failed = sum(row.status == "FAILED" for row in trials.rows)

@@ -95,3 +95,16 @@ def test_inheritance_mistakes_are_refused_before_any_trial(tmp_path, changes, me
     options.pop("space", None)
     with pytest.raises(ValueError, match=message):
         run_sweep(space, SweepOptions(**options))
+
+
+def test_the_trials_table_shows_where_each_inheriting_trial_came_from():
+    from chex_tune.tuning.protocol import TrialRow
+    from chex_tune.tuning.tables import trials_table
+
+    rows = [TrialRow("r1", "s", "FINISHED", number=1, metrics={"val_acc": 0.8, "macs": 2e6}, rank=0),
+            TrialRow("r2", "s", "FINISHED", number=2, metrics={"val_acc": 0.7, "macs": 1e6}, rank=0, parent_run="r1")]
+    lines = trials_table(rows, "val_acc:max,macs:min").splitlines()
+    assert lines[0].startswith("| front | trial | from | status |")
+    cells = {line.split("|")[2].strip(): line.split("|")[3].strip() for line in lines[2:4]}
+    assert cells == {"1": "-", "2": "1"}  # trial 2 started from trial 1, trial 1 from the trained model
+    assert "| from |" not in trials_table(rows[:1], "val_acc:max,macs:min")  # no inheritance: no column
