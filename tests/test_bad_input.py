@@ -93,6 +93,13 @@ CASES = [
      "--workers-per-trial must be a positive integer, got 0"),
     ("sweep-batch-does-not-split", ["sweep", "{tmp}/good.yaml", "--workers-per-trial", "3"],
      "batch_size 128 does not split evenly across workers_per_trial 3: give a batch size that is a multiple of it"),
+    # inheriting sweeps: a parent needs a trained start and a MACs budget; a ladder is of MACs budgets
+    ("sweep-inherit-without-init", ["sweep", "{tmp}/good.yaml", "--inherit"],
+     "--inherit needs a trained start: give --init WEIGHTS (the first trials start from it"),
+    ("sweep-ladder-not-fractions", ["sweep", "{tmp}/good.yaml", "--ladder", "0.5,2"],
+     "--ladder must be MACs budgets, fractions in (0, 1) like 0.5,0.25,0.12, got '0.5,2'"),
+    ("sweep-ladder-without-macs-target", ["sweep", "{tmp}/good.yaml", "--ladder", "0.5,0.25"],
+     "--ladder sets the first trials' macs_target, which {tmp}/good.yaml does not search as a range"),
     ("sweep-gpus-per-worker-without-a-gpu", ["sweep", "{tmp}/good.yaml", "--workers-per-trial", "2",
                                              "--gpus-per-worker", "1"],
      "--gpus-per-worker 1: this machine has no CUDA GPU, so no trial could start", NO_GPU),
