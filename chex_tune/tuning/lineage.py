@@ -97,3 +97,27 @@ class Lineage(_ray_callback_base()):
         if parent is not None:
             config[PARENT_KEY] = {"path": parent.compact, "trial_id": parent.trial_id}
         return config
+
+
+def check_inheritance(space, init) -> None:
+    """An inheriting sweep needs a trained start (its first trials start from it) and a MACs budget (a parent has
+    more MACs than its child's budget)."""
+    if not init:
+        raise ValueError("--inherit needs a trained start: give --init WEIGHTS (the first trials start from it, the "
+                         "later ones from finished trials)")
+    if "macs_target" not in space.params and space.fixed.get("macs_target") is None:
+        raise ValueError(f"--inherit needs a MACs budget: {space.source} has no macs_target (search it, or fix it "
+                         "under fixed:); a parent is a finished trial with more MACs than its child's budget")
+
+
+def ladder_points(space, ladder) -> list[dict]:
+    """The ladder's budgets as the first trials: the space's centre at each (Optuna takes whole points)."""
+    param = space.params.get("macs_target")
+    if param is None or param.choices is not None:
+        raise ValueError(f"--ladder sets the first trials' macs_target, which {space.source} does not search as a "
+                         "range; search it (macs_target: {low: ..., high: ...})")
+    outside = [b for b in ladder if not param.low <= b <= param.high]
+    if outside:
+        raise ValueError(f"--ladder {','.join(map(str, outside))}: outside the space's macs_target range "
+                         f"[{param.low}, {param.high}]")
+    return [{**space.midpoint(), "macs_target": budget} for budget in ladder]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from chex_tune.train.metrics import BUILTIN_OBJECTIVES
-from chex_tune.tuning.lineage import Lineage
+from chex_tune.tuning.lineage import Lineage, check_inheritance, ladder_points
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_objectives
 from chex_tune.tuning.options import TRIAL_DRIVER_CPUS, SweepOptions
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, ParetoAsha
@@ -146,8 +146,8 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
     if init:
         warn_from_scratch_schedule(space)
     if options.inherit:
-        _check_inheritance(space, init)
-    ladder = _ladder_points(space, options.ladder) if options.ladder else None
+        check_inheritance(space, init)
+    ladder = ladder_points(space, options.ladder) if options.ladder else None
     # the sweep's overrides of the space's run settings: the run's config (TrainConfig) is where they live
     overrides = {name: getattr(options, name) for name in ("epochs", "workers_per_trial")
                  if getattr(options, name) is not None}
@@ -163,30 +163,6 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
                 epochs=centre.epochs, workers=workers, initial_points=ladder)
-
-
-def _check_inheritance(space: SearchSpace, init) -> None:
-    """An inheriting sweep needs a trained start (its first trials start from it) and a MACs budget (a parent has
-    more MACs than its child's budget)."""
-    if not init:
-        raise ValueError("--inherit needs a trained start: give --init WEIGHTS (the first trials start from it, the "
-                         "later ones from finished trials)")
-    if "macs_target" not in space.params and space.fixed.get("macs_target") is None:
-        raise ValueError(f"--inherit needs a MACs budget: {space.source} has no macs_target (search it, or fix it "
-                         "under fixed:); a parent is a finished trial with more MACs than its child's budget")
-
-
-def _ladder_points(space: SearchSpace, ladder) -> list[dict]:
-    """The ladder's budgets as the first trials: the space's centre at each (Optuna takes whole points)."""
-    param = space.params.get("macs_target")
-    if param is None or param.choices is not None:
-        raise ValueError(f"--ladder sets the first trials' macs_target, which {space.source} does not search as a "
-                         "range; search it (macs_target: {low: ..., high: ...})")
-    outside = [b for b in ladder if not param.low <= b <= param.high]
-    if outside:
-        raise ValueError(f"--ladder {','.join(map(str, outside))}: outside the space's macs_target range "
-                         f"[{param.low}, {param.high}]")
-    return [{**space.midpoint(), "macs_target": budget} for budget in ladder]
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:
