@@ -81,7 +81,7 @@ class RunResult:
     train_size: int
     val_size: int
     test_size: int
-    lineage: dict
+    lineage: dict = field(default_factory=dict)  # runs before lineage was recorded have none
     history: list[dict] = field(default_factory=list)
     mask_digests: list = field(default_factory=list)
     distributed: dict | None = None

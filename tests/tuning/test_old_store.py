@@ -1,8 +1,9 @@
-"""A store written before the tuning-layer redesign is still read by ``pareto`` and ``export``.
+"""Stores written by earlier releases are still read by ``pareto`` and ``export``.
 
-``tests/fixtures/old_store.tar.gz`` was written by chex-tune at commit 4bcdf12 (``tests/fixtures/make_old_store.py``
-says how): experiment ``builtin`` (the built-in trainable, two trials with ``config.yaml``) and experiment ``user``
-(a user's ChexReporter trainable, two trials with ``chex.yaml``, objectives ``val_loss:min,macs:min``).
+Each archive under ``tests/fixtures`` (``make_old_store.py`` says how they were made) holds experiment ``builtin``
+(the built-in trainable, two trials with ``config.yaml``) and experiment ``user`` (a user's ChexReporter trainable,
+two trials with ``chex.yaml``, objectives ``val_loss:min,macs:min``): ``old_store.tar.gz`` from commit 4bcdf12,
+before the tuning-layer redesign, and ``store_d04fd99.tar.gz`` from before one run result and one trial finisher.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import pytest
 from chex_tune import load_compact
 from chex_tune.cli import main
 
-FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "old_store.tar.gz"
-WRITTEN_AT = "/tmp/oldstore/store"  # where the store was written: its runs' artifact locations name it
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
+WRITTEN_AT = "/tmp/oldstore/store"  # where the stores were written: their runs' artifact locations name it
 
 
-@pytest.fixture(scope="module")
-def old_store(tmp_path_factory) -> pathlib.Path:
+@pytest.fixture(scope="module", params=["old_store.tar.gz", "store_d04fd99.tar.gz"])
+def old_store(tmp_path_factory, request) -> pathlib.Path:
     """The store unpacked, its absolute artifact locations moved to where it now is (as after moving a store)."""
     store = tmp_path_factory.mktemp("old") / "store"
-    with tarfile.open(FIXTURE) as archive:
+    with tarfile.open(FIXTURES / request.param) as archive:
         archive.extractall(store, filter="data")
     with sqlite3.connect(store / "mlflow.db") as db:
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
@@ -68,3 +69,16 @@ def test_export_writes_an_old_user_trial_through_its_builder(old_store, tmp_path
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "not evaluated" in printed  # no dataset of the user's: said, not guessed
     assert out.stat().st_size > 0
+
+
+def test_an_old_runs_metrics_read_back_as_a_run_result(old_store):
+    from chex_tune.train.result import RunResult
+
+    records = [json.loads(path.read_text()) for path in (old_store / "artifacts").rglob("metrics.json")
+               if "stem" in json.loads(path.read_text())]  # the built-in trainable's runs
+    assert len(records) == 2
+    for record in records:
+        result = RunResult.from_record(record)
+        assert result.val_acc == record["val_acc"] and result.macs_ratio == pytest.approx(record["macs_ratio"])
+        assert result.latency.latency_ms == record["latency_ms"] and not result.latency.predicted
+        assert result.final_metrics()["latency_spread"] == record["latency"]["spread"]
