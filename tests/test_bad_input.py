@@ -100,6 +100,19 @@ CASES = [
      "--ladder must be MACs budgets, fractions in (0, 1) like 0.5,0.25,0.12, got '0.5,2'"),
     ("sweep-ladder-without-macs-target", ["sweep", "{tmp}/good.yaml", "--ladder", "0.5,0.25"],
      "--ladder sets the first trials' macs_target, which {tmp}/good.yaml does not search as a range"),
+    # --max-drop: points of val accuracy below the dense model, which a sweep has only from a trained start
+    ("sweep-max-drop-negative", ["sweep", "{tmp}/good.yaml", "--max-drop", "-1"],
+     "--max-drop must be a number of percentage points >= 0 (like 1.5: at most 1.5 points below the dense model's "
+     "val accuracy), got -1.0"),
+    ("sweep-max-drop-text", ["sweep", "{tmp}/good.yaml", "--max-drop", "lots"],
+     "argument --max-drop: invalid float value: 'lots'"),
+    ("sweep-max-drop-without-init", ["sweep", "{tmp}/good.yaml", "--max-drop", "1"],
+     "--max-drop 1 needs a dense reference: give --init WEIGHTS (the trained dense model, evaluated once before the "
+     "trials start); a sweep from scratch has none"),
+    ("family-max-drop-negative", ["family", "--dataset", "synthetic", "--max-drop", "-0.5", "--store", "{tmp}/store"],
+     "--max-drop must be a number of percentage points >= 0 (like 1.5: at most 1.5 points below the dense model's "
+     "val accuracy), got -0.5"),
+    ("family-max-drop-text", ["family", "--max-drop", "1pt"], "argument --max-drop: invalid float value: '1pt'"),
     ("sweep-gpus-per-worker-without-a-gpu", ["sweep", "{tmp}/good.yaml", "--workers-per-trial", "2",
                                              "--gpus-per-worker", "1"],
      "--gpus-per-worker 1: this machine has no CUDA GPU, so no trial could start", NO_GPU),
@@ -206,6 +219,21 @@ CASES = [
      "--max-latency-ms must be a positive number of milliseconds like 2.5, got '2.5M'"),
     ("export-macs-text", ["export", "exp", "--max-macs", "lots", "--format", "state", "-o", "{tmp}/m.pt"],
      "--max-macs must be a positive number like 2.5e6 or 2.5M (suffixes K, M, G), got 'lots'"),
+    ("export-int8-not-onnx", ["export", "exp", "--run", "abc", "--format", "torchscript", "-o", "{tmp}/m.pt",
+                              "--quantize", "int8"],
+     "--quantize int8 writes a quantized ONNX file (ONNX Runtime's static quantization); format 'torchscript' "
+     "cannot hold it: use --format onnx"),
+    ("export-int8-unknown", ["export", "exp", "--run", "abc", "--format", "onnx", "-o", "{tmp}/m.onnx",
+                             "--quantize", "int4"], "--quantize 'int4': choose one of: int8"),
+    ("export-int8-calibration-zero", ["export", "exp", "--run", "abc", "--format", "onnx", "-o", "{tmp}/m.onnx",
+                                      "--quantize", "int8", "--calibration", "0"],
+     "--calibration 0: give a positive number of training images (default 256)"),
+    ("export-calibration-without-int8", ["export", "exp", "--run", "abc", "--format", "onnx", "-o", "{tmp}/m.onnx",
+                                         "--calibration", "64"],
+     "--calibration 64 is for an INT8 export: add --quantize int8 (and --format onnx)"),
+    ("export-int8-fallback", ["export", "exp", "--run", "abc", "--format", "onnx", "-o", "{tmp}/m.onnx",
+                              "--quantize", "int8", "--int8-fallback", "fp16"],
+     "--int8-fallback 'fp16': choose one of: fp32"),
     ("ui-store-missing", ["ui", "--store", "{tmp}/store"], "no MLflow store at {tmp}/store/mlflow.db"),
     # latency tables: the target
     ("latency-input-without-width", ["latency", "--model", "test_resnet", "--input", "1x3x224"],

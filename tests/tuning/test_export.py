@@ -388,3 +388,169 @@ def test_with_normalization_is_refused_for_a_format_that_cannot_hold_it(store, t
     row = next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"]["R"])
     with pytest.raises(ValueError, match=r"format 'state' cannot hold it"):  # the Python call refuses the same
         export_run(store["client"], row, "state", tmp_path / "m.pt", with_normalization=True)
+
+
+# ------------------------------------------------------------------------------------ INT8
+def _row(store, key="R"):
+    return next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"][key])
+
+
+def _onnx_top1(path, images):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images.numpy()})[0].argmax(1)
+
+
+def test_int8_export_is_a_qdq_graph_with_int8_weights_that_agrees_with_fp32(store, tmp_path):
+    import onnx
+
+    from chex_tune.train.data import load_data
+    from chex_tune.tuning.export.int8 import AGREEMENT, float_ops
+
+    result = export_run(store["client"], _row(store), "onnx", tmp_path / "m.onnx", quantize_to="int8",
+                        calibration=32)
+    assert result.path == tmp_path / "m.onnx" and result.fp32_path == tmp_path / "m.fp32.onnx"
+    graph = onnx.load(str(result.path)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
+    # every Conv and Gemm takes its weight from a DequantizeLinear of an int8 initializer, one scale per channel
+    initializers = {t.name: t for t in graph.initializer}
+    dequantized = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"}
+    weighted = [node for node in graph.node if node.op_type in ("Conv", "Gemm")]
+    assert len(weighted) == ops.count("Conv") + ops.count("Gemm") > 0 and not float_ops(onnx.load(str(result.path)))
+    for node in weighted:
+        weight, scale = (initializers[name] for name in dequantized[node.input[1]].input[:2])
+        assert weight.data_type == onnx.TensorProto.INT8
+        assert onnx.numpy_helper.to_array(scale).size == weight.dims[0] > 1  # per output channel
+    # the FP32 twin is the graph export writes without --quantize: no quantization nodes
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in onnx.load(str(result.fp32_path)).graph.node}
+    # agreement and accuracies, recomputed here on the validation split
+    data = load_data(RunConfig.from_dict(TINY).train, "cpu")
+    images, labels = (torch.cat(parts) for parts in zip(*data.eval_batches("val")))
+    int8, fp32 = _onnx_top1(result.path, images), _onnx_top1(result.fp32_path, images)
+    check = result.int8
+    assert check.images == len(labels) == 64 and check.calibration == 32
+    assert check.top1_agreement == pytest.approx((int8 == fp32).mean()) and check.top1_agreement >= AGREEMENT
+    assert check.val_acc == pytest.approx((int8 == labels.numpy()).mean())
+    assert check.fp32_val_acc == pytest.approx((fp32 == labels.numpy()).mean())
+    assert abs(check.fp32_val_acc - result.logged_val_acc) <= 1 / 64 and result.exported_val_acc == check.val_acc
+    assert check.passed and check.latency_ms > 0 and check.fp32_latency_ms > 0 and check.threads == 1
+    logged = store["client"].get_run(store["ids"]["R"]).data.metrics
+    for name in ("top1_agreement", "val_acc", "fp32_val_acc", "latency_ms", "fp32_latency_ms", "calibration"):
+        assert logged[f"export.onnx_int8.{name}"] == pytest.approx(getattr(check, name))
+    assert logged["export.onnx.max_abs_diff"] == pytest.approx(result.check.max_abs_diff)  # the FP32 file's check
+
+
+def _first_quantization(path):
+    """(scale, zero point) of the graph's first QuantizeLinear: the one before its first convolution."""
+    import onnx
+
+    model = onnx.load(str(path))
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    return float(values[node.input[1]]), int(values[node.input[2]])
+
+
+def test_int8_with_normalization_calibrates_on_raw_pixels(store, tmp_path):
+    # The folded file normalises raw pixels itself, so its first quantized tensor is (x - mean) / std: fed the same
+    # calibration images as raw pixels, it gets the range the plain file gets from normalised ones. Fed normalised
+    # images, it would see them normalised twice (a range std times wider, shifted).
+    normalised = export_run(store["client"], _row(store), "onnx", tmp_path / "n.onnx", quantize_to="int8",
+                            calibration=32)
+    raw = export_run(store["client"], _row(store), "onnx", tmp_path / "r.onnx", quantize_to="int8", calibration=32,
+                     with_normalization=True)
+    (scale, zero), (raw_scale, raw_zero) = _first_quantization(normalised.path), _first_quantization(raw.path)
+    assert zero > 0 and raw_zero == zero and raw_scale == pytest.approx(scale, rel=1e-4)
+    assert raw.int8.passed and raw.int8.fp32_val_acc == pytest.approx(normalised.int8.fp32_val_acc)
+
+
+def test_int8_export_command_checks_logs_and_registers_the_int8_file(store, tmp_path, capsys, monkeypatch):
+    from chex_tune.tuning.export import int8
+
+    out = tmp_path / "edge.onnx"
+    args = ["export", "exp", "--run", store["ids"]["R"], "--format", "onnx", "-o", str(out), "--store",
+            str(store["root"]), "--quantize", "int8", "--calibration", "32"]
+    assert main([*args, "--register", "tiny-int8", "--alias", "edge"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out} (onnx, INT8, " in text and f"quantized from {tmp_path / 'edge.fp32.onnx'} (FP32, " in text
+    assert re.search(r"INT8 against FP32 \(calibrated on 32 training images\): top-1 agreement \S+ over 64 "
+                     r"validation images \(passed\); validation accuracy INT8 \S+, FP32 \S+", text)
+    assert re.search(r"latency, batch 1, 1 thread\(s\), ONNX Runtime \(CPU\): INT8 \S+ ms \(IQR \S+% of it\), "
+                     r"FP32 \S+ ms \(\S+x\)", text)
+    assert "FP32 outputs against PyTorch: largest absolute difference" in text
+    client = store["client"]
+    version = client.get_model_version_by_alias("tiny-int8", "edge")
+    assert version.run_id == store["ids"]["R"] and version.tags["chex.format"] == "onnx-int8"
+    assert version.source.endswith("/export/edge.onnx") and version.tags["chex.source"] == "export/edge.onnx"
+    fetched = client.download_artifacts(store["ids"]["R"], "export/edge.onnx", str(tmp_path / "fetched"))
+    assert pathlib.Path(fetched).read_bytes() == out.read_bytes()  # the registered file is the INT8 one
+    assert float(version.tags["export.onnx_int8.top1_agreement"]) >= int8.AGREEMENT
+    monkeypatch.setattr(int8, "AGREEMENT", 1.01)  # no agreement passes: what a badly calibrated file would get
+    assert main([*args, "--register", "never-int8", "--alias", "edge"]) == 1
+    text = capsys.readouterr().out
+    assert "(FAILED: below 1.01)" in text and "is kept and not registered" in text and out.exists()
+    with pytest.raises(Exception, match="never-int8"):
+        client.get_registered_model("never-int8")
+
+
+def test_int8_refuses_what_it_cannot_calibrate(store, tmp_path, capsys):
+    from chex_tune.tuning.export.int8 import DEFAULT_CALIBRATION
+
+    base = ["export", "exp", "--format", "onnx", "--quantize", "int8", "--store", str(store["root"])]
+    out = tmp_path / "m.onnx"
+    assert main([*base, "--run", store["ids"]["R"], "-o", str(out), "--calibration", "65"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--calibration 65: the run's training split (synthetic) has 64 images; give at most 64")
+    assert DEFAULT_CALIBRATION > 64  # the default asks for more than this tiny run has: refused the same way
+    assert main([*base, "--run", store["ids"]["R"], "-o", str(out)]) == 2
+    assert f"--calibration {DEFAULT_CALIBRATION}: the run's training split" in capsys.readouterr().err
+    # a run of a user's own trainable: a compact model and no config.yaml
+    experiment = store["client"].get_experiment_by_name("exp").experiment_id
+    parent = store["client"].get_run(store["ids"]["R"]).data.tags["mlflow.parentRunId"]
+    own = log_trial(store["client"], experiment, parent, "t7", {"val_acc": 0.1, "macs": 1.0},
+                    files=(store["run_dir"] / "compact.pt",))
+    assert main([*base, "--run", own, "-o", str(out), "--calibration", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f"--quantize int8 calibrates on the run's training images, and run {own} was trained by your own trainable "
+        "(no dataset in its config.yaml): export it with --format onnx (FP32) and quantize that file with "
+        "onnxruntime.quantization.quantize_static on your own images")
+    assert not out.exists() and not (tmp_path / "m.fp32.onnx").exists()  # refused before anything was written
+    store["client"].delete_run(own)  # the other tests' fronts stay as they were
+
+
+def test_int8_names_an_op_left_in_float_and_falls_back_only_when_asked(store, tmp_path, capsys, monkeypatch):
+    import onnx
+    import onnxruntime.quantization
+
+    real = onnxruntime.quantization.quantize_static
+
+    def keep_first_conv_float(model_input, *args, **kwargs):  # what ONNX Runtime does with an op it cannot quantize
+        first = next(n.name for n in onnx.load(str(model_input)).graph.node if n.op_type == "Conv")
+        kept.append(first)
+        return real(model_input, *args, **{**kwargs, "nodes_to_exclude": [first]})
+
+    kept = []
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", keep_first_conv_float)
+    out = tmp_path / "m.onnx"
+    args = ["export", "exp", "--run", store["ids"]["R"], "--format", "onnx", "-o", str(out), "--store",
+            str(store["root"]), "--quantize", "int8", "--calibration", "16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"ONNX Runtime left 1 weighted op(s) in float: {kept[0]} (Conv)" in err
+    assert "pass --int8-fallback fp32 to export the FP32 file instead, or export without --quantize" in err
+    assert not out.exists()
+    assert main([*args, "--int8-fallback", "fp32"]) == 0
+    text = capsys.readouterr().out
+    assert f"note: INT8 fell back to FP32: ONNX Runtime left 1 weighted op(s) in float: {kept[0]} (Conv)" in text
+    assert "INT8 against FP32" not in text and "(passed)" in text  # the FP32 file's own check
+    assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in onnx.load(str(out)).graph.node}
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no QDQ rule for op FancyOp")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", fails)
+    assert main(args) == 2
+    assert ("ONNX Runtime could not quantize the graph: RuntimeError: no QDQ rule for op FancyOp"
+            in capsys.readouterr().err)
