@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, help=f"each member's fine-tune epochs (default {FINETUNE['epochs']})")
     parser.add_argument("--lr", type=float, help=f"the members' learning rate (default {FINETUNE['lr']})")
+    parser.add_argument("--max-drop", type=float, metavar="PT",
+                        help="stop descending at the first member more than PT percentage points of val accuracy "
+                             "below the dense model's (--init, evaluated once, else the dense member); it is "
+                             "recorded but tagged chex.beyond_max_drop and left off the front")
     parser.add_argument("--dense-epochs", type=int,
                         help=f"without --init: the dense model's epochs (default {TrainConfig.epochs})")
     for flag in ("--batch-size", "--train-subset", "--val-size", "--seed"):
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     configure()
     settings = settings_of(args, FLAGS)
     result = run_family(settings, levels=args.levels, init=args.init, shape=args.shape, experiment=args.experiment,
-                        store=args.store, tracking_uri=args.tracking_uri, dense_epochs=args.dense_epochs, log=print)
+                        store=args.store, tracking_uri=args.tracking_uri, dense_epochs=args.dense_epochs,
+                        max_drop=args.max_drop, log=print)
     print(f"\n{result}\n\nbrowse: {command('pareto', args.experiment, '--store', args.store)}")
     return 0

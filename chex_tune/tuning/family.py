@@ -22,10 +22,11 @@ from collections.abc import Callable
 from chex_tune.config import RunConfig
 from chex_tune.train.artifacts import COMPACT
 from chex_tune.train.loop import train
-from chex_tune.train.metrics import EPOCH, MACS, MACS_RATIO, PARAMS, TEST_ACC, VAL_ACC
+from chex_tune.train.metrics import EPOCH, MACS_RATIO, TEST_ACC, VAL_ACC
 from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
+from chex_tune.tuning.reference import BEYOND_TAG, MaxDrop, check_max_drop, dense_reference
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class FamilyResult:
     members: list[dict]  # level, run_id, path (its compact.pt), and its final metrics
     rows: list  # the family's trial rows, ranked (rank 0: its front)
     reference: dict | None = None  # with a trained start: its own metrics (no member trains it), for comparison
+    max_drop: MaxDrop | None = None  # --max-drop: its points and the dense val_acc the members were measured against
+    stopped_at: str | None = None  # --max-drop: the member beyond it (recorded, off the front); no smaller level ran
+    not_trained: tuple[float, ...] = ()  # the levels below it
+
 
     def __str__(self) -> str:
         from chex_tune.tuning.tables import reference_line, trials_table
@@ -47,6 +52,8 @@ class FamilyResult:
             self.rows, parse_objectives(DEFAULT_OBJECTIVES))
         if self.reference is not None:
             text += "\n" + reference_line(REFERENCE_LABEL, self.reference)
+        if self.stopped_at is not None:
+            text += "\n" + stop_line(self.members[-1], self.max_drop, self.not_trained)
         return text
 
 
@@ -55,17 +62,23 @@ REFERENCE_LABEL = "reference, the --init model as given (evaluated once, not a m
 
 def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None, shape: str = "cascade",
                experiment: str = "family", store: str = "mlflow", tracking_uri: str | None = None,
-               dense_epochs: int | None = None, log: Callable[[str], None] | None = None) -> FamilyResult:
+               dense_epochs: int | None = None, max_drop: float | None = None,
+               log: Callable[[str], None] | None = None) -> FamilyResult:
     """Compact members at ``levels`` (fractions of the dense MACs) of the model ``settings`` describe (flat RunConfig
     settings; a fine-tune's defaults fill what they leave out), from ``init`` (weights file or MLflow URI) or from a
     dense model trained first: the model and data settings, for ``dense_epochs`` (default: the from-scratch
-    default) at the from-scratch learning rate."""
+    default) at the from-scratch learning rate.
+
+    ``max_drop`` (percentage points): the family stops descending at the first member whose val_acc is more than
+    that below the dense model's (``init`` evaluated once, else the dense member); that member is recorded, tagged
+    ``chex.beyond_max_drop=true`` and left off the front, and the smaller levels are not trained."""
     from chex_tune.tuning.track.recorder import SweepRecorder, time_stamp
     from chex_tune.tuning.track.runs import resolve_init
     from chex_tune.tuning.track.store import prepare_store
 
     log = log or logger.info
     levels = _check(levels, shape)
+    max_drop = check_max_drop(max_drop)
     RunConfig.from_dict({**settings, "macs_target": levels[0]}, preset="finetune")  # every setting, checked now
     if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
         from chex_tune.train.weights import check_init, fit_to_weights
@@ -73,51 +86,49 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
         start = resolve_init(init, store=store, tracking_uri=tracking_uri)
         settings = fit_to_weights(settings, start)  # input channels and stem from the weights
         check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": levels[0]}, preset="finetune"))
-        reference = init_reference(settings, start)
+        reference = dense_reference(settings, start)
         log(f"the --init model: val_acc {reference[VAL_ACC]:.4f}, test_acc {reference[TEST_ACC]:.4f}, "
             f"MACs {reference[MACS_RATIO]:.3f} of dense")
     else:
         reference = None  # the dense member trained below is the reference, on the front itself
     store_dir, uri = prepare_store(store, tracking_uri)
     recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
-    recorder.open(params={"levels": list(levels), "shape": shape, "init": init}, tags={"chex.family": shape})
+    recorder.open(params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop},
+                  tags={"chex.family": shape})
     work = store_dir / "family" / recorder.sweep
     members: list[dict] = []
+    rule, stopped_at, not_trained = None, None, ()
     try:
         if init is None:
             members.append(_member(recorder, "dense", _dense(settings, dense_epochs), work / "dense", log))
             init = members[-1]["path"]
+        if max_drop is not None:  # the dense model's val_acc: the trained start's, else the dense member's
+            rule = MaxDrop(max_drop, reference[VAL_ACC] if reference is not None else members[0][VAL_ACC])
+            rule.record(recorder.client, recorder.parent_run_id)
         start = resolve_init(init, store=store, tracking_uri=tracking_uri)
-        for level in levels:
+        for index, level in enumerate(levels):
             member = RunConfig.from_dict({**settings, "init": start, "macs_target": level}, preset="finetune")
             members.append(_member(recorder, f"{level:g}", member, work / f"{level:g}", log))
+            if rule is not None and rule.beyond(members[-1][VAL_ACC]):
+                recorder.client.set_tag(members[-1]["run_id"], BEYOND_TAG, "true")
+                stopped_at, not_trained = members[-1]["key"], levels[index + 1:]
+                log(stop_line(members[-1], rule, not_trained))
+                break
             if shape == "cascade":
                 start = members[-1]["path"]
     except BaseException:
         recorder.close("KILLED")
         raise
-    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close(), reference)
+    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close(), reference, rule,
+                        stopped_at, not_trained)
 
 
-def init_reference(settings: dict, start: str) -> dict:
-    """The trained start's own val and test accuracy, MACs and params: loaded as the members load it and evaluated
-    once, with no training (a family from ``init`` has no dense member to compare its front with)."""
-    from chex_tune.core.flops import count_macs, count_params
-    from chex_tune.train.data import load_data
-    from chex_tune.train.evaluate import evaluate
-    from chex_tune.train.loop import resolve_device
-    from chex_tune.train.models import resolve_stem
-    from chex_tune.train.weights import start_model
-
-    config = RunConfig.from_dict({**settings, "init": start, "sparsity": 0.0, "macs_target": None,
-                                  "latency_target": None}).train
-    device = resolve_device(config.device)
-    data = load_data(config, device)
-    model, dense_macs, _ = start_model(config, data, resolve_stem(config.stem, data.image_size))
-    model = model.to(device).eval()
-    macs = count_macs(model, data.example_input()[:1])
-    return {VAL_ACC: evaluate(model, data, "val"), TEST_ACC: evaluate(model, data, "test"), MACS: macs,
-            PARAMS: count_params(model), MACS_RATIO: macs / dense_macs}
+def stop_line(member: dict, rule: MaxDrop, not_trained) -> str:
+    """Why a family stopped descending at ``member`` (beyond ``rule``) and which levels it left untrained."""
+    left = ", ".join(f"{level:g}" for level in not_trained) or "none"
+    return (f"stopped descending at level {member['key']}: val_acc {member[VAL_ACC]:.4f} is "
+            f"{rule.drop(member[VAL_ACC]):.2f} pt below dense {rule.reference:.4f} (--max-drop {rule.points:g}); "
+            f"levels {left} not trained")
 
 
 def _dense(settings: dict, epochs: int | None) -> RunConfig:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from chex_tune._fields import setting
 from chex_tune.tuning.protocol import WORKERS_KEY
+from chex_tune.tuning.reference import check_max_drop
 from chex_tune.tuning.rungs import DEFAULT_ETA, DEFAULT_GRACE, check_rule
 
 # A family (tuning/family.py): its default MACs budgets, fractions of the dense model's, and its shapes
@@ -73,6 +74,13 @@ class SweepOptions:
     # early trials seed the later ones as a family's cascade does: "0.5,0.25,0.12" or a tuple of fractions.
     ladder: str | tuple | None = setting(None, "the first trials' MACs budgets, large to small (e.g. 0.5,0.25,0.12), "
                                                "the space's centre otherwise", metavar="F,F,...")
+    # A constraint, not a stop: the trained start is evaluated once before the trials (metric dense_val_acc on the
+    # parent run); Optuna learns the trials beyond it as infeasible and they stay off the front (finished runs,
+    # tagged chex.beyond_max_drop).
+    max_drop: float | None = setting(None, "keep only trials within PT percentage points of the dense model's val "
+                                           "accuracy on the front (needs --init: the trained start, evaluated once); "
+                                           "the others stay finished runs, tagged chex.beyond_max_drop",
+                                     metavar="PT")
     grace: int = setting(DEFAULT_GRACE, "--early-stop: epochs before the first rung")
     eta: int = setting(DEFAULT_ETA, "--early-stop: keep the best 1/ETA of each rung")
     # Size a cluster sweep so that concurrent x workers x gpus_per_worker <= GPUs.
@@ -119,6 +127,7 @@ class SweepOptions:
             raise ValueError(f"unknown --optuna-sampler {self.optuna_sampler!r}; choose one of: "
                              f"{', '.join(OPTUNA_SAMPLERS)}")
         check_rule(self.grace, self.eta, prefix="--")
+        object.__setattr__(self, "max_drop", check_max_drop(self.max_drop))
         if self.ladder is not None:
             object.__setattr__(self, "ladder", _ladder(self.ladder))
 

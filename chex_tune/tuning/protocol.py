@@ -55,7 +55,8 @@ class TrialRow:
     searched: list[str] = field(default_factory=list)  # names of the searched settings
     stopped_at: int | None = None  # the epoch early stopping stopped it at
     parent_run: str | None = None  # in an inheriting sweep: the run of the trial it started from
-    rank: int = -1  # 0: the Pareto front; -1: failed, stopped, unfinished or an objective missing
+    beyond_max_drop: bool = False  # more val accuracy lost than the sweep's --max-drop allows (never on a front)
+    rank: int = -1  # 0: the Pareto front; -1: failed, stopped, unfinished, beyond --max-drop or an objective missing
 
     @classmethod
     def from_run(cls, run) -> TrialRow:

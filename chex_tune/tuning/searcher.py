@@ -3,8 +3,9 @@
 ``OPTUNA_SAMPLERS`` names Optuna's samplers (``--optuna-sampler``); CHEX's own regrowth samplers are another
 thing (``sampler`` in a space, ``chex_tune.core.regrow``). ``new_searcher`` builds the OptunaSearch of a sweep,
 its study stored in the sweep's ``optuna.db`` under the sweep's name, wrapped in ``ObjectiveGuard`` (a trial
-without its objectives fails alone); ``ObjectiveCheck`` stops the whole sweep when the first trial to finish
-lacks one (a misspelt objective would fail every trial after training it to the end).
+without its objectives fails alone; with ``--max-drop``, each finished trial's Optuna constraint);
+``ObjectiveCheck`` stops the whole sweep when the first trial to finish lacks one (a misspelt objective would fail
+every trial after training it to the end).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ray.tune.search import Searcher
 
 from chex_tune.tuning.objectives import missing_objectives
 from chex_tune.tuning.protocol import FINAL_KEY
+from chex_tune.tuning.reference import CONSTRAINT
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +59,17 @@ def make_sampler(name: str, *, seed: int, trials: int, concurrent: int):
 
 
 def new_searcher(storage_url: str, study_name: str, objectives, *, sampler, optuna_space=None,
-                 initial_points=None, early_stop=None, run_id=None, lineage=None) -> ObjectiveGuard:
-    """OptunaSearch over ``optuna_space`` (None: the Ray domains of the param_space), guarded."""
+                 initial_points=None, early_stop=None, run_id=None, lineage=None, max_drop=None) -> ObjectiveGuard:
+    """OptunaSearch over ``optuna_space`` (None: the Ray domains of the param_space), guarded; ``max_drop`` (a
+    ``MaxDrop``): each finished trial's distance beyond it is its Optuna constraint."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     searcher = OptunaSearch(space=optuna_space, metric=[o.name for o in objectives],
                             mode=[o.mode for o in objectives], storage=optuna.storages.RDBStorage(storage_url),
                             study_name=study_name, points_to_evaluate=initial_points, sampler=sampler)
-    return ObjectiveGuard(searcher, objectives, early_stop=early_stop, run_id=run_id, lineage=lineage)
+    return ObjectiveGuard(searcher, objectives, early_stop=early_stop, run_id=run_id, lineage=lineage,
+                          max_drop=max_drop)
 
 
 class ObjectiveGuard(Searcher):
@@ -78,11 +82,17 @@ class ObjectiveGuard(Searcher):
     ``early_stop`` stopped is told as PRUNED (Optuna's state for it), so its partial values never enter
     the front the sampler learns from. It also names the study's objectives and gives each Optuna trial its Ray
     trial id and MLflow run id as user attributes (optuna-dashboard shows them).
+
+    With ``max_drop`` (a ``MaxDrop``: ``--max-drop`` against the dense val_acc) every trial that finishes gets the
+    constraint ``max_drop``: the points its val_acc falls beyond the rule (> 0: infeasible). It is set before the
+    trial is told, as Optuna 5 asks (``Trial.set_constraint``; the samplers' ``constraints_func`` is deprecated
+    there): TPE and NSGA-II read ``trial.constraints`` and learn from the feasible trials first.
     """
 
     def __init__(self, searcher: Searcher, objectives, *, early_stop=None,
-                 run_id: Callable[[str], str | None] | None = None, lineage=None):
+                 run_id: Callable[[str], str | None] | None = None, lineage=None, max_drop=None):
         self.searcher = searcher
+        self.max_drop = max_drop
         self.lineage = lineage  # an inheriting sweep's: each suggestion gets its parent (tuning/lineage.py)
         self.objectives = tuple(o.name for o in objectives)
         self.early_stop = early_stop
@@ -149,7 +159,19 @@ class ObjectiveGuard(Searcher):
         if not error and missing:
             logger.warning("trial %s ended without reporting objective(s) %s: recorded as failed", trial_id, missing)
             result, error = None, True
+        if not error and result:
+            self._constrain(trial_id, result)
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def _constrain(self, trial_id: str, result: dict) -> None:
+        """The trial's --max-drop constraint, from its final val_acc (none without a rule or a val_acc)."""
+        from chex_tune.train.metrics import VAL_ACC
+
+        trial = self._optuna_trial(trial_id)
+        value = result.get(VAL_ACC)
+        if self.max_drop is None or trial is None or not isinstance(value, (int, float)):
+            return
+        set_constraint(trial, CONSTRAINT, self.max_drop.excess(value))
 
     def add_evaluated_point(self, *args, **kwargs):
         return self.searcher.add_evaluated_point(*args, **kwargs)
@@ -161,10 +183,11 @@ class ObjectiveGuard(Searcher):
         self.searcher.restore(checkpoint_path)
 
     def get_state(self) -> dict:  # a wrapper's own state; Ray saves the wrapped searcher separately
-        return {"objectives": self.objectives}
+        return {"objectives": self.objectives, "max_drop": self.max_drop}
 
     def set_state(self, state: dict) -> None:
         self.objectives = tuple(state["objectives"])
+        self.max_drop = state.get("max_drop")
 
 
 def set_user_attr(trial, key: str, value) -> None:
@@ -176,6 +199,16 @@ def set_user_attr(trial, key: str, value) -> None:
         trial.set_user_attr(key, value)
     except optuna.exceptions.UpdateFinishedTrialError:
         logger.debug("Optuna trial %s already finished; %s not set", trial.number, key)
+
+
+def set_constraint(trial, key: str, value: float) -> None:
+    """An Optuna constraint, unless the trial has ended (as ``set_user_attr``)."""
+    import optuna
+
+    try:
+        trial.set_constraint(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        logger.debug("Optuna trial %s already finished; constraint %s not set", trial.number, key)
 
 
 class ObjectiveCheck(tune.Stopper):

@@ -30,6 +30,7 @@ from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, parse_obj
 from chex_tune.tuning.options import TRIAL_DRIVER_CPUS, SweepOptions
 from chex_tune.tuning.pareto_asha import CHEX_RUNG_METRICS, ParetoAsha
 from chex_tune.tuning.protocol import FIXED_KEY, WORKERS_KEY, TrialRow
+from chex_tune.tuning.reference import MaxDrop
 from chex_tune.tuning.searcher import ObjectiveCheck
 from chex_tune.tuning.space import SearchSpace, merge_spaces
 from chex_tune.tuning.workers import Workers, on_workers
@@ -86,6 +87,7 @@ class Plan:
     space_file: dict | None = None  # the built-in loop's space, logged on the parent run
     workers: int = 1  # data-parallel workers per trial
     epochs: int | None = None  # a trial's epochs, when known (progress ETA, early-stopping rungs)
+    max_drop: MaxDrop | None = None  # --max-drop against the trained start's val_acc (evaluated once, here)
 
 
 # ------------------------------------------------------------------------------------ the entry point
@@ -119,6 +121,10 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
     if options.init is not None:
         raise ValueError("--init is the built-in loop's trained start; your trainable loads its own weights before "
                          "ChexReporter (see the README's trained start)")
+    if options.max_drop is not None:
+        raise ValueError(f"--max-drop {options.max_drop:g} needs the dense model's val accuracy, which chex-tune reads "
+                         "from the built-in loop's --init; for your trainable, leave --max-drop out and filter the "
+                         "front by val_acc")
     if options.inherit or options.ladder:
         raise ValueError("--inherit and --ladder are the built-in loop's so far: a parent's compact model is loaded "
                          "by its trials; your trainable starts every trial from its own weights (initial_points= "
@@ -147,6 +153,9 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
         warn_from_scratch_schedule(space)
     if options.inherit:
         check_inheritance(space, init)
+    if options.max_drop is not None and not init:
+        raise ValueError(f"--max-drop {options.max_drop:g} needs a dense reference: give --init WEIGHTS (the trained "
+                         "dense model, evaluated once before the trials start); a sweep from scratch has none")
     ladder = ladder_points(space, options.ladder) if options.ladder else None
     # the sweep's overrides of the space's run settings: the run's config (TrainConfig) is where they live
     overrides = {name: getattr(options, name) for name in ("epochs", "workers_per_trial")
@@ -158,11 +167,18 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
         space, overrides, device=options.device, threads=int(options.cpus()),
         init=resolve_init(init, store=options.store, tracking_uri=options.tracking_uri) if init else None)
     trainable = on_workers(run_trial) if workers > 1 else run_trial  # as a user's trainable on several workers
+    max_drop = None
+    if options.max_drop is not None and not options.resume:  # resumed: the searcher and parent run keep it
+        from chex_tune.train.metrics import VAL_ACC
+        from chex_tune.tuning.reference import dense_reference
+
+        fixed = constants[FIXED_KEY]
+        max_drop = MaxDrop(options.max_drop, dense_reference(fixed, fixed["init"])[VAL_ACC])
     return Plan(trainable, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=centre.epochs, workers=workers, initial_points=ladder)
+                epochs=centre.epochs, workers=workers, initial_points=ladder, max_drop=max_drop)
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:
@@ -227,6 +243,10 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
         callback.adopt_parent()
         if plan.space_file is not None:
             recorder.client.log_dict(recorder.parent_run_id, plan.space_file, "search_space.yaml")
+        if plan.max_drop is not None:
+            plan.max_drop.record(recorder.client, recorder.parent_run_id)
+            log(f"{plan.max_drop.describe()}: trials below val_acc "
+                f"{plan.max_drop.reference - plan.max_drop.points / 100:.4f} stay off the front")
         progress = ProgressCallback(options.trials, plan.objectives, log, early_stop)
         lineage = Lineage(plan.param_space.get(FIXED_KEY)) if options.inherit else None
         callbacks = [callback, progress, *([lineage] if lineage is not None else [])]
@@ -247,7 +267,7 @@ def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, ca
                            concurrent=options.concurrent)
     searcher = new_searcher(optuna_storage_url(store), recorder.sweep, plan.objectives, sampler=sampler,
                             optuna_space=plan.optuna_space, initial_points=plan.initial_points,
-                            early_stop=early_stop, run_id=recorder.run_id, lineage=lineage)
+                            early_stop=early_stop, run_id=recorder.run_id, lineage=lineage, max_drop=plan.max_drop)
     return tune.Tuner(
         trainable, param_space=plan.param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=early_stop, num_samples=options.trials,

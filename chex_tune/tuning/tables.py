@@ -41,7 +41,15 @@ def parents(rows) -> dict[str, str] | None:
 
 
 def status(row) -> str:
+    if row.beyond_max_drop:
+        return f"{row.status} (beyond --max-drop)"
     return f"STOPPED @{row.stopped_at}" if row.stopped_at is not None else row.status
+
+
+def beyond_text(rows) -> str:
+    """The count of finished trials beyond --max-drop, as the tables' count lines say it ("" when none)."""
+    beyond = sum(row.beyond_max_drop for row in rows)
+    return f"; {beyond} trial{'s' if beyond != 1 else ''} beyond --max-drop (not on the front)" if beyond else ""
 
 
 def trials_table(rows, objectives) -> str:
@@ -56,7 +64,8 @@ def trials_table(rows, objectives) -> str:
     stopped = sum(row.stopped_at is not None for row in rows)
     lines.append(f"\n{sum(row.rank == 0 for row in rows)} of {len(rows)} trials on the Pareto front "
                  f"({objectives_text(objectives).replace(',', ', ')}); failed trials: "
-                 f"{sum(r.status == 'FAILED' for r in rows)}" + (f"; stopped early: {stopped}" if stopped else ""))
+                 f"{sum(r.status == 'FAILED' for r in rows)}" + (f"; stopped early: {stopped}" if stopped else "")
+                 + beyond_text(rows))
     return "\n".join(lines)
 
 
@@ -90,6 +99,7 @@ def render(trials, style: str) -> str:
     if style == "json":
         return json.dumps({"experiment": trials.experiment, "objectives": [str(o) for o in trials.objectives],
                            "sweeps": trials.sweeps, "finished": len(trials.finished), "stopped": len(trials.stopped),
+                           "beyond_max_drop": len(trials.beyond),
                            "hypervolume": hypervolume(trials), "front": records}, indent=1)
     if style == "csv":
         out = io.StringIO()
@@ -120,10 +130,12 @@ def table(trials, records: list[dict]) -> str:
         "not on the front; --include-stopped ranks them"
     lines.append(f"\n{len(records)} of {len(trials.finished)} finished trials on the Pareto front of "
                  f"{trials.experiment!r} ({', '.join(map(str, trials.objectives))}); failed trials: {failed}"
-                 f"{f'; stopped early: {stopped} ({treated})' if stopped else ''}")
+                 f"{f'; stopped early: {stopped} ({treated})' if stopped else ''}{beyond_text(trials.rows)}")
     volume = hypervolume(trials)
     if volume is not None:
-        lines.append(f"hypervolume {volume:.4g} (reference: the worst of each objective among the finished trials)")
+        within = " within --max-drop" if trials.beyond else ""
+        lines.append(f"hypervolume {volume:.4g} (reference: the worst of each objective among the finished trials"
+                     f"{within})")
     return "\n".join(lines)
 
 
@@ -134,10 +146,11 @@ def cell(record: dict, column: str) -> str:
 
 
 def hypervolume(trials) -> float | None:
-    """For two objectives only; the reference moves with the trials (see pareto.hypervolume_2d)."""
+    """For two objectives only, of the trials within --max-drop; the reference moves with the trials (see
+    pareto.hypervolume_2d)."""
     from chex_tune.tuning.pareto import hypervolume_2d
 
     if len(trials.objectives) != 2:
         return None
-    points = [[row.value(o.name) for o in trials.objectives] for row in trials.finished]
+    points = [[row.value(o.name) for o in trials.objectives] for row in trials.finished if not row.beyond_max_drop]
     return hypervolume_2d(points, [o.mode == "max" for o in trials.objectives])

@@ -6,8 +6,10 @@
 
 A sweep is a parent run tagged ``chex.role = sweep``; its trials are the runs whose ``mlflow.parentRunId``
 is that run. Only FINISHED trials are ranked (a failed, stopped or unfinished one enters
-``non_dominated_ranks`` as NaN: rank -1). Reading all sweeps of an experiment ranks their trials together:
-one front per experiment. MLflow and numpy only: no Ray, so these commands work where no sweep can run.
+``non_dominated_ranks`` as NaN: rank -1), and of those only the ones within the sweep's ``--max-drop`` (the rule its
+parent run records: ``tuning/reference.py``). Reading all sweeps of an experiment ranks their trials together:
+one front per experiment, each trial judged by its own sweep's rule. MLflow and numpy only: no Ray, so these
+commands work where no sweep can run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from chex_tune.train.artifacts import COMPACT
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, Objective, cost_objective, objectives_text, parse_objectives
 from chex_tune.tuning.pareto import non_dominated_ranks
 from chex_tune.tuning.protocol import OBJECTIVES_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG, TrialRow
+from chex_tune.tuning.reference import BEYOND_TAG, MaxDrop
 
 MAX_RUNS = 10000  # per search: far more trials than any sweep here runs
 
@@ -46,6 +49,11 @@ class Trials:
         return [row for row in self.rows if row.stopped_at is not None]
 
     @property
+    def beyond(self) -> list[TrialRow]:
+        """Finished trials beyond their sweep's --max-drop (not on any front)."""
+        return [row for row in self.rows if row.beyond_max_drop]
+
+    @property
     def front(self) -> list[TrialRow]:
         """Rank-0 runs, cheapest first (the first cost objective, else the first minimised one)."""
         return sorted((row for row in self.rows if row.rank == 0), key=lambda row: cost_key(row, self.objectives))
@@ -59,9 +67,11 @@ def cost_key(row: TrialRow, objectives) -> float:
 
 
 def rank(rows: list[TrialRow], objectives, *, include_stopped: bool = False) -> list[TrialRow]:
-    """Set every row's Pareto rank under ``objectives`` (finished rows only, or stopped ones too); returns them."""
+    """Set every row's Pareto rank under ``objectives`` (finished rows only, or stopped ones too; never one beyond
+    its sweep's --max-drop); returns them."""
     objectives = parse_objectives(objectives)
-    ranked = [row.finished or (include_stopped and row.stopped_at is not None) for row in rows]
+    ranked = [(row.finished or (include_stopped and row.stopped_at is not None)) and not row.beyond_max_drop
+              for row in rows]
     values = [[row.value(o.name) if use else math.nan for o in objectives] for row, use in zip(rows, ranked)]
     ranks = non_dominated_ranks(values, [o.maximize for o in objectives]) if rows else []
     for row, value in zip(rows, ranks):
@@ -104,14 +114,28 @@ def select_sweeps(client, experiment, sweep: str | None = None) -> list[dict]:
 def trial_rows(client, experiment_id: str, parent_run_ids, objectives, *,
                include_stopped: bool = False) -> list[TrialRow]:
     """Every trial run of the given sweeps, ranked together into Pareto fronts (``TrialRow.rank``). With
-    ``include_stopped`` the stopped trials are ranked too, on the metrics of the epoch they stopped at. Ordered by
+    ``include_stopped`` the stopped trials are ranked too, on the metrics of the epoch they stopped at. A sweep run
+    with ``--max-drop`` marks its trials beyond it (``TrialRow.beyond_max_drop``), which are not ranked. Ordered by
     sweep as given, then trial number."""
     rows = []
     for parent_run_id in parent_run_ids:
         runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
                                   max_results=MAX_RUNS)
-        rows += sorted((TrialRow.from_run(run) for run in runs), key=lambda row: row.number)
+        sweep_rows = sorted((TrialRow.from_run(run) for run in runs), key=lambda row: row.number)
+        mark_beyond(sweep_rows, MaxDrop.of_run(client.get_run(parent_run_id)))
+        rows += sweep_rows
     return rank(rows, objectives, include_stopped=include_stopped)
+
+
+def mark_beyond(rows: list[TrialRow], rule: MaxDrop | None) -> list[TrialRow]:
+    """Mark the finished rows whose val_acc is beyond ``rule`` (one sweep's --max-drop; None: no rule); returns them.
+    A failed or stopped trial is not judged: it is off the front already (a stopped one ranked with
+    ``include_stopped`` is ranked on its last epoch, as it is without the rule)."""
+    from chex_tune.train.metrics import VAL_ACC
+
+    for row in rows:
+        row.beyond_max_drop = rule is not None and row.finished and rule.beyond(row.metrics.get(VAL_ACC))
+    return rows
 
 
 def read_trials(client, experiment_name: str, sweep: str | None = None, objectives=DEFAULT_OBJECTIVES, *,
@@ -138,7 +162,8 @@ def read_trials(client, experiment_name: str, sweep: str | None = None, objectiv
 
 
 def tag_front(client, rows: list[TrialRow]) -> int:
-    """Tag every finished trial ``pareto=true|false`` and ``pareto_rank=<rank>``; returns how many were tagged.
+    """Tag every finished trial ``pareto=true|false`` and ``pareto_rank=<rank>`` (and ``chex.beyond_max_drop=true``
+    on one beyond its sweep's --max-drop, whose rank is -1); returns how many were tagged.
 
     The tags describe the ranking the rows came from (one sweep, or the whole experiment): tagging
     again after another read overwrites them.
@@ -147,8 +172,9 @@ def tag_front(client, rows: list[TrialRow]) -> int:
 
     finished = [row for row in rows if row.finished]
     for row in finished:
+        beyond = [RunTag(BEYOND_TAG, "true")] if row.beyond_max_drop else []
         client.log_batch(row.run_id, tags=[RunTag("pareto", "true" if row.rank == 0 else "false"),
-                                           RunTag("pareto_rank", str(row.rank))])
+                                           RunTag("pareto_rank", str(row.rank)), *beyond])
     return len(finished)
 
 
