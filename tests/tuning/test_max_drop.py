@@ -147,3 +147,41 @@ def test_the_searcher_gives_each_finished_trial_its_constraint_before_optuna_is_
     constraints = [trial.constraints for trial in study.get_trials()]
     assert constraints == [{CONSTRAINT: -4.0}, {CONSTRAINT: 6.0}]  # 1 pt below (4 to spare), 11 pt below (6 over)
     assert [t.number for t in study.best_trials] == [0]  # Optuna's own front leaves the infeasible trial off
+
+
+# ------------------------------------------------------------------------------------ a sweep from a trained start
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_a_sweep_with_max_drop_records_the_reference_and_keeps_trials_beyond_it_off_the_front(dense, tmp_path):
+    import optuna
+    from mlflow import MlflowClient
+
+    from chex_tune.tuning.reference import dense_reference
+    from chex_tune.tuning.space import SearchSpace
+    from chex_tune.tuning.sweep import SweepOptions, run_sweep
+    from chex_tune.tuning.track.store import optuna_storage_url
+
+    space = SearchSpace.from_dict({"fixed": {**{k: v for k, v in TINY.items() if k != "device"}, "epochs": 1},
+                                   "search": {"sparsity": {"low": 0.3, "high": 0.7}}}, source="dropping.yaml")
+    lines = []
+    result = run_sweep(space, SweepOptions(trials=2, concurrent=2, cpus_per_trial=1, store=str(tmp_path),
+                                           experiment="sweep-drop", optuna_sampler="random", init=str(dense),
+                                           max_drop=10.0), log=lines.append)
+    reference = dense_reference(TINY, str(dense))[VAL_ACC]  # the trained start as given, on the trials' val split
+    client = MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id).data
+    assert (parent.params["max_drop"], parent.metrics["dense_val_acc"]) == ("10.0", reference)
+    assert f"--max-drop 10 (dense val_acc {reference:.4f}): trials below val_acc {reference - 0.1:.4f} stay off " \
+           "the front" in lines
+    assert [row.status for row in result.rows] == ["FINISHED", "FINISHED"]
+    for row in result.rows:  # each trial's tag and rank agree with its val_acc and the reference
+        beyond = (reference - row.metrics[VAL_ACC]) * 100 > 10.0
+        tags = client.get_run(row.run_id).data.tags
+        assert row.beyond_max_drop == beyond and (tags.get(BEYOND_TAG) == "true") == beyond
+        assert not beyond or (row.rank == -1 and tags["pareto"] == "false")
+    assert any(row.rank == 0 for row in result.rows) == any(not row.beyond_max_drop for row in result.rows)
+    study = optuna.load_study(study_name=result.sweep, storage=optuna_storage_url(tmp_path))
+    told = sorted(round(t.values[0], 6) for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE)
+    assert told == sorted(round(row.metrics[VAL_ACC], 6) for row in result.rows)
+    for trial in study.get_trials():  # Optuna holds the same judgement as its constraint
+        assert trial.constraints == {CONSTRAINT: MaxDrop(10.0, reference).excess(trial.values[0])}
