@@ -423,6 +423,14 @@ def test_int8_export_is_a_qdq_graph_with_int8_weights_that_agrees_with_fp32(stor
         weight, scale = (initializers[name] for name in dequantized[node.input[1]].input[:2])
         assert weight.data_type == onnx.TensorProto.INT8
         assert onnx.numpy_helper.to_array(scale).size == weight.dims[0] > 1  # per output channel
+    # the INT8 file keeps the FP32 file's input metadata and says how it was quantized
+    import onnxruntime
+
+    props, fp32_props = (onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map
+                         for path in (result.path, result.fp32_path))
+    assert all(props[key] == value for key, value in fp32_props.items())
+    assert props["quantization"].startswith("int8, ONNX Runtime static QDQ: per-channel int8 weights")
+    assert props["quantization"].endswith("from 32 training images")
     # the FP32 twin is the graph export writes without --quantize: no quantization nodes
     assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in onnx.load(str(result.fp32_path)).graph.node}
     # agreement and accuracies, recomputed here on the validation split
