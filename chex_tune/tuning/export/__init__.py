@@ -5,6 +5,7 @@ the written file (``trial``), register it (``registry``).
     trials = read_trials(client, "fashion_mnist_resnet18", objectives=constraint.objectives)
     row, why = choose(trials, constraint)
     result = export_run(client, row, "onnx", "model.onnx")
+    int8 = export_run(client, row, "onnx", "edge.onnx", quantize_to="int8")  # INT8 file, checked against FP32 (int8)
 """
 
 from chex_tune.tuning.export.choose import Constraint, choose, describe, find_run, parse_accuracy, parse_milliseconds
