@@ -391,6 +391,14 @@ def test_with_normalization_is_refused_for_a_format_that_cannot_hold_it(store, t
 
 
 # ------------------------------------------------------------------------------------ INT8
+@pytest.fixture
+def quick_timing(monkeypatch):
+    """Latencies timed for a fraction of a second: these tests check that they are measured, not their values."""
+    from chex_tune.train.latency import runtimes
+
+    monkeypatch.setattr(runtimes, "MODEL_RUN_S", (0.02, 0.05, 0.2))
+
+
 def _row(store, key="R"):
     return next(r for r in read_trials(store["client"], "exp").rows if r.run_id == store["ids"][key])
 
@@ -402,6 +410,7 @@ def _onnx_top1(path, images):
     return session.run(None, {session.get_inputs()[0].name: images.numpy()})[0].argmax(1)
 
 
+@pytest.mark.usefixtures("quick_timing")
 def test_int8_export_is_a_qdq_graph_with_int8_weights_that_agrees_with_fp32(store, tmp_path):
     import onnx
 
@@ -460,6 +469,7 @@ def _first_quantization(path):
     return float(values[node.input[1]]), int(values[node.input[2]])
 
 
+@pytest.mark.usefixtures("quick_timing")
 def test_int8_with_normalization_calibrates_on_raw_pixels(store, tmp_path):
     # The folded file normalises raw pixels itself, so its first quantized tensor is (x - mean) / std: fed the same
     # calibration images as raw pixels, it gets the range the plain file gets from normalised ones. Fed normalised
@@ -473,6 +483,7 @@ def test_int8_with_normalization_calibrates_on_raw_pixels(store, tmp_path):
     assert raw.int8.passed and raw.int8.fp32_val_acc == pytest.approx(normalised.int8.fp32_val_acc)
 
 
+@pytest.mark.usefixtures("quick_timing")
 def test_int8_export_command_checks_logs_and_registers_the_int8_file(store, tmp_path, capsys, monkeypatch):
     from chex_tune.tuning.export import int8
 
@@ -528,6 +539,7 @@ def test_int8_refuses_what_it_cannot_calibrate(store, tmp_path, capsys):
     store["client"].delete_run(own)  # the other tests' fronts stay as they were
 
 
+@pytest.mark.usefixtures("quick_timing")
 def test_int8_names_an_op_left_in_float_and_falls_back_only_when_asked(store, tmp_path, capsys, monkeypatch):
     import onnx
     import onnxruntime.quantization
