@@ -26,7 +26,10 @@ class Counting(nn.Module):
         return self.conv(x).mean()
 
 
-def test_eager_latency_times_the_model_at_its_target_and_states_the_conditions():
+def test_eager_latency_times_the_model_at_its_target_and_states_the_conditions(monkeypatch):
+    from chex_tune.train.latency import runtimes
+
+    monkeypatch.setattr(runtimes, "MODEL_RUN_S", (0.0, 0.05, 0.3))  # warm-up, least and most timed seconds: short
     model = Counting().train()
     before = torch.get_num_threads()
     latency = EagerLatency(LatencyTarget(runtime="torch", input_shape=(3, 8, 8), batch_size=2, threads=1))
