@@ -185,3 +185,18 @@ def test_a_sweep_with_max_drop_records_the_reference_and_keeps_trials_beyond_it_
     assert told == sorted(round(row.metrics[VAL_ACC], 6) for row in result.rows)
     for trial in study.get_trials():  # Optuna holds the same judgement as its constraint
         assert trial.constraints == {CONSTRAINT: MaxDrop(10.0, reference).excess(trial.values[0])}
+
+
+def test_export_never_chooses_a_trial_beyond_the_max_drop():
+    from types import SimpleNamespace
+
+    from chex_tune.tuning.export.choose import Constraint, choose
+    from chex_tune.tuning.protocol import TrialRow
+
+    rows = [TrialRow("beyond", "s", "FINISHED", metrics={"val_acc": 0.95, "macs": 1e6}, beyond_max_drop=True),
+            TrialRow("kept", "s", "FINISHED", metrics={"val_acc": 0.9, "macs": 3e6})]
+    trials = SimpleNamespace(rows=rows, experiment="e")
+    chosen, _ = choose(trials, Constraint.parse(max_macs="5M"))
+    assert chosen.run_id == "kept"  # the better and cheaper trial is beyond the drop: never chosen
+    with pytest.raises(ValueError, match="no trial of experiment 'e'"):  # the only member under 2M is beyond it
+        choose(trials, Constraint.parse(max_macs="2M"))

@@ -107,9 +107,11 @@ def choose(trials, constraint: Constraint) -> tuple[TrialRow, str]:
 
 
 def rank_for(trials, constraint: Constraint) -> list[TrialRow]:
-    """Rows re-ranked on the accuracy/cost front (failed runs and runs missing either metric: rank -1)."""
+    """Rows re-ranked on the accuracy/cost front (failed runs, runs missing either metric and runs beyond the sweep's
+    --max-drop: rank -1)."""
     names = (VAL_ACC, constraint.cost)  # the constrained metric is one of the two
-    values = [[row.value(n) if row.finished else math.nan for n in names] for row in trials.rows]
+    values = [[row.value(n) if row.finished and not row.beyond_max_drop else math.nan for n in names]
+              for row in trials.rows]
     ranks = non_dominated_ranks(values, [True, False]) if values else []
     return [replace(row, rank=int(rank)) for row, rank in zip(trials.rows, ranks)]
 
