@@ -112,28 +112,10 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
         check_folds(fmt_name)
     written = fp32_twin(out) if quantize_to else out
     with tempfile.TemporaryDirectory() as tmp:
-        names = _artifact_names(client, run_id)
-        compact = pathlib.Path(_download(client, run_id, COMPACT, tmp, names))
-        config_text = pathlib.Path(_download(client, run_id, RUN_CONFIG, tmp, names)).read_text() \
-            if RUN_CONFIG in names else None
-        settings = dataset_settings(config_text)
-        config = RunConfig.from_dict(settings) if settings is not None else None
+        compact, config = _download_run(client, run_id, tmp)
         preprocessing = preprocessing_of(config, input_shape_of(compact), fold=with_normalization)
         calibrating = _calibration(config, run_id, n_calibration, preprocessing) if quantize_to else None
-        fallback = ""
-        try:
-            written_from = write_export(compact, fmt_name, written, preprocessing=preprocessing)
-        except BuilderImportError as exc:
-            if tracking_uri is None:
-                raise
-            try:  # the graph MLflow keeps needs no importable class
-                written_from = write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, written,
-                                                       preprocessing=preprocessing)
-            except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
-                raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
-                                 f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
-            fallback = (f"exported from the run's MLflow model (pt2), since its builder is not importable here "
-                        f"({exc})")
+        written_from, fallback = _write(compact, fmt_name, written, preprocessing, tracking_uri, run_id)
     check, exported = None, None
     if written_from is not None:  # loaded once here, checked, then scored below
         exported = load_exported(written, fmt_name)
@@ -146,17 +128,55 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
         extra.update(_quantized(client, run_id, written, out, calibrating, n_calibration, preprocessing,
                                 int8_fallback))
         exported = load_exported(out, fmt_name)
-    logged = row.value(VAL_ACC)
+    return _scored(row, fmt_name, out, config, exported, evaluate, evaluator, extra)
+
+
+def _download_run(client, run_id: str, tmp: str) -> tuple[pathlib.Path, RunConfig | None]:
+    """The run's compact model, and the built-in loop's run configuration (None for a user's own trainable)."""
+    names = _artifact_names(client, run_id)
+    compact = pathlib.Path(_download(client, run_id, COMPACT, tmp, names))
+    config_text = pathlib.Path(_download(client, run_id, RUN_CONFIG, tmp, names)).read_text() \
+        if RUN_CONFIG in names else None
+    settings = dataset_settings(config_text)
+    return compact, RunConfig.from_dict(settings) if settings is not None else None
+
+
+def _write(compact, fmt_name: str, written: pathlib.Path, preprocessing, tracking_uri: str | None, run_id: str):
+    """Write the file from the compact model, or from the run's MLflow model when its builder is not importable
+    here; returns what ``write_export`` returns and why the fallback was taken ("" when it was not)."""
+    try:
+        return write_export(compact, fmt_name, written, preprocessing=preprocessing), ""
+    except BuilderImportError as exc:
+        if tracking_uri is None:
+            raise
+        try:  # the graph MLflow keeps needs no importable class
+            written_from = write_from_mlflow_model(tracking_uri, run_id, compact, fmt_name, written,
+                                                   preprocessing=preprocessing)
+        except Exception as mlflow_error:  # noqa: BLE001 - report both reasons
+            raise ValueError(f"{exc}; the run's MLflow model could not be exported instead either "
+                             f"({type(mlflow_error).__name__}: {mlflow_error})") from exc
+        return written_from, (f"exported from the run's MLflow model (pt2), since its builder is not importable "
+                              f"here ({exc})")
+
+
+def _scored(row: TrialRow, fmt_name: str, out: pathlib.Path, config: RunConfig | None, exported, evaluate, evaluator,
+            extra: dict) -> ExportResult:
+    """The written file scored: by the user's ``evaluate``, by the INT8 check's validation pass, on the built-in
+    loop's validation split, or not at all (a user's trainable without ``evaluate``: the note says so). ``exported``:
+    the written file as loaded for its check, None where it had none (it is loaded here only to be scored)."""
+    logged, preprocessing = row.value(VAL_ACC), extra["preprocessing"]
+    if exported is None and (evaluator is not None or config is not None):
+        exported = load_exported(out, fmt_name)
     if evaluator is not None:
         name = evaluate if isinstance(evaluate, str) else getattr(evaluate, "__qualname__", repr(evaluate))
-        value = evaluator(exported if exported is not None else load_exported(out, fmt_name))
+        value = evaluator(exported)
         metrics = dict(value) if isinstance(value, dict) else {VAL_ACC: float(value)}
         accuracy = metrics.get(VAL_ACC)
         return ExportResult(row, fmt_name, out, logged, None if accuracy is None else float(accuracy), config,
                             f"evaluated with {name}", metrics, **extra)
     if config is None:
         return ExportResult(row, fmt_name, out, logged, None, None,
-                            f"not evaluated: run {run_id} was trained by your own trainable, so chex-tune has no "
+                            f"not evaluated: run {row.run_id} was trained by your own trainable, so chex-tune has no "
                             "dataset to score the written file on; pass --evaluate package.module:function (a "
                             "function that takes the loaded model and returns its validation accuracy or a dict "
                             "of metrics)", **extra)
@@ -164,10 +184,8 @@ def export_run(client, row: TrialRow, fmt_name: str, out: str | os.PathLike, *, 
     if extra.get("int8") is not None:  # the INT8 check scored it on the validation split already
         return ExportResult(row, fmt_name, out, logged, extra["int8"].val_acc, config,
                             f"{config.train.dataset} validation split, on the CPU, the INT8 file{fed}", **extra)
-    scored = exported if exported is not None else load_exported(out, fmt_name)
-    if preprocessing.folded:  # the loop's batches are normalised; the file normalises raw pixels itself
-        scored = Denormalized(scored, preprocessing.mean, preprocessing.std)
-    try:
+    scored = Denormalized(exported, preprocessing.mean, preprocessing.std) if preprocessing.folded else exported
+    try:  # (a folded file normalises raw pixels itself; the loop's batches are normalised)
         accuracy = validation_accuracy(scored, config)
     except ValueError as exc:  # e.g. the dataset is not on this machine
         raise ValueError(f"wrote {out}, but could not score it on the validation split: {exc}") from exc
