@@ -80,17 +80,10 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
     levels = _check(levels, shape)
     max_drop = check_max_drop(max_drop)
     RunConfig.from_dict({**settings, "macs_target": levels[0]}, preset="finetune")  # every setting, checked now
+    reference = None  # without init, the dense member trained below is the reference, on the front itself
     if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
-        from chex_tune.train.weights import check_init, fit_to_weights
-
-        start = resolve_init(init, store=store, tracking_uri=tracking_uri)
-        settings = fit_to_weights(settings, start)  # input channels and stem from the weights
-        check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": levels[0]}, preset="finetune"))
-        reference = dense_reference(settings, start)
-        log(f"the --init model: val_acc {reference[VAL_ACC]:.4f}, test_acc {reference[TEST_ACC]:.4f}, "
-            f"MACs {reference[MACS_RATIO]:.3f} of dense")
-    else:
-        reference = None  # the dense member trained below is the reference, on the front itself
+        settings, reference = _trained_start(settings, resolve_init(init, store=store, tracking_uri=tracking_uri),
+                                             levels[0], log)
     store_dir, uri = prepare_store(store, tracking_uri)
     recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
     recorder.open(params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop},
@@ -129,6 +122,19 @@ def stop_line(member: dict, rule: MaxDrop, not_trained) -> str:
     return (f"stopped descending at level {member['key']}: val_acc {member[VAL_ACC]:.4f} is "
             f"{rule.drop(member[VAL_ACC]):.2f} pt below dense {rule.reference:.4f} (--max-drop {rule.points:g}); "
             f"levels {left} not trained")
+
+
+def _trained_start(settings: dict, start: str, level: float, log) -> tuple[dict, dict]:
+    """The settings fitted to the trained start (input channels, stem), checked against it, and the start evaluated
+    once (the family's reference)."""
+    from chex_tune.train.weights import check_init, fit_to_weights
+
+    settings = fit_to_weights(settings, start)
+    check_init(RunConfig.from_dict({**settings, "init": start, "macs_target": level}, preset="finetune"))
+    reference = dense_reference(settings, start)
+    log(f"the --init model: val_acc {reference[VAL_ACC]:.4f}, test_acc {reference[TEST_ACC]:.4f}, "
+        f"MACs {reference[MACS_RATIO]:.3f} of dense")
+    return settings, reference
 
 
 def _dense(settings: dict, epochs: int | None) -> RunConfig:
