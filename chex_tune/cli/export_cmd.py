@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chex_tune.cli._flags import add_store_flags
+
 HELP = "export a front member (by a MACs/latency/accuracy constraint or --run) as state, TorchScript or ONNX"
 
 
@@ -42,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", metavar="NAME", help="also register the run's model under NAME ...")
     parser.add_argument("--alias", help="... and point this alias at the new version (e.g. champion)")
     parser.add_argument("--sweep", metavar="RUN_ID", help="choose within one sweep: its parent run id or name")
-    parser.add_argument("--store", default="mlflow", metavar="DIR", help="the local store a sweep wrote")
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow server (default: MLFLOW_TRACKING_URI, "
-                                                              "else the store's database)")
+    add_store_flags(parser, "what a sweep wrote")
 
 
 def run(args: argparse.Namespace) -> int:
