@@ -60,11 +60,12 @@ def _ray_callback_base():
 class Lineage(_ray_callback_base()):
     """Finished trials of one sweep, and the parent each new trial starts from (see the module docstring)."""
 
-    def __init__(self, fixed: Mapping | None = None, *, rule: str = "nearest"):
+    def __init__(self, fixed: Mapping | None = None, *, rule: str = "nearest", max_drop=None):
         if rule not in PARENT_RULES:
             raise ValueError(f"unknown parent rule {rule!r}; choose one of: {', '.join(PARENT_RULES)}")
         self.fixed = dict(fixed or {})  # the settings every trial shares (a fixed macs_target among them)
         self.rule = rule
+        self.max_drop = max_drop  # the sweep's --max-drop (reference.MaxDrop): a trial beyond it is no parent
         self.finished: dict[str, Finished] = {}
 
     def on_step_begin(self, iteration, trials, **info):
@@ -79,6 +80,8 @@ class Lineage(_ray_callback_base()):
         last, checkpoint = trial.last_result or {}, trial.checkpoint
         if not last.get(FINAL_KEY) or checkpoint is None or MACS_RATIO not in last or VAL_ACC not in last:
             return  # failed, stopped early, or a trainable that reports no MACs: no parent
+        if self.max_drop is not None and self.max_drop.beyond(float(last[VAL_ACC])):
+            return  # off the front for good: its children would start from what the sweep rules out
         compact = pathlib.Path(checkpoint.path) / COMPACT
         if compact.exists():
             self.finished[trial.trial_id] = Finished(trial.trial_id, float(last[MACS_RATIO]), float(last[VAL_ACC]),

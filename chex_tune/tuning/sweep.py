@@ -248,7 +248,7 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
             log(f"{plan.max_drop.describe()}: trials below val_acc "
                 f"{plan.max_drop.reference - plan.max_drop.points / 100:.4f} stay off the front")
         progress = ProgressCallback(options.trials, plan.objectives, log, early_stop)
-        lineage = Lineage(plan.param_space.get(FIXED_KEY)) if options.inherit else None
+        lineage = Lineage(plan.param_space.get(FIXED_KEY), max_drop=plan.max_drop) if options.inherit else None
         callbacks = [callback, progress, *([lineage] if lineage is not None else [])]
         tuner = _new_tuner(trainable, plan, options, store, recorder, callbacks, early_stop, check, lineage)
         log(_opening_line(plan, options, recorder, tracking_uri, early_stop))

@@ -54,6 +54,13 @@ def test_a_suggestion_gets_the_nearest_finished_trial_above_its_budget_or_none(t
     assert fixed.with_parent({FIXED_KEY: {}, SEARCHED_KEY: []})[PARENT_KEY]["trial_id"] == "small"
     with pytest.raises(ValueError, match=r"unknown parent rule 'closest'; choose one of: nearest, best"):
         Lineage(rule="closest")
+    from chex_tune.tuning.reference import MaxDrop
+
+    ruled = Lineage({}, max_drop=MaxDrop(5.0, 0.8))  # at most 5 points below 0.8: "small" (0.7) is beyond it
+    ruled.on_step_begin(0, [fake_trial("big", tmp_path / "big", chex_final=True, macs_ratio=0.5, val_acc=0.8),
+                            fake_trial("small", tmp_path / "small", chex_final=True, macs_ratio=0.25, val_acc=0.7)])
+    assert sorted(ruled.finished) == ["big"]
+    assert ruled.with_parent({"macs_target": 0.12})[PARENT_KEY]["trial_id"] == "big"
 
 
 @pytest.mark.ray
