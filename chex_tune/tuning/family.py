@@ -80,10 +80,10 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
     levels = _check(levels, shape)
     max_drop = check_max_drop(max_drop)
     RunConfig.from_dict({**settings, "macs_target": levels[0]}, preset="finetune")  # every setting, checked now
-    reference = None  # without init, the dense member trained below is the reference, on the front itself
+    start = reference = None  # without init: the dense member trained below, the reference on the front itself
     if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
-        settings, reference = _trained_start(settings, resolve_init(init, store=store, tracking_uri=tracking_uri),
-                                             levels[0], log)
+        start = resolve_init(init, store=store, tracking_uri=tracking_uri)  # once: an MLflow URI is downloaded
+        settings, reference = _trained_start(settings, start, levels[0], log)
     store_dir, uri = prepare_store(store, tracking_uri)
     recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
     recorder.open(params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop},
@@ -92,13 +92,12 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
     members: list[dict] = []
     rule, stopped_at, not_trained = None, None, ()
     try:
-        if init is None:
+        if start is None:
             members.append(_member(recorder, "dense", _dense(settings, dense_epochs), work / "dense", log))
-            init = members[-1]["path"]
+            start = str(pathlib.Path(members[-1]["path"]).resolve())
         if max_drop is not None:  # the dense model's val_acc: the trained start's, else the dense member's
             rule = MaxDrop(max_drop, reference[VAL_ACC] if reference is not None else members[0][VAL_ACC])
             rule.record(recorder.client, recorder.parent_run_id)
-        start = resolve_init(init, store=store, tracking_uri=tracking_uri)
         for index, level in enumerate(levels):
             member = RunConfig.from_dict({**settings, "init": start, "macs_target": level}, preset="finetune")
             members.append(_member(recorder, f"{level:g}", member, work / f"{level:g}", log))
