@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from chex_tune.train.artifacts import COMPACT
 from chex_tune.train.metrics import MACS_RATIO, VAL_ACC
+from chex_tune.tuning.pareto import pareto_front
 from chex_tune.tuning.protocol import FINAL_KEY, PARENT_KEY, settings_in
 
 
@@ -37,10 +38,8 @@ class Finished:
 
 def nearest(candidates: list[Finished]) -> Finished:
     """The smallest model on the front of the candidates (accuracy up, MACs down): one step down a cascade."""
-    front = [c for c in candidates if not any(o.val_acc >= c.val_acc and o.macs_ratio < c.macs_ratio or
-                                              o.val_acc > c.val_acc and o.macs_ratio <= c.macs_ratio
-                                              for o in candidates)]
-    return min(front, key=lambda c: (c.macs_ratio, -c.val_acc))
+    front = pareto_front([[c.val_acc, c.macs_ratio] for c in candidates], [True, False])
+    return min((candidates[i] for i in front), key=lambda c: (c.macs_ratio, -c.val_acc))
 
 
 def best(candidates: list[Finished]) -> Finished:
