@@ -8,6 +8,7 @@ The loop asks it three things: ``table`` (the explorer's latency model, None in 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -56,10 +57,8 @@ class TableLatency(EagerLatency):
 
     def measure(self, model: nn.Module) -> Latency:
         timed = super().measure(model)  # in the table's runtime
-        return Latency(latency_ms=self.table.predict_model(model), spread=timed.spread, iqr_ms=timed.iqr_ms,
-                       threads=timed.threads, batch_size=timed.batch_size, device=timed.device,
-                       runtime=timed.runtime, measured_ms=timed.latency_ms,
-                       width_multiple=self.table.width_multiple)
+        return dataclasses.replace(timed, latency_ms=self.table.predict_model(model), measured_ms=timed.latency_ms,
+                                   width_multiple=self.table.width_multiple)
 
 
 def run_latency(config: RunConfig, example: torch.Tensor, model: nn.Module,
