@@ -45,7 +45,7 @@ from chex_tune.train.metrics import EPOCH, EPOCH_SECONDS, LR, MACS, SPARSITY, TR
 from chex_tune.train.models import model_recipe, resolve_stem
 from chex_tune.train.optim import lr_at, make_optimizer
 from chex_tune.train.result import RunResult
-from chex_tune.train.sync_bn import synchronised, warn_unsynchronised
+from chex_tune.train.sync_bn import plain_norms, synchronised, warn_unsynchronised
 from chex_tune.train.weights import budget_of_start, file_digest, start_model
 from chex_tune.units import format_count
 
@@ -127,6 +127,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.norms = plain_norms(model) if self.sync_bn else []  # what the training step synchronises
         wrapped = self.ranks.wrap(model, self.device)  # DDP when data-parallel: every rank takes rank 0's weights
         self.forward = torch.compile(wrapped) if self.settings.compile else wrapped
         self.optimizer = make_optimizer(model, lr=self.settings.lr, momentum=self.settings.momentum,
@@ -250,7 +251,7 @@ class Trainer:
 
     def _batchnorm(self):
         """A data-parallel step with sync_bn sees BatchNorm over every rank's batch; nothing else does."""
-        return synchronised(self.model) if self.sync_bn else contextlib.nullcontext()
+        return synchronised(self.norms) if self.sync_bn else contextlib.nullcontext()
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):

@@ -79,16 +79,24 @@ def desynchronise(model: nn.Module) -> None:
             module.__class__ = nn.BatchNorm2d
 
 
+def plain_norms(model: nn.Module) -> list[nn.Module]:
+    """The model's plain ``BatchNorm2d`` modules: what ``synchronised`` swaps (found once per model, not per step:
+    walking a resnet50's modules twice costs ~0.4 ms)."""
+    return [module for module in model.modules() if type(module) is nn.BatchNorm2d]
+
+
 @contextlib.contextmanager
-def synchronised(model: nn.Module):
-    """``model`` with synchronised BatchNorm inside the block: a data-parallel run's training step. Everything else
-    (tracing, pruning, compaction, evaluation, the saved model) sees the plain classes it knows; the swap changes
-    classes only, which costs microseconds a step."""
-    synchronise(model)
+def synchronised(norms: list[nn.Module]):
+    """``norms`` (``plain_norms`` of a model) synchronised inside the block: a data-parallel run's training step.
+    Everything else (tracing, pruning, compaction, evaluation, the saved model) sees the plain classes it knows; the
+    swap changes classes only."""
+    for module in norms:
+        module.__class__ = SyncedBatchNorm2d
     try:
-        yield model
+        yield
     finally:
-        desynchronise(model)
+        for module in norms:
+            module.__class__ = nn.BatchNorm2d
 
 
 def warn_unsynchronised(model: nn.Module) -> list[str]:

@@ -19,7 +19,14 @@ from torch import nn
 
 from chex_tune.config import RunConfig
 from chex_tune.train.loop import train
-from chex_tune.train.sync_bn import SyncedBatchNorm2d, desynchronise, synchronise, synchronised, warn_unsynchronised
+from chex_tune.train.sync_bn import (
+    SyncedBatchNorm2d,
+    desynchronise,
+    plain_norms,
+    synchronise,
+    synchronised,
+    warn_unsynchronised,
+)
 
 SETTINGS = {"model": "test_resnet", "dataset": "synthetic", "stem": "timm", "epochs": 3, "batch_size": 32,
             "train_subset": 256, "val_size": 64, "lr": 0.05, "sparsity": 0.5, "period": 2, "unit": "step",
@@ -137,7 +144,7 @@ def test_synchronise_swaps_only_plain_batchnorm_and_swaps_back():
     synced_out = model(x)  # no process group: plain BatchNorm's arithmetic
     desynchronise(model)
     assert type(model[1]) is nn.BatchNorm2d
-    with synchronised(model):  # the loop's training step
+    with synchronised(plain_norms(model)):  # the loop's training step
         assert type(model[1]) is SyncedBatchNorm2d and type(model[2]) is Affine
     assert type(model[1]) is nn.BatchNorm2d
     assert warn_unsynchronised(model) == ["2"]
