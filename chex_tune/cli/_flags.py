@@ -10,11 +10,11 @@ import dataclasses
 TYPES = {"int": int, "float": float, "str": str}
 
 
-def add_fields(parser: argparse.ArgumentParser, cls, *, skip=()) -> None:
-    """A flag for every field of ``cls`` made with ``setting`` (and not in ``skip``)."""
+def add_fields(parser: argparse.ArgumentParser, cls, *, skip=(), only=None) -> None:
+    """A flag for every field of ``cls`` made with ``setting`` (in ``only`` when given, and not in ``skip``)."""
     for field in dataclasses.fields(cls):
         meta = field.metadata
-        if "help" not in meta or not meta["flag"] or field.name in skip:
+        if "help" not in meta or not meta["flag"] or field.name in skip or only is not None and field.name not in only:
             continue
         name = "--" + field.name.replace("_", "-")
         kind = str(field.type).replace(" ", "").split("|")[0]

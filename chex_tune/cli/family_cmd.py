@@ -12,10 +12,15 @@ FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset",
          "stem")
 
 
+# Where and how the members run (a family is a sweep on Ray Tune): these flags are chex-tune sweep's
+RAY_FLAGS = ("resume", "concurrent", "gpus_per_trial", "cpus_per_trial", "ray_address", "workers_per_trial",
+             "cpus_per_worker", "gpus_per_worker", "worker_restarts")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from chex_tune.cli._flags import add_store_flags
+    from chex_tune.cli._flags import add_fields, add_store_flags
     from chex_tune.config import FINETUNE, TrainConfig
-    from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
+    from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES, SweepOptions
 
     parser.add_argument("--init", metavar="WEIGHTS",
                         help="the trained dense model (a weights file or an MLflow URI); default: train it first")
@@ -42,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=pathlib.Path, help="YAML file of settings (flags override it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other setting")
     parser.add_argument("--experiment", default="family", help="MLflow experiment (default: family)")
-    add_store_flags(parser, "MLflow db, the members' files")
+    add_fields(parser, SweepOptions, only=RAY_FLAGS)  # --concurrent: independent members at once
+    add_store_flags(parser, "MLflow db, Ray state and the members' files")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from chex_tune.cli.train_cmd import settings_of
     from chex_tune.tuning.family import run_family
 
-    configure()
+    configure(quiet_sweep=True)
     settings = settings_of(args, FLAGS)
+    ray = {name: getattr(args, name) for name in RAY_FLAGS if getattr(args, name) is not None}
     result = run_family(settings, levels=args.levels, init=args.init, shape=args.shape, experiment=args.experiment,
                         store=args.store, tracking_uri=args.tracking_uri, dense_epochs=args.dense_epochs,
-                        max_drop=args.max_drop, log=print)
+                        max_drop=args.max_drop, log=print, **ray)
     print(f"\n{result}\n\nbrowse: {command('pareto', args.experiment, '--store', args.store)}")
+    if result.interrupted:
+        again = command("family", "--resume", "--experiment", args.experiment, "--store", args.store)
+        print(f"\ninterrupted: continue with  {again} (and the settings given here)")
+        return 130
     return 0

@@ -271,10 +271,14 @@ def compact_from_payload(payload, path: str | os.PathLike) -> nn.Module:
     return small.eval()
 
 
+def build_dense(recipe: dict, *, source="the recipe") -> nn.Module:
+    """The dense model a recipe's compact model was cut from (freshly initialised weights)."""
+    return get_builder(recipe["builder"], source=str(source))(recipe["model_name"], **recipe["model_kwargs"])
+
+
 def rebuild_compact(recipe: dict, *, source="the recipe") -> nn.Module:
     """The compact structure a recipe describes (freshly initialised weights), carrying the recipe."""
-    build = get_builder(recipe["builder"], source=str(source))
-    dense = build(recipe["model_name"], **recipe["model_kwargs"])
+    dense = build_dense(recipe, source=source)
     small = prune_copy(dense.eval(), recipe["removed"], torch.zeros(recipe["input_shape"]))
     small.chex_recipe = {k: recipe[k] for k in RECIPE_KEYS}
     return small

@@ -113,7 +113,7 @@ class Trainer:
         total = self.settings.epochs if chex.unit == "epoch" else self.total_steps
         explorer = ChannelExplorer.from_config(
             self.model, self.example, budget_of_start(chex, self.model, self.example[:1], self.dense_macs,
-                                                      self.settings.init),
+                                                      f"--init {self.settings.init}"),
             total=total, optimizer=self.optimizer, latency_model=self.latency.table,
             builder=self.recipe["builder"], model_name=self.recipe["model_name"],
             model_kwargs=self.recipe["model_kwargs"])

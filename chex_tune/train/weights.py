@@ -261,7 +261,7 @@ def check_init(config) -> None:
 
     data = load_data(config.train, "cpu")
     model, dense_macs, _ = start_model(config.train, data, resolve_stem(config.train.stem, data.image_size))
-    budget_of_start(config.chex, model, data.example_input()[:1], dense_macs, config.train.init)
+    budget_of_start(config.chex, model, data.example_input()[:1], dense_macs, f"--init {config.train.init}")
 
 
 def start_model(settings, data, stem: str) -> tuple[nn.Module, int, int]:
@@ -287,9 +287,9 @@ def start_model(settings, data, stem: str) -> tuple[nn.Module, int, int]:
     return model, *dense
 
 
-def budget_of_start(chex, model: nn.Module, example, dense_macs: float, init: str | None):
+def budget_of_start(chex, model: nn.Module, example, dense_macs: float, start: str):
     """The CHEX settings for the explorer of ``model``: a MACs budget is a fraction of the dense model's MACs, so on
-    a compact start it becomes a fraction of the start's own."""
+    a compact start it becomes a fraction of the start's own (``start`` names it in an error: "--init PATH")."""
     import dataclasses
 
     from chex_tune.core.flops import count_macs
@@ -298,6 +298,6 @@ def budget_of_start(chex, model: nn.Module, example, dense_macs: float, init: st
     if start_macs >= dense_macs:
         return chex
     if chex.macs_target is None or chex.macs_target * dense_macs >= start_macs:
-        raise UserError(f"--init {init} is a compact model at {start_macs / dense_macs:.1%} of the dense MACs: "
+        raise UserError(f"{start} is a compact model at {start_macs / dense_macs:.1%} of the dense MACs: "
                         f"continuing it needs a smaller macs_target (got {chex.macs_target})")
     return dataclasses.replace(chex, macs_target=chex.macs_target * dense_macs / start_macs)

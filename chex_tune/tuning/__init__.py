@@ -5,7 +5,8 @@
 In the loop: ``ChexReporter`` (or ``ChexLightningCallback`` for PyTorch Lightning). The search: ``SearchSpace``
 (the built-in loop's YAML spaces) or ``ChexSpace(...)`` (the same thing from keywords, for your trainable),
 ``merge_spaces`` to join it with your own Ray entries. The sweep: ``run_sweep`` (a trainable or a SearchSpace, any
-objectives), or your own ``tune.Tuner`` with ``RayMlflowCallback`` and ``ParetoAsha``, or your own Optuna study
+objectives; with ``inherit=True``, and in ``run_family``, a trial starts from ``parent_model(config)``), or your
+own ``tune.Tuner`` with ``RayMlflowCallback`` and ``ParetoAsha``, or your own Optuna study
 with ``OptunaMlflowCallback``. Reading back: ``open_store``, ``read_trials``, ``load_compact``. Names load on first
 use, so an Optuna-only program never imports Ray. Needs the [tune] extra (and [lightning] for the Lightning
 callback).
@@ -21,6 +22,7 @@ _EXPORTS = {
     "SearchSpace": "space", "ChexSpace": "space", "merge_spaces": "space",
     "Objective": "objectives", "parse_objectives": "objectives",
     "run_sweep": "sweep", "run_space_sweep": "sweep", "SweepOptions": "sweep", "SweepResult": "sweep",
+    "run_family": "family", "FamilyResult": "family", "parent_model": "protocol",
     "RayMlflowCallback": "track.ray_callback", "OptunaMlflowCallback": "track.optuna_callback",
     "ParetoAsha": "pareto_asha", "ChexLightningCallback": "lightning",
     "read_trials": "track.runs", "open_store": "track.store",
@@ -28,17 +30,19 @@ _EXPORTS = {
     "BuilderImportError": "chex_tune.core.builders", "builder_reference": "chex_tune.core.builders",
 }
 
-__all__ = ["BuilderImportError", "ChexLightningCallback", "ChexReporter", "ChexResult", "ChexSpace", "Objective",
-           "OptunaMlflowCallback", "ParetoAsha", "RayMlflowCallback", "SearchSpace", "SweepOptions", "SweepResult",
-           "builder_reference", "load_compact", "merge_spaces", "open_store", "parse_objectives", "read_trials",
-           "run_space_sweep", "run_sweep", "save_compact"]
+__all__ = ["BuilderImportError", "ChexLightningCallback", "ChexReporter", "ChexResult", "ChexSpace", "FamilyResult",
+           "Objective", "OptunaMlflowCallback", "ParetoAsha", "RayMlflowCallback", "SearchSpace", "SweepOptions",
+           "SweepResult", "builder_reference", "load_compact", "merge_spaces", "open_store", "parent_model",
+           "parse_objectives", "read_trials", "run_family", "run_space_sweep", "run_sweep", "save_compact"]
 
 if TYPE_CHECKING:
     from chex_tune.core.builders import BuilderImportError, builder_reference
     from chex_tune.core.compact import load_compact, save_compact
+    from chex_tune.tuning.family import FamilyResult, run_family
     from chex_tune.tuning.lightning import ChexLightningCallback
     from chex_tune.tuning.objectives import Objective, parse_objectives
     from chex_tune.tuning.pareto_asha import ParetoAsha
+    from chex_tune.tuning.protocol import parent_model
     from chex_tune.tuning.reporter import ChexReporter, ChexResult
     from chex_tune.tuning.space import ChexSpace, SearchSpace, merge_spaces
     from chex_tune.tuning.sweep import SweepOptions, SweepResult, run_space_sweep, run_sweep

@@ -1,13 +1,20 @@
-"""A family: one compact model per budget from one trained model, each an MLflow run like a sweep trial.
+"""A family: one compact model per budget from one trained model, run as a sweep on Ray Tune.
 
-    result = run_family(RunConfig.from_dict({...}), levels=(0.5, 0.25, 0.12, 0.06, 0.03), init="dense.pt")
+    result = run_family({...settings...}, levels=(0.5, 0.25, 0.12, 0.06, 0.03), init="dense.pt")
+    result = run_family({...}, init="dense.pt", workers_per_trial=2, gpus_per_worker=1, ray_address="auto")
+    result = run_family(my_trainable, levels=(0.5, 0.25), chex_space=ChexSpace(lr=...), param_space={"epochs": 2})
+
+A family of a user's own trainable (a function training with ``ChexReporter``) hands each member its parent's
+compact model through its config: ``parent_model(config)`` (None for the first: the user's own trained model).
 
 Shapes (``shape``): ``cascade`` fine-tunes each member from the previous one (the first from the trained model),
 so the smaller members inherit the larger ones' training and every fine-tune runs on an ever smaller model;
-``independent`` fine-tunes every member from the trained model itself. Without ``init`` the dense model is trained
-first (its run is a member too: the front's dense point). Members run one after another in this process; each is
-a child run of one parent run (tagged as a sweep, so ``chex-tune pareto`` and ``export`` read a family as they
-read a sweep) with the same files, metrics and lineage as a built-in sweep trial.
+``independent`` fine-tunes every member from the trained model itself, several at a time. Without ``init`` the dense
+model is trained first (its run is a member too: the front's dense point). The members are trials of one sweep,
+through the sweep's driver (``sweep.run_plan``): one MLflow parent run with a child run per member (tag
+``chex.member``, its parent member as ``chex.parent_run``), Ray's placement (``gpus_per_trial``,
+``workers_per_trial``, ``ray_address``), its fault handling and ``resume`` (a killed family continues after its
+last finished member). ``family_searcher.FamilySearcher`` decides which member runs next and from what.
 """
 
 from __future__ import annotations
@@ -15,21 +22,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-import socket
-import time
 from collections.abc import Callable
 
-from chex_tune.config import RunConfig
+from chex_tune.config import PRESETS, RunConfig
 from chex_tune.train.artifacts import COMPACT
-from chex_tune.train.loop import train
-from chex_tune.train.metrics import EPOCH, MACS_RATIO, TEST_ACC, VAL_ACC
-from chex_tune.tuning.finish import TrialEnd, finish_trial
+from chex_tune.train.metrics import MACS_RATIO, TEST_ACC, VAL_ACC
+from chex_tune.tuning.family_searcher import DENSE, FamilySearcher, member_name, stop_line
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
-from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES
-from chex_tune.tuning.reference import BEYOND_TAG, MaxDrop, check_max_drop, dense_reference
+from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES, SweepOptions
+from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY
+from chex_tune.tuning.reference import MaxDrop, check_max_drop, dense_reference
 
 logger = logging.getLogger(__name__)
 
+# What of a sweep's options a family takes: where and how its members run, and where they are recorded
+FAMILY_OPTIONS = ("concurrent", "gpus_per_trial", "cpus_per_trial", "ray_address", "tracking_uri", "experiment",
+                  "resume", "store", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "worker_restarts")
 
 
 @dataclasses.dataclass
@@ -37,13 +45,13 @@ class FamilyResult:
     experiment: str
     parent_run_id: str
     tracking_uri: str
-    members: list[dict]  # level, run_id, path (its compact.pt), and its final metrics
+    members: list[dict]  # key (member name), run_id, path (its compact.pt), and its final metrics; in run order
     rows: list  # the family's trial rows, ranked (rank 0: its front)
     reference: dict | None = None  # with a trained start: its own metrics (no member trains it), for comparison
     max_drop: MaxDrop | None = None  # --max-drop: its points and the dense val_acc the members were measured against
     stopped_at: str | None = None  # --max-drop: the member beyond it (recorded, off the front); no smaller level ran
     not_trained: tuple[float, ...] = ()  # the levels below it
-
+    interrupted: bool = False
 
     def __str__(self) -> str:
         from chex_tune.tuning.tables import reference_line, trials_table
@@ -53,17 +61,18 @@ class FamilyResult:
         if self.reference is not None:
             text += "\n" + reference_line(REFERENCE_LABEL, self.reference)
         if self.stopped_at is not None:
-            text += "\n" + stop_line(self.members[-1], self.max_drop, self.not_trained)
+            member = next(m for m in self.members if m["key"] == self.stopped_at)
+            text += "\n" + stop_line(self.stopped_at, member[VAL_ACC], self.max_drop, self.not_trained)
         return text
 
 
 REFERENCE_LABEL = "reference, the --init model as given (evaluated once, not a member)"
 
 
-def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None, shape: str = "cascade",
-               experiment: str = "family", store: str = "mlflow", tracking_uri: str | None = None,
+def run_family(settings, *, levels=DEFAULT_LEVELS, init: str | None = None, shape: str = "cascade",
                dense_epochs: int | None = None, max_drop: float | None = None,
-               log: Callable[[str], None] | None = None) -> FamilyResult:
+               log: Callable[[str], None] | None = None, param_space: dict | None = None, chex_space=None,
+               objectives=None, **options) -> FamilyResult:
     """Compact members at ``levels`` (fractions of the dense MACs) of the model ``settings`` describe (flat RunConfig
     settings; a fine-tune's defaults fill what they leave out), from ``init`` (weights file or MLflow URI) or from a
     dense model trained first: the model and data settings, for ``dense_epochs`` (default: the from-scratch
@@ -71,56 +80,139 @@ def run_family(settings: dict, *, levels=DEFAULT_LEVELS, init: str | None = None
 
     ``max_drop`` (percentage points): the family stops descending at the first member whose val_acc is more than
     that below the dense model's (``init`` evaluated once, else the dense member); that member is recorded, tagged
-    ``chex.beyond_max_drop=true`` and left off the front, and the smaller levels are not trained."""
-    from chex_tune.tuning.track.recorder import SweepRecorder, time_stamp
+    ``chex.beyond_max_drop=true`` and left off the front, and the smaller levels are not trained.
+    ``options``: the sweep options a family takes (``FAMILY_OPTIONS``: ``experiment`` (default "family"),
+    ``store``, ``tracking_uri``, ``resume``, ``workers_per_trial``, ``gpus_per_trial``, ``ray_address``,
+    ``concurrent`` (independent members at once), ...).
+
+    ``settings`` may be a trainable of your own instead (``param_space``: its own fixed config entries;
+    ``chex_space``: fixed CHEX settings, the fine-tune preset's by default; ``objectives``: what it reports): it
+    loads its own trained model, and each member its parent's with ``parent_model(config)``."""
+    from chex_tune.tuning.sweep import run_plan
     from chex_tune.tuning.track.runs import resolve_init
-    from chex_tune.tuning.track.store import prepare_store
 
     log = log or logger.info
     levels = _check(levels, shape)
     max_drop = check_max_drop(max_drop)
+    if callable(settings):
+        options = family_options(options, members=len(levels), shape=shape)
+        plan = _user_plan(settings, levels, shape, param_space, chex_space, objectives, init, dense_epochs,
+                          max_drop, options, log)
+        return _result(run_plan(plan, options, log), levels, None)
+    if param_space is not None or chex_space is not None or objectives is not None:
+        raise ValueError("param_space, chex_space and objectives are for a family of your own trainable; the "
+                         "built-in loop's family takes its settings as a dict")
+    options = family_options(options, members=len(levels) + (init is None), shape=shape)
     RunConfig.from_dict({**settings, "macs_target": levels[0]}, preset="finetune")  # every setting, checked now
-    start = reference = None  # without init: the dense member trained below, the reference on the front itself
-    if init is not None:  # read and checked before any run: weights that do not fit leave nothing behind
-        start = resolve_init(init, store=store, tracking_uri=tracking_uri)  # once: an MLflow URI is downloaded
+    start = reference = None  # without init: the dense member, the reference on the front itself
+    if init is not None and not options.resume:  # read and checked before any run: bad weights leave nothing
+        start = resolve_init(init, store=options.store, tracking_uri=options.tracking_uri)  # an MLflow URI: fetched
         settings, reference = _trained_start(settings, start, levels[0], log)
-    store_dir, uri = prepare_store(store, tracking_uri)
-    recorder = SweepRecorder(uri, experiment, sweep=f"{experiment}-{time_stamp()}", objectives=DEFAULT_OBJECTIVES)
-    recorder.open(params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop},
-                  tags={"chex.family": shape})
-    work = store_dir / "family" / recorder.sweep
-    members: list[dict] = []
-    rule, stopped_at, not_trained = None, None, ()
-    try:
-        if start is None:
-            members.append(_member(recorder, "dense", _dense(settings, dense_epochs), work / "dense", log))
-            start = str(pathlib.Path(members[-1]["path"]).resolve())
-        if max_drop is not None:  # the dense model's val_acc: the trained start's, else the dense member's
-            rule = MaxDrop(max_drop, reference[VAL_ACC] if reference is not None else members[0][VAL_ACC])
-            rule.record(recorder.client, recorder.parent_run_id)
-        for index, level in enumerate(levels):
-            member = RunConfig.from_dict({**settings, "init": start, "macs_target": level}, preset="finetune")
-            members.append(_member(recorder, f"{level:g}", member, work / f"{level:g}", log))
-            if rule is not None and rule.beyond(members[-1][VAL_ACC]):
-                recorder.client.set_tag(members[-1]["run_id"], BEYOND_TAG, "true")
-                stopped_at, not_trained = members[-1]["key"], levels[index + 1:]
-                log(stop_line(members[-1], rule, not_trained))
-                break
-            if shape == "cascade":
-                start = members[-1]["path"]
-    except BaseException:
-        recorder.close("KILLED")
-        raise
-    return FamilyResult(experiment, recorder.parent_run_id, uri, members, recorder.close(), reference, rule,
-                        stopped_at, not_trained)
+    plan = _plan(settings, levels, shape, init, start, reference, dense_epochs, max_drop, options, log)
+    result = run_plan(plan, options, log)
+    return _result(result, levels, reference)
 
 
-def stop_line(member: dict, rule: MaxDrop, not_trained) -> str:
-    """Why a family stopped descending at ``member`` (beyond ``rule``) and which levels it left untrained."""
-    left = ", ".join(f"{level:g}" for level in not_trained) or "none"
-    return (f"stopped descending at level {member['key']}: val_acc {member[VAL_ACC]:.4f} is "
-            f"{rule.drop(member[VAL_ACC]):.2f} pt below dense {rule.reference:.4f} (--max-drop {rule.points:g}); "
-            f"levels {left} not trained")
+def family_options(given: dict, *, members: int, shape: str) -> SweepOptions:
+    """The sweep options of a family of ``members`` trials: a cascade runs one member at a time."""
+    unknown = sorted(set(given) - set(FAMILY_OPTIONS))
+    if unknown:
+        raise ValueError(f"run_family got {unknown}, which a family does not take; its options: "
+                         f"{', '.join(FAMILY_OPTIONS)} (and levels, init, shape, dense_epochs, max_drop, log)")
+    if shape == "cascade":
+        given = {**given, "concurrent": 1}  # each member starts from the one before
+    return SweepOptions(**{"experiment": "family", **given, "trials": members})
+
+
+def _plan(settings: dict, levels, shape: str, init, start, reference, dense_epochs, max_drop, options, log):
+    from chex_tune.tuning.lineage import Lineage
+    from chex_tune.tuning.sweep import Plan
+    from chex_tune.tuning.trainable import run_trial
+    from chex_tune.tuning.workers import on_workers
+
+    fixed = {"device": options.device, **PRESETS["finetune"], **settings, **({"init": start} if start else {})}
+    if fixed.get("data_dir"):  # members run in their own directories
+        fixed["data_dir"] = str(pathlib.Path(fixed["data_dir"]).expanduser().resolve())
+    workers = options.workers_per_trial or 1
+    if workers > 1:
+        fixed["workers_per_trial"] = workers
+    dense = None if init is not None else _dense(fixed, dense_epochs)
+    rule = MaxDrop(max_drop, reference[VAL_ACC]) if max_drop is not None and reference is not None else None
+    lineage = Lineage()
+
+    def searcher(recorder) -> FamilySearcher:
+        return FamilySearcher(levels, shape=shape, lineage=lineage, dense=dense, max_drop=max_drop,
+                              reference=rule.reference if rule else None, recorder=recorder, log=log)
+
+    return Plan(on_workers(run_trial) if workers > 1 else run_trial,
+                {FIXED_KEY: fixed, SEARCHED_KEY: ["macs_target"], THREADS_KEY: max(1, int(options.cpus()))},
+                parse_objectives(DEFAULT_OBJECTIVES), searched=["macs_target"], experiment=options.experiment,
+                tags={"chex.family": shape}, workers=workers, epochs=fixed.get("epochs"), max_drop=rule,
+                lineage=lineage, searcher=searcher, complete=_complete(shape),
+                params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop,
+                        "trials": options.trials, "dense_epochs": dense_epochs if init is None else None})
+
+
+def _user_plan(trainable, levels, shape: str, param_space, chex_space, objectives, init, dense_epochs, max_drop,
+               options, log):
+    """A family of a user's trainable: fixed CHEX settings and the user's own fixed entries; each member's budget
+    and parent come from the family's searcher."""
+    from chex_tune.config import preset_chex
+    from chex_tune.tuning.lineage import Lineage
+    from chex_tune.tuning.sweep import Plan, domain_keys
+    from chex_tune.tuning.workers import on_workers
+
+    given = {"init": init, "dense_epochs": dense_epochs, "max_drop": max_drop}
+    if any(value is not None for value in given.values()):
+        raise ValueError(f"{', '.join(k for k, v in given.items() if v is not None)}: the built-in loop's; your "
+                         "trainable loads its own trained model (the first member's start) and the others load "
+                         "their parent's with parent_model(config)")
+    if chex_space is not None and chex_space.params:
+        raise ValueError(f"a family searches nothing: chex_space samples {sorted(chex_space.params)}; fix them "
+                         "(ChexSpace(name=value)) or run a sweep")
+    own = dict(param_space or {})
+    if domain_keys(own):
+        raise ValueError(f"a family searches nothing: param_space samples {domain_keys(own)}; give fixed values")
+    objectives = parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES)
+    accuracy = next((o.name for o in objectives if o.mode == "max"), VAL_ACC)
+    lineage = Lineage(accuracy=accuracy)
+    workers = options.workers_per_trial or 1
+    fixed = {**preset_chex("finetune"), **(chex_space.fixed if chex_space is not None else {})}
+    name = getattr(trainable, "__name__", type(trainable).__name__)
+
+    def searcher(recorder) -> FamilySearcher:
+        return FamilySearcher(levels, shape=shape, lineage=lineage, recorder=recorder, log=log, accuracy=accuracy)
+
+    return Plan(on_workers(trainable) if workers > 1 else trainable,
+                {**own, FIXED_KEY: fixed, SEARCHED_KEY: ["macs_target"]}, objectives, searched=["macs_target"],
+                experiment=options.experiment, tags={"chex.family": shape, "chex.trainable": name}, workers=workers,
+                lineage=lineage, searcher=searcher, complete=_complete(shape),
+                params={"levels": list(levels), "shape": shape, "trials": options.trials})
+
+
+def _complete(shape: str):
+    """Whether a family's rows say it ended: every member ended, or it stopped at a member (beyond --max-drop, or a
+    failure later members needed)."""
+    def complete(rows, trials: int) -> bool:
+        ended = sum(row.status in ("FINISHED", "FAILED") for row in rows)
+        return ended >= trials or any(row.beyond_max_drop or row.status == "FAILED" and
+                                      (shape == "cascade" or row.member == DENSE) for row in rows)
+    return complete
+
+
+def _result(sweep, levels, reference) -> FamilyResult:
+    """The family's result, read from its sweep's rows (so a resumed family reads as a whole one)."""
+    from chex_tune.tuning.track.store import client_for
+
+    rows = sorted((row for row in sweep.rows if row.member is not None), key=lambda row: row.number)
+    members = [{"key": row.member, "run_id": row.run_id,
+                "path": str(pathlib.Path(sweep.files[row.run_id]) / COMPACT) if row.run_id in sweep.files else None,
+                **row.metrics} for row in rows]
+    beyond = next((row.member for row in rows if row.beyond_max_drop), None)
+    not_trained = tuple(level for level in levels if member_name(level) not in {row.member for row in rows})
+    rule = MaxDrop.of_run(client_for(sweep.tracking_uri).get_run(sweep.parent_run_id))
+    return FamilyResult(sweep.experiment, sweep.parent_run_id, sweep.tracking_uri, members, sweep.rows, reference,
+                        rule, beyond, not_trained if beyond else (), sweep.interrupted)
 
 
 def _trained_start(settings: dict, start: str, level: float, log) -> tuple[dict, dict]:
@@ -136,13 +228,14 @@ def _trained_start(settings: dict, start: str, level: float, log) -> tuple[dict,
     return settings, reference
 
 
-def _dense(settings: dict, epochs: int | None) -> RunConfig:
-    """The dense run a family without a trained start begins with: the model and data settings, from scratch."""
+def _dense(fixed: dict, epochs: int | None) -> dict:
+    """Every setting of the dense run a family without a trained start begins with: the model and data settings,
+    from scratch (they replace the members' shared settings in its trial, so all of them are given)."""
     from chex_tune.config import FINETUNE, ChexConfig
 
     chex = {f.name for f in dataclasses.fields(ChexConfig)} - {"seed"}
-    kept = {k: v for k, v in settings.items() if k not in FINETUNE and k not in chex and k not in ("distill", "init")}
-    return RunConfig.from_dict({**kept, "sparsity": 0.0, **({"epochs": epochs} if epochs else {})})
+    kept = {k: v for k, v in fixed.items() if k not in FINETUNE and k not in chex and k not in ("distill", "init")}
+    return RunConfig.from_dict({**kept, "sparsity": 0.0, **({"epochs": epochs} if epochs else {})}).to_dict()
 
 
 def _check(levels, shape: str) -> tuple[float, ...]:
@@ -152,26 +245,3 @@ def _check(levels, shape: str) -> tuple[float, ...]:
     if not levels or not all(isinstance(v, (int, float)) and 0 < v < 1 for v in levels):
         raise ValueError(f"--levels must be fractions of the dense MACs in (0, 1), like 0.5 0.25 0.12, got {levels}")
     return levels
-
-
-def _member(recorder, key: str, config: RunConfig, out: pathlib.Path, log) -> dict:
-    """Train one member as a child run of the family; returns its level, run id, compact model and metrics."""
-    run_id = recorder.start_trial(key, config.to_dict(), searched=["macs_target"])
-    started = time.perf_counter()
-
-    def report_epoch(metrics: dict) -> None:
-        recorder.log_epoch(key, metrics, step=int(metrics[EPOCH]))
-
-    def record(end: TrialEnd) -> None:
-        recorder.complete_trial(key, end.metrics, end.files, params=end.params)
-
-    try:
-        result = train(config, out, callback=report_epoch)
-    except Exception as exc:  # the member fails alone; the family stops (later members need it)
-        recorder.fail_trial(key, f"{type(exc).__name__}: {exc}")
-        raise
-    end = TrialEnd.of_run(result, out, seconds=time.perf_counter() - started, location={"host": socket.gethostname()})
-    finish_trial(end, sink=record)
-    log(f"member {key}: val_acc {result.val_acc:.4f}, MACs {result.macs_ratio:.3f} of dense "
-        f"({result.train_seconds:.0f} s of training)")
-    return {"key": key, "run_id": run_id, "path": str(out / COMPACT), **end.metrics}

@@ -32,7 +32,7 @@ class Finished:
 
     trial_id: str
     macs_ratio: float  # its MACs as a fraction of the dense model's
-    val_acc: float
+    val_acc: float  # its accuracy (val_acc for the built-in loop; a user's trainable: its first maximised objective)
     compact: str  # its compact.pt
 
 
@@ -59,32 +59,38 @@ def _ray_callback_base():
 class Lineage(_ray_callback_base()):
     """Finished trials of one sweep, and the parent each new trial starts from (see the module docstring)."""
 
-    def __init__(self, fixed: Mapping | None = None, *, rule: str = "nearest", max_drop=None):
+    def __init__(self, fixed: Mapping | None = None, *, rule: str = "nearest", max_drop=None, accuracy: str = VAL_ACC):
         if rule not in PARENT_RULES:
             raise ValueError(f"unknown parent rule {rule!r}; choose one of: {', '.join(PARENT_RULES)}")
         self.fixed = dict(fixed or {})  # the settings every trial shares (a fixed macs_target among them)
         self.rule = rule
         self.max_drop = max_drop  # the sweep's --max-drop (reference.MaxDrop): a trial beyond it is no parent
+        self.accuracy = accuracy  # the metric a parent is ranked on
         self.finished: dict[str, Finished] = {}
+        self.passed_over: set[str] = set()  # trials that ended without being a possible parent
 
     def on_step_begin(self, iteration, trials, **info):
         for trial in trials:
-            if trial.trial_id not in self.finished and trial.status == "TERMINATED":
-                self._keep(trial)
+            if trial.trial_id not in self.finished and trial.trial_id not in self.passed_over \
+                    and trial.status == "TERMINATED":
+                self._keep(trial, settled=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._keep(trial)
+        self._keep(trial, settled=False)
 
-    def _keep(self, trial) -> None:
+    def _keep(self, trial, *, settled: bool) -> None:
+        """Keep ``trial`` as a possible parent; one that cannot be is passed over once Ray holds it TERMINATED
+        (``settled``: its last result and checkpoint are final)."""
         last, checkpoint = trial.last_result or {}, trial.checkpoint
-        if not last.get(FINAL_KEY) or checkpoint is None or MACS_RATIO not in last or VAL_ACC not in last:
-            return  # failed, stopped early, or a trainable that reports no MACs: no parent
-        if self.max_drop is not None and self.max_drop.beyond(float(last[VAL_ACC])):
-            return  # off the front for good: its children would start from what the sweep rules out
-        compact = pathlib.Path(checkpoint.path) / COMPACT
-        if compact.exists():
-            self.finished[trial.trial_id] = Finished(trial.trial_id, float(last[MACS_RATIO]), float(last[VAL_ACC]),
-                                                     str(compact))
+        compact = pathlib.Path(checkpoint.path) / COMPACT if checkpoint is not None else None
+        if (not last.get(FINAL_KEY) or compact is None or not compact.exists() or MACS_RATIO not in last
+                or self.accuracy not in last  # failed, stopped early, or reports no MACs: no parent
+                or self.max_drop is not None and self.max_drop.beyond(float(last[self.accuracy]))):  # ruled out
+            if settled:
+                self.passed_over.add(trial.trial_id)
+            return
+        self.finished[trial.trial_id] = Finished(trial.trial_id, float(last[MACS_RATIO]),
+                                                 float(last[self.accuracy]), str(compact))
 
     def parent_for(self, budget: float) -> Finished | None:
         """The parent of a trial at ``budget`` (a fraction of the dense MACs), or None: start from the trained model."""

@@ -22,7 +22,8 @@ SEARCHED_KEY = "chex_searched"
 THREADS_KEY = "chex_threads"  # torch threads for a built-in trial's CPU share
 WORKERS_KEY = "chex_workers"  # a multi-worker trial's workers (tuning/options.py: Workers)
 PARENT_KEY = "chex_parent"  # an inheriting trial's parent: {"path": its compact.pt, "trial_id"} (tuning/lineage.py)
-RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY, WORKERS_KEY, PARENT_KEY)
+MEMBER_KEY = "chex_member"  # a family member's name ("dense", "0.25": its budget), tagged chex.member on its run
+RESERVED_KEYS = (FIXED_KEY, SEARCHED_KEY, THREADS_KEY, WORKERS_KEY, PARENT_KEY, MEMBER_KEY)
 FINAL_KEY = "chex_final"  # True in a trial's last report, the one that carries its files
 PARAMS_KEY = "chex_params"  # text settings a final report adds to the trial's MLflow params
 OPTUNA_ATTR = "chex"  # user attribute of an Optuna trial: {"metrics", "artifacts", "temporary", "settings", ...}
@@ -36,6 +37,7 @@ NUMBER_TAG = "chex.trial_number"
 SEARCHED_TAG = "chex.searched"
 OBJECTIVES_TAG = "chex.objectives"
 PARENT_RUN_TAG = "chex.parent_run"  # on an inheriting trial's run: the run of the trial it started from
+MEMBER_TAG = "chex.member"  # on a family member's run: its name (MEMBER_KEY)
 STOPPED_TAG = "chex.stopped_at_epoch"  # on a trial that early stopping (Pareto-ASHA, an Optuna pruner) stopped
 OLD_OPTUNA_STOPPED_TAG = "chex.stopped"  # "true": what earlier stores wrote on an Optuna-stopped trial (no epoch)
 ERROR_TAG = "error"
@@ -55,6 +57,7 @@ class TrialRow:
     searched: list[str] = field(default_factory=list)  # names of the searched settings
     stopped_at: int | None = None  # the epoch early stopping stopped it at
     parent_run: str | None = None  # in an inheriting sweep: the run of the trial it started from
+    member: str | None = None  # in a family: the member's name ("dense", or its MACs budget as "0.25")
     beyond_max_drop: bool = False  # more val accuracy lost than the sweep's --max-drop allows (never on a front)
     rank: int = -1  # 0: the Pareto front; -1: failed, stopped, unfinished, beyond --max-drop or an objective missing
 
@@ -65,7 +68,8 @@ class TrialRow:
                    params=dict(run.data.params), metrics=dict(run.data.metrics), error=tags.get(ERROR_TAG),
                    number=int(tags.get(NUMBER_TAG, 0)),
                    searched=[name for name in tags.get(SEARCHED_TAG, "").split(",") if name],
-                   stopped_at=_stopped_at(tags), parent_run=tags.get(PARENT_RUN_TAG) or None)
+                   stopped_at=_stopped_at(tags), parent_run=tags.get(PARENT_RUN_TAG) or None,
+                   member=tags.get(MEMBER_TAG))
 
     @property
     def finished(self) -> bool:
@@ -91,6 +95,21 @@ def parent_of(config: Mapping) -> dict | None:
     """The parent an inheriting trial's config names (``path`` of its compact model, ``trial_id``), or None."""
     parent = config.get(PARENT_KEY) if isinstance(config, Mapping) else None
     return dict(parent) if parent else None
+
+
+def parent_model(config: Mapping, *, map_location="cpu"):
+    """The compact model a trial of an inheriting sweep or a family starts from (its parent's, loaded without pickle),
+    or None: the trial starts from the user's own trained model. In a trainable of your own::
+
+        model = parent_model(config) or my_trained_model()
+        chex = ChexReporter(model, example, config, ...)   # compresses it further, to the trial's budget
+    """
+    parent = parent_of(config)
+    if parent is None:
+        return None
+    from chex_tune.core.compact import load_compact
+
+    return load_compact(parent["path"], map_location=map_location)
 
 
 def has_constants(config: Mapping) -> bool:

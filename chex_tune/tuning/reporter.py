@@ -43,6 +43,7 @@ from chex_tune.core.explorer import ChannelExplorer
 from chex_tune.core.flops import count_macs, count_params
 from chex_tune.train.artifacts import COMPACT, write_trial
 from chex_tune.train.metrics import DENSE_MACS, EPOCH, LATENCY_MS, MACS, SPARSITY, cost_metrics, final_costs
+from chex_tune.train.weights import budget_of_start
 from chex_tune.tuning.finish import TrialEnd, finish_trial
 from chex_tune.tuning.objectives import missing_objectives, parse_objectives
 from chex_tune.tuning.protocol import OPTUNA_ATTR, searched_names, settings_in
@@ -100,6 +101,10 @@ class ChexReporter:
     may take before the model stays dense (with a warning, also logged on the trial's run as ``chex_warning``);
     ``latency_model``: a latency table of the deployment target (``chex_tune.train.latency.table_for``), needed by a
     ``latency_target`` budget; with one, every report carries the predicted ``latency_ms``.
+
+    ``model`` may be a compact model (``load_compact``, or ``parent_model(config)`` in an inheriting sweep or a
+    family): it is compressed further, its MACs budget stays a fraction of the dense model its recipe names, and
+    ``macs_ratio`` and ``dense_macs`` are that dense model's (its builder comes from its recipe).
     """
 
     def __init__(self, model: nn.Module, example_inputs, config: Mapping | ChexConfig | None = None, *,
@@ -129,16 +134,20 @@ class ChexReporter:
         self.recipe_args: dict = {}  # the explorer's (and a dense model's recipe's) builder arguments
         if builder is not None or builder_kwargs:
             self.recipe_args = recipe_args(model, builder=builder, builder_kwargs=builder_kwargs)
-        elif not (getattr(model, "pretrained_cfg", None) or {}).get("architecture"):
+        elif getattr(model, "chex_recipe", None) is None and \
+                not (getattr(model, "pretrained_cfg", None) or {}).get("architecture"):
             raise ValueError(f"ChexReporter needs builder= for a {type(model).__name__} (a 'package.module:function' "
                              "that builds this model, plus builder_kwargs) so the compact model can be saved and "
                              "loaded without pickle; timm models need none")
         self.explorer: ChannelExplorer | None = None
         self.warnings: list[str] = []  # what the engine warned about this model (e.g. it stays dense), for the run
+        dense = dense_costs(model, example_inputs)  # a compact start: its dense model's (macs, params)
         if not self.settings.dense:
+            budget = self.settings if dense is None else budget_of_start(
+                self.settings, model, example_inputs, dense[0], "the start model (a compact model)")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self.explorer = ChannelExplorer.from_config(model, example_inputs, self.settings, total=total,
+                self.explorer = ChannelExplorer.from_config(model, example_inputs, budget, total=total,
                                                             optimizer=optimizer, ignore=tuple(ignore),
                                                             graph_timeout_s=graph_timeout_s,
                                                             latency_model=latency_model, **self.recipe_args)
@@ -149,6 +158,8 @@ class ChexReporter:
             self.dense_macs, self.dense_params = self.explorer.dense_macs(), self.explorer.dense_params()
         else:
             self.dense_macs, self.dense_params = count_macs(model, example_inputs), count_params(model)
+        if dense is not None:
+            self.dense_macs, self.dense_params = dense
 
     def _check_monitor(self) -> None:
         if self.monitor is None:
@@ -259,6 +270,18 @@ class ChexReporter:
 
             return pathlib.Path(tune.get_context().get_trial_dir()) / "chex", False
         return pathlib.Path(tempfile.mkdtemp(prefix="chex-trial-")), True
+
+
+def dense_costs(model: nn.Module, example_inputs) -> tuple[int, int] | None:
+    """MACs and params of the dense model a compact ``model`` was cut from (rebuilt from its recipe), or None for a
+    model that is not compact."""
+    recipe = getattr(model, "chex_recipe", None)
+    if recipe is None:
+        return None
+    from chex_tune.core.compact import build_dense
+
+    dense = build_dense(recipe).eval().to(_first(example_inputs).device)
+    return count_macs(dense, example_inputs), count_params(dense)
 
 
 def _as_tuple(example_inputs) -> tuple:

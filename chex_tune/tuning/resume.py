@@ -80,7 +80,7 @@ def settle_runs(recorder: SweepRecorder, grid) -> None:
         recorder.client.set_terminated(run.info.run_id, "KILLED")
 
 
-def retire_orphans(recorder: SweepRecorder, rows: list[TrialRow], optuna_storage: str) -> list[TrialRow]:
+def retire_orphans(recorder: SweepRecorder, rows: list[TrialRow], optuna_storage: str | None) -> list[TrialRow]:
     """A complete sweep's rows without the attempts its saved state lost; those are retired in MLflow and Optuna.
 
     MLflow: the KILLED runs of trials that Ray's saved state lost (its driver died or the disk filled before Ray
@@ -95,7 +95,8 @@ def retire_orphans(recorder: SweepRecorder, rows: list[TrialRow], optuna_storage
     if orphans:
         logger.info("%d interrupted trial run(s) that Ray did not resume (new trials took their places) deleted "
                     "from MLflow (restorable: tag chex.orphan)", len(orphans))
-    _fail_running_trials(optuna_storage, recorder.sweep)
+    if optuna_storage is not None:  # None: no Optuna study (a family)
+        _fail_running_trials(optuna_storage, recorder.sweep)
     return [row for row in rows if row.run_id not in orphans]  # the others' ranks stay as they were
 
 

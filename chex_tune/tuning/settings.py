@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 
 from chex_tune.config import ChexConfig, RunConfig
-from chex_tune.tuning.protocol import RESERVED_KEYS, has_constants, own_entries, settings_in
+from chex_tune.tuning.protocol import RESERVED_KEYS, has_constants, own_entries, parent_of, settings_in
 
 REGROW_FRACTION = "regrow_fraction"
 
@@ -86,6 +86,17 @@ def resolve_chex_settings(config: Mapping | ChexConfig) -> ChexConfig:
     return ChexConfig.from_dict(resolve(settings_in(config)))
 
 
+def run_settings(config: Mapping) -> dict:
+    """A built-in trial's run settings: its settings resolved, and in an inheriting sweep or a family its parent's
+    compact model as the start (the MACs budget stays a fraction of the dense model's: the start is compressed
+    further)."""
+    settings = resolve(settings_in(config))
+    parent = parent_of(config)
+    if parent is not None:
+        settings["init"] = parent["path"]
+    return settings
+
+
 def trial_params(config: Mapping) -> dict:
     """A trial's settings as flat MLflow params: the user's own keys (nested dicts as ``a/b``) and every setting
     resolved (defaults too; the built-in trainable's config gives every RunConfig setting). A chex-tune setting
@@ -95,7 +106,7 @@ def trial_params(config: Mapping) -> dict:
         return own
     values = settings_in(config)
     chex_only = set(values) <= set(chex_fields()) | {REGROW_FRACTION}
-    settings = resolve_chex_settings(config).to_dict() if chex_only else RunConfig.from_dict(resolve(values)).to_dict()
+    settings = (resolve_chex_settings(config) if chex_only else RunConfig.from_dict(run_settings(config))).to_dict()
     if REGROW_FRACTION in values:
         settings[REGROW_FRACTION] = values[REGROW_FRACTION]
     # A user's own key of the same name (their data seed, say) keeps the plain name; the CHEX one is prefixed.

@@ -50,6 +50,7 @@ class SweepResult:
     rows: list[TrialRow]  # every trial run, ranked (rank 0: the Pareto front)
     interrupted: bool = False
     importance: dict | None = None  # objective -> {searched parameter: importance}, from Optuna's evaluator
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> its trial's files (compact.pt, ...)
 
     @property
     def front(self) -> list[TrialRow]:
@@ -88,6 +89,10 @@ class Plan:
     workers: int = 1  # data-parallel workers per trial
     epochs: int | None = None  # a trial's epochs, when known (progress ETA, early-stopping rungs)
     max_drop: MaxDrop | None = None  # --max-drop against the trained start's val_acc (evaluated once, here)
+    lineage: Lineage | None = None  # an inheriting sweep's or a family's: the finished trials a trial may start from
+    searcher: Callable | None = None  # recorder -> the Ray searcher of fixed trials (a family's); None: Optuna's
+    params: dict | None = None  # the parent run's params (default: the sweep's options)
+    complete: Callable[[list[TrialRow], int], bool] | None = None  # (rows, trials) -> ended; default: all ended
 
 
 # ------------------------------------------------------------------------------------ the entry point
@@ -104,9 +109,12 @@ def run_sweep(trainable, options: SweepOptions | None = None, *, param_space: Ma
     an error naming it and what the trial did report.
     """
     options = options or SweepOptions()
+    log = log or logger.info
     plan = (_builtin_plan(trainable, options, objectives) if isinstance(trainable, SearchSpace) else
             _user_plan(trainable, options, param_space, chex_space, objectives, initial_points))
-    return _run(plan, options, log or logger.info)
+    result = run_plan(plan, options, log)
+    log(f"\n{result}")
+    return result
 
 
 def run_space_sweep(space: SearchSpace, options: SweepOptions | None = None, *, log=None) -> SweepResult:
@@ -125,19 +133,28 @@ def _user_plan(trainable, options, param_space, chex_space, objectives, initial_
         raise ValueError(f"--max-drop {options.max_drop:g} needs the dense model's val accuracy, which chex-tune reads "
                          "from the built-in loop's --init; for your trainable, leave --max-drop out and filter the "
                          "front by val_acc")
-    if options.inherit or options.ladder:
-        raise ValueError("--inherit and --ladder are the built-in loop's so far: a parent's compact model is loaded "
-                         "by its trials; your trainable starts every trial from its own weights (initial_points= "
-                         "sets your first trials)")
+    if options.ladder:
+        raise ValueError("--ladder is the built-in loop's: for your trainable, give the first trials as "
+                         "initial_points= (large budgets first, so that with inherit=True they seed the later ones)")
+    if options.inherit and (chex_space is None or ("macs_target" not in chex_space.params
+                                                   and chex_space.fixed.get("macs_target") is None)):
+        raise ValueError("inherit=True needs a MACs budget in chex_space (ChexSpace(macs_target=...)): a parent is a "
+                         "finished trial with more MACs than its child's budget; the trial loads it with "
+                         "parent_model(config)")
     if chex_space is not None and chex_space.non_chex_settings():
         raise ValueError(f"chex_space sets {chex_space.non_chex_settings()}, which are not CHEX settings: your "
                          "trainable reads CHEX settings only from it; put your own settings in param_space")
     space = merge_spaces(param_space or {}, chex_space.ray() if chex_space is not None else {})
     name = getattr(trainable, "__name__", type(trainable).__name__)
     workers = options.workers_per_trial or 1
-    return Plan(on_workers(trainable) if workers > 1 else trainable, space,
-                parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES),
-                searched=domain_keys(space), experiment=options.experiment or name,
+    objectives = parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES)
+    accuracy = next((o.name for o in objectives if o.mode == "max"), None)
+    if options.inherit and accuracy is None:
+        raise ValueError(f"inherit=True ranks parents on a maximised objective (an accuracy); objectives "
+                         f"{', '.join(map(str, objectives))} have none")
+    lineage = Lineage(space.get(FIXED_KEY), accuracy=accuracy) if options.inherit and not options.resume else None
+    return Plan(on_workers(trainable) if workers > 1 else trainable, space, objectives,
+                searched=domain_keys(space), experiment=options.experiment or name, lineage=lineage,
                 tags={"chex.trainable": f"{getattr(trainable, '__module__', '?')}."
                                         f"{getattr(trainable, '__qualname__', name)}"},
                 initial_points=initial_points, workers=workers)
@@ -174,11 +191,12 @@ def _builtin_plan(space: SearchSpace, options: SweepOptions, objectives) -> Plan
 
         fixed = constants[FIXED_KEY]
         max_drop = MaxDrop(options.max_drop, dense_reference(fixed, fixed["init"])[VAL_ACC])
+    lineage = Lineage(constants.get(FIXED_KEY), max_drop=max_drop) if options.inherit and not options.resume else None
     return Plan(trainable, constants, parse_objectives(objectives, allowed=BUILTIN_OBJECTIVES) if objectives
                 else space.objectives, searched=list(space.searched), tags={"chex.space": str(space.source)},
                 experiment=options.experiment or pathlib.Path(space.source).stem,
                 optuna_space=None if options.resume else space.optuna_distributions(), space_file=space.to_dict(),
-                epochs=centre.epochs, workers=workers, initial_points=ladder, max_drop=max_drop)
+                epochs=centre.epochs, workers=workers, initial_points=ladder, max_drop=max_drop, lineage=lineage)
 
 
 def warn_from_scratch_schedule(space: SearchSpace) -> None:
@@ -208,7 +226,8 @@ def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ one sweep
-def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> SweepResult:
+def run_plan(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> SweepResult:
+    """Run ``plan``'s trials on Ray Tune (the one driver of sweeps and families), recorded in MLflow."""
     from ray import tune
 
     from chex_tune.tuning.progress import ProgressCallback
@@ -237,8 +256,8 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
         log(f"resuming sweep {recorder.sweep} (MLflow parent run {recorder.parent_run_id})")
         tuner = restore_tuner(recorder, store / "ray", trainable)
     else:
-        settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri",
-                                                                                     "sampler")}
+        settings = plan.params if plan.params is not None else {
+            k: v for k, v in dataclasses.asdict(options).items() if k not in ("resume", "tracking_uri", "sampler")}
         recorder.open(params=settings, tags=plan.tags)
         callback.adopt_parent()
         if plan.space_file is not None:
@@ -248,26 +267,29 @@ def _run(plan: Plan, options: SweepOptions, log: Callable[[str], None]) -> Sweep
             log(f"{plan.max_drop.describe()}: trials below val_acc "
                 f"{plan.max_drop.reference - plan.max_drop.points / 100:.4f} stay off the front")
         progress = ProgressCallback(options.trials, plan.objectives, log, early_stop)
-        lineage = Lineage(plan.param_space.get(FIXED_KEY), max_drop=plan.max_drop) if options.inherit else None
-        callbacks = [callback, progress, *([lineage] if lineage is not None else [])]
-        tuner = _new_tuner(trainable, plan, options, store, recorder, callbacks, early_stop, check, lineage)
+        callbacks = [callback, progress, *([plan.lineage] if plan.lineage is not None else [])]
+        tuner = _new_tuner(trainable, plan, options, store, recorder, callbacks, early_stop, check)
         log(_opening_line(plan, options, recorder, tracking_uri, early_stop))
     with _ray_session(options):
         grid = tuner.fit()
     return _finish(plan, options, recorder, grid, store, log, check)
 
 
-def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, callbacks, early_stop, stop, lineage):
+def _new_tuner(trainable, plan: Plan, options: SweepOptions, store, recorder, callbacks, early_stop, stop):
     from ray import tune
 
     from chex_tune.tuning.searcher import make_sampler, new_searcher
     from chex_tune.tuning.track.store import optuna_storage_url
 
-    sampler = make_sampler(options.optuna_sampler, seed=options.seed, trials=options.trials,
-                           concurrent=options.concurrent)
-    searcher = new_searcher(optuna_storage_url(store), recorder.sweep, plan.objectives, sampler=sampler,
-                            optuna_space=plan.optuna_space, initial_points=plan.initial_points,
-                            early_stop=early_stop, run_id=recorder.run_id, lineage=lineage, max_drop=plan.max_drop)
+    if plan.searcher is not None:
+        searcher = plan.searcher(recorder)
+    else:
+        sampler = make_sampler(options.optuna_sampler, seed=options.seed, trials=options.trials,
+                               concurrent=options.concurrent)
+        searcher = new_searcher(optuna_storage_url(store), recorder.sweep, plan.objectives, sampler=sampler,
+                                optuna_space=plan.optuna_space, initial_points=plan.initial_points,
+                                early_stop=early_stop, run_id=recorder.run_id, lineage=plan.lineage,
+                                max_drop=plan.max_drop)
     return tune.Tuner(
         trainable, param_space=plan.param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=early_stop, num_samples=options.trials,
@@ -321,22 +343,32 @@ def _finish(plan: Plan, options: SweepOptions, recorder, grid, store, log, check
     rows = trial_rows(client, recorder.experiment_id, [recorder.parent_run_id], plan.objectives)
     expected = int(client.get_run(recorder.parent_run_id).data.params.get("trials", options.trials))
     done = sum(row.status in ("FINISHED", "FAILED") or row.stopped_at is not None for row in rows)
-    interrupted = done < expected
+    interrupted = not (plan.complete(rows, expected) if plan.complete is not None else done >= expected)
+    optuna = optuna_storage_url(store) if plan.searcher is None else None  # a family has no Optuna study
     if not interrupted:
-        rows = retire_orphans(recorder, rows, optuna_storage_url(store))
+        rows = retire_orphans(recorder, rows, optuna)
     tag_front(client, rows)
     importance = None
-    if not interrupted:
+    if not interrupted and optuna is not None:
         from chex_tune.tuning.importance import log_importance, searched_importance
 
-        importance = searched_importance(optuna_storage_url(store), recorder.sweep, plan.objectives)
+        importance = searched_importance(optuna, recorder.sweep, plan.objectives)
         if importance:
             log_importance(client, recorder.parent_run_id, importance, log)
     client.set_terminated(recorder.parent_run_id, "FAILED" if check.error else
                           "KILLED" if interrupted else "FINISHED")
     if check.error:
         raise ValueError(check.error)
-    result = SweepResult(plan.experiment, recorder.sweep, recorder.parent_run_id, recorder.tracking_uri,
-                         plan.objectives, rows, interrupted, importance)
-    log(f"\n{result}")
-    return result
+    return SweepResult(plan.experiment, recorder.sweep, recorder.parent_run_id, recorder.tracking_uri,
+                       plan.objectives, rows, interrupted, importance, _trial_files(recorder, grid))
+
+
+def _trial_files(recorder, grid) -> dict[str, str]:
+    """Each finished trial's files (its last checkpoint, where Ray keeps them), by its MLflow run id."""
+    files = {}
+    for result in grid:
+        key = (result.metrics or {}).get("trial_id")
+        run_id = recorder.run_id(key) if key else None
+        if run_id is not None and result.checkpoint is not None and result.error is None:
+            files[run_id] = result.checkpoint.path
+    return files

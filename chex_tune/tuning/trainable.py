@@ -30,9 +30,9 @@ from chex_tune.train.result import RunResult
 from chex_tune.train.weights import check_init, fit_to_weights, space_flag
 from chex_tune.tuning.finish import TrialEnd, finish_trial, replay_finished
 from chex_tune.tuning.options import Workers
-from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY, parent_of, settings_in
+from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY
 from chex_tune.tuning.session import in_train_worker, report, trial_location, world_rank
-from chex_tune.tuning.settings import resolve
+from chex_tune.tuning.settings import run_settings
 from chex_tune.tuning.workers import rank_directory
 
 ARTIFACTS = (*FILES, RUN_CONFIG)
@@ -80,13 +80,8 @@ def run_trial(config: dict) -> None:
 
 
 def trial_run_config(config: dict) -> RunConfig:
-    """The trial's run: its settings, and in an inheriting sweep its parent's compact model as the start (the MACs
-    budget stays a fraction of the dense model's: the start is compressed further)."""
-    settings = resolve(settings_in(config))
-    parent = parent_of(config)
-    if parent is not None:
-        settings["init"] = parent["path"]
-    return RunConfig.from_dict(settings)
+    """The trial's run (``settings.run_settings``: its parent's compact model as the start where it has one)."""
+    return RunConfig.from_dict(run_settings(config))
 
 
 def _run_rank(config: dict, started: float) -> None:

@@ -148,3 +148,21 @@ def test_compress_trained_model(tmp_path):
     scored = next(line for line in out.splitlines() if line.startswith("ONNX: "))
     accuracy = float(scored.split("validation accuracy of the file ")[1].split()[0])
     assert accuracy > 0.5  # a fine-tuned trained model, not a fresh one (10 classes: 0.1 by chance)
+
+
+@pytest.mark.ray
+def test_own_family(tmp_path):
+    uri, out = run_example(tmp_path, "own_family.py", "--levels", "0.5", "0.25", "--trials", "3", "--epochs", "1",
+                           "--dense-epochs", "2")
+    client, members = finished_trials(uri, "own_family", 2)
+    runs = {r.data.tags["chex.member"]: r for r in members}
+    assert runs["0.25"].data.tags["chex.parent_run"] == runs["0.5"].info.run_id  # the cascade: from the member before
+    assert "chex.parent_run" not in runs["0.5"].data.tags  # the first: from the user's own trained weights
+    for level in ("0.5", "0.25"):  # a fraction of the dense model's MACs, the parent's start notwithstanding
+        assert runs[level].data.metrics["macs_ratio"] == pytest.approx(float(level), abs=0.03)
+    client, trials = finished_trials(uri, "own_inheriting_sweep", 3)
+    assert any(r.data.tags.get("chex.parent_run") for r in trials), out  # a later trial started from an earlier one
+    small = runs["0.25"]
+    assert small.data.params["builder"] == "digits:build_model"
+    torch.testing.assert_close(compact_output_in_a_fresh_process(client, small.info.run_id, tmp_path),
+                               served_output(uri, small.info.run_id), rtol=1e-4, atol=1e-5)

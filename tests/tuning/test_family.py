@@ -60,10 +60,12 @@ def test_an_independent_family_without_a_trained_start_trains_the_dense_model_fi
 
     client = MlflowClient(default_tracking_uri(tmp_path))
     experiment = client.get_experiment_by_name("independent").experiment_id
-    runs = {r.data.tags["chex.trial_id"]: r for r in client.search_runs([experiment], "tags.`chex.trial_id` LIKE '%'")}
+    runs = {r.data.tags["chex.member"]: r for r in client.search_runs([experiment], "tags.`chex.member` LIKE '%'")}
     assert runs["dense"].data.metrics["macs"] == runs["dense"].data.metrics["dense_macs"]
+    assert runs["dense"].data.params["sparsity"] == "0.0" and runs["dense"].data.params["init"] == "None"
     started_from = {runs[k].data.params["init"] for k in ("0.5", "0.25")}  # both from the dense member's model
-    assert started_from == {str(next((tmp_path / "family").glob("*/dense/compact.pt")))}
+    assert len(started_from) == 1 and next(iter(started_from)).endswith("compact.pt")
+    assert {runs[k].data.tags["chex.parent_run"] for k in ("0.5", "0.25")} == {runs["dense"].info.run_id}
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -110,7 +112,7 @@ def test_ordinary_timm_weights_make_a_family_with_no_flag_beyond_init(tmp_path, 
     assert code == 0, capsys.readouterr().err
     client = MlflowClient(default_tracking_uri(tmp_path))
     experiment = client.get_experiment_by_name("mine").experiment_id
-    member = client.search_runs([experiment], "tags.`chex.trial_id` = '0.5'")[0]
+    member = client.search_runs([experiment], "tags.`chex.member` = '0.5'")[0]
     assert member.info.status == "FINISHED"
     assert (member.data.params["in_chans"], member.data.params["stem"]) == (str(in_chans), "timm")  # from the file
     assert member.data.params["stem_used"] == "timm"

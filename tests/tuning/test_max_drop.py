@@ -54,7 +54,7 @@ def test_a_family_stops_descending_at_the_first_member_beyond_max_drop(dense, tm
     said = (f"stopped descending at level {member['key']}: val_acc {member[VAL_ACC]:.4f} is "
             f"{drops[member['key']]:.2f} pt below dense {reference:.4f} (--max-drop 50); levels "
             f"{', '.join(f'{level:g}' for level in result.not_trained)} not trained")
-    assert lines[-1] == said and str(result).splitlines()[-1] == said
+    assert said in lines and str(result).splitlines()[-1] == said
     # the member beyond is a finished run, tagged and off the front; the parent run holds the rule
     client = MlflowClient(result.tracking_uri)
     runs = {m["key"]: client.get_run(m["run_id"]) for m in result.members}
@@ -66,6 +66,7 @@ def test_a_family_stops_descending_at_the_first_member_beyond_max_drop(dense, tm
     parent = client.get_run(result.parent_run_id).data
     assert (parent.params["max_drop"], parent.metrics["dense_val_acc"]) == ("50.0", reference)
     # pareto reads the same rule back from the parent run
+    capsys.readouterr()  # (what Ray printed while the family ran)
     assert main(["pareto", "dropping", "--store", str(tmp_path), "--format", "json"]) == 0
     front = json.loads(capsys.readouterr().out)
     assert front["beyond_max_drop"] == 1 and front["finished"] == len(result.members)

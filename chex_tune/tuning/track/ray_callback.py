@@ -21,7 +21,7 @@ from ray.tune import result as ray_result
 
 from chex_tune.core.errors import disk_error
 from chex_tune.train.metrics import EPOCH
-from chex_tune.tuning.protocol import FINAL_KEY, PARAMS_KEY, parent_of, searched_names
+from chex_tune.tuning.protocol import FINAL_KEY, MEMBER_KEY, MEMBER_TAG, PARAMS_KEY, parent_of, searched_names
 from chex_tune.tuning.settings import trial_params
 from chex_tune.tuning.track.recorder import SweepRecorder, trial_error_text
 from chex_tune.tuning.track.store import default_store_uri
@@ -123,7 +123,8 @@ class RayMlflowCallback(Callback):
             params = {k: v for k, v in config.items() if not isinstance(v, dict)}
             logger.warning("trial %s: settings not resolved (%s)", key, exc)
         parent = parent_of(config)
-        self.recorder.start_trial(key, params, searched, parent=parent["trial_id"] if parent else None)
+        member = {MEMBER_TAG: str(config[MEMBER_KEY])} if config.get(MEMBER_KEY) else {}
+        self.recorder.start_trial(key, params, searched, parent=parent["trial_id"] if parent else None, tags=member)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(FINAL_KEY):

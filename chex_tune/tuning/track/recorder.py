@@ -210,10 +210,11 @@ class SweepRecorder:
                 self._runs[key] = found[0].info.run_id
         return self._runs.get(key)
 
-    def start_trial(self, key: str, params: dict, searched=(), *, parent: str | None = None) -> str:
+    def start_trial(self, key: str, params: dict, searched=(), *, parent: str | None = None,
+                    tags: dict | None = None) -> str:
         """A new child run with ``params`` (a trial restarted after an interruption replaces its old run); ``parent``:
         the key of the trial it started from (an inheriting sweep's), recorded as the tag chex.parent_run and the
-        param parent_run."""
+        param parent_run; ``tags``: the run's own (a family member's name)."""
         self.open()
         previous = self.run_id(key)
         if previous is not None:
@@ -223,7 +224,7 @@ class SweepRecorder:
         run = self.client.create_run(self.experiment_id, run_name=f"{self.sweep}-trial-{key}", tags={
             protocol.PARENT_TAG: self.parent_run_id, protocol.TRIAL_TAG: key, protocol.SWEEP_TAG: self.sweep,
             protocol.SEARCHED_TAG: ",".join(searched), protocol.NUMBER_TAG: str(number),
-            **({protocol.PARENT_RUN_TAG: self.run_id(parent) or ""} if parent is not None else {})})
+            **({protocol.PARENT_RUN_TAG: self.run_id(parent) or ""} if parent is not None else {}), **(tags or {})})
         self._runs[key] = run.info.run_id
         lineage = {"parent_run": self.run_id(parent) or ""} if parent is not None else {}
         log_params(self.client, run.info.run_id, flat_params({**params, **lineage}))
