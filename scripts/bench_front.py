@@ -57,6 +57,7 @@ from benchlib import (  # noqa: E402
     paired_difference,
     pyplot,
     recorded_argv,
+    run_record,
     verdict,
     write_report,
 )
@@ -105,7 +106,7 @@ def train_dense(base: dict, seed: int, workdir: Path) -> tuple[Path, dict]:
     if (out / "compact.pt").exists() and (out / "metrics.json").exists():
         return out / "compact.pt", {**json.loads((out / "metrics.json").read_text()), "cached": True}
     config = RunConfig.from_dict({**base, "seed": seed, "sparsity": 0.0})
-    result = Trainer(config, out).run()
+    result = run_record(Trainer(config, out).run())
     return out / "compact.pt", {**result, "cached": False}
 
 
@@ -124,7 +125,7 @@ def run_row(name: str, level: float, base: dict, finetune: dict, chex: dict, see
         trainer = PrunedTrainer(config, out, prune_epochs=[0],
                                 prune=one_shot_tp(level, global_pruning=method == "global"))
     start = time.perf_counter()
-    result = trainer.run()
+    result = run_record(trainer.run())
     keep = ("test_acc", "val_acc", "macs", "dense_macs", "params", "epochs", "train_seconds")
     return {**{k: result[k] for k in keep}, "row": name, "level": level, "seed": seed, "path": str(out / "compact.pt"),
             "macs_ratio": result["macs"] / result["dense_macs"], "wall_seconds": time.perf_counter() - start,

@@ -68,6 +68,7 @@ from benchlib import (  # noqa: E402
     paired_difference,
     pyplot,
     recorded_argv,
+    run_record,
     script_command,
     verdict,
     write_report,
@@ -299,7 +300,7 @@ def run_row(name: str, level: float | None, base: dict, chex: dict, seed: int, d
         trainer = PrunedTrainer(config, out, prune_epochs=[max(1, round(at * epochs))],
                                 prune=one_shot_tp(level, global_pruning="global" in name))
     start = time.perf_counter()
-    result = trainer.run()
+    result = run_record(trainer.run())
     result["wall_seconds"] = time.perf_counter() - start
     result["prune_seconds"] = getattr(trainer, "prune_seconds", 0.0)
     result["widths"] = json.loads((out / "widths.json").read_text())

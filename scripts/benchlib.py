@@ -28,6 +28,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def run_record(result) -> dict:
+    """A finished run's ``RunResult`` as the dict the benchmarks keep: its metrics.json values and its history."""
+    return {**result.record(), "history": list(result.history)}
+
+
 def median(values):
     return statistics.median(values)
 
@@ -37,7 +42,7 @@ def timestamp() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-FOLDER_OPTIONS = ("--out", "--cache")  # folders a benchmark writes, recorded as DIR when outside the project
+FOLDER_OPTIONS = ("--out", "--cache", "--before")  # folders a benchmark names, recorded as DIR when outside the project
 
 
 def recorded_argv(argv: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -113,6 +114,11 @@ CASES = [
      "--max-drop must be a number of percentage points >= 0 (like 1.5: at most 1.5 points below the dense model's "
      "val accuracy), got -0.5"),
     ("family-max-drop-text", ["family", "--max-drop", "1pt"], "argument --max-drop: invalid float value: '1pt'"),
+    # a family's start: the trained model must exist; --resume needs a family to continue
+    ("family-init-missing", ["family", "--init", "{tmp}/nope.pt", "--dataset", "synthetic", "--store", "{tmp}/store"],
+     "--init '{tmp}/nope.pt': no such file"),
+    ("family-resume-nothing", ["family", "--resume", "--experiment", "none", "--dataset", "synthetic", "--store",
+                               "{tmp}/store"], "--resume: no experiment 'none' in sqlite:///"),
     ("sweep-gpus-per-worker-without-a-gpu", ["sweep", "{tmp}/good.yaml", "--workers-per-trial", "2",
                                              "--gpus-per-worker", "1"],
      "--gpus-per-worker 1: this machine has no CUDA GPU, so no trial could start", NO_GPU),
@@ -458,3 +464,16 @@ def test_only_the_packages_own_raise_statements_are_user_errors(code, shown):
     assert (message is not None) == shown
     if shown:
         assert message in code
+
+
+def test_a_start_already_smaller_than_a_family_level_exits_2_naming_it(tmp_path, capsys):
+    """A compact model as a family's --init (a member, say) can only be compressed further: a level at or above its
+    own MACs is refused before any run, with the level it got."""
+    start = compact_file(tmp_path)
+    code = run_main(["family", "--init", str(start), "--dataset", "synthetic", "--model", "test_resnet", "--levels",
+                     "0.9", "--store", str(tmp_path / "store")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in last
+    assert re.search(rf"--init {re.escape(str(start))} is a compact model at [0-9.]+% of the dense MACs: continuing "
+                     r"it needs a smaller macs_target \(got 0\.9\)", last), last
+

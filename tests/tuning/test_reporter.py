@@ -189,3 +189,35 @@ def test_a_run_reads_back_as_stopped_from_either_tag_an_old_store_wrote(tags, st
     run = SimpleNamespace(info=SimpleNamespace(run_id="r", status="KILLED"),
                           data=SimpleNamespace(tags=tags, params={}, metrics={}))
     assert TrialRow.from_run(run).stopped_at == stopped_at
+
+
+def test_a_compact_start_is_compressed_further_against_its_dense_models_macs(tmp_path):
+    """A parent's compact model (what parent_model(config) hands a trial): its budget and macs_ratio stay fractions
+    of the dense model its recipe names, and its builder comes from that recipe."""
+    _, first, x = trained(tmp_path, {"macs_target": 0.5, "regrow_ratio": 0.0, "explore_until": 0.01})
+    parent = first.finish()
+    start = load_compact(parent.path / "compact.pt")
+    optimizer = torch.optim.SGD(start.parameters(), lr=0.1)
+    second = ChexReporter(start, x[:2], {"macs_target": 0.25, "regrow_ratio": 0.0, "explore_until": 0.01}, total=8,
+                          optimizer=optimizer, out_dir=tmp_path / "child")  # no builder: the recipe's
+    assert (second.dense_macs, second.dense_params) == (parent.metrics["dense_macs"], parent.metrics["dense_params"])
+    user_models.train(start, optimizer, second, *user_models.data(), epochs=2, steps=4)
+    child = second.finish()
+    assert child.metrics["dense_macs"] == parent.metrics["dense_macs"]
+    assert child.metrics["macs_ratio"] == pytest.approx(0.25, abs=0.05)
+    assert child.metrics["macs"] < parent.metrics["macs"]
+    assert load_compact(child.path / "compact.pt").chex_recipe["model_name"] == "user_models:build"
+
+
+def test_inherit_with_a_users_trainable_needs_a_macs_budget_and_a_family_takes_no_init():
+    from chex_tune.tuning import SweepOptions, run_family, run_sweep
+
+    def trainable(config):
+        raise AssertionError("never run")
+
+    with pytest.raises(ValueError, match=r"inherit=True needs a MACs budget in chex_space"):
+        run_sweep(trainable, SweepOptions(inherit=True), chex_space=ChexSpace(sparsity=(0.2, 0.6)))
+    with pytest.raises(ValueError, match=r"init: the built-in loop's; your trainable loads its own trained model"):
+        run_family(trainable, levels=(0.5,), init="dense.pt")
+    with pytest.raises(ValueError, match=r"a family searches nothing: chex_space samples \['period'\]"):
+        run_family(trainable, levels=(0.5,), chex_space=ChexSpace(macs_target=0.5, regrow_ratio=0.0))
