@@ -19,7 +19,15 @@ import tempfile
 
 import torch
 from digits import batches as digit_batches
-from digits import build_model, digits_loss, evaluate, load_digits_split, steps_per_epoch, validation_accuracy
+from digits import (
+    build_model,
+    digits_loss,
+    evaluate,
+    load_digits_split,
+    steps_per_epoch,
+    train_and_save,
+    validation_accuracy,
+)
 from ray import tune
 
 from chex_tune.tuning import ChexReporter, ChexSpace, SweepOptions, open_store, read_trials, run_sweep
@@ -28,19 +36,6 @@ from chex_tune.tuning.track.store import tracking_uri_for
 
 WIDTH = 16
 
-
-def train_dense(path: pathlib.Path, epochs: int) -> None:
-    """Stands in for the model you already have: a dense DigitsNet trained and saved as a state_dict."""
-    torch.manual_seed(0)
-    (train_x, train_y), _ = load_digits_split()
-    model = build_model(width=WIDTH)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for epoch in range(epochs):
-        for x, y in digit_batches(train_x, train_y, epoch=epoch):
-            optimizer.zero_grad()
-            digits_loss(model(x), y).backward()
-            optimizer.step()
-    torch.save(model.state_dict(), path)
 
 
 def fine_tune(config: dict) -> None:
@@ -75,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="chex-example-") as work:
         weights = args.weights or pathlib.Path(work) / "dense.pt"
         if args.weights is None:
-            train_dense(weights, epochs=8)
+            train_and_save(weights, epochs=8, width=WIDTH)
         options = SweepOptions(trials=args.trials, concurrent=2, cpus_per_trial=1, experiment=args.experiment,
                                store=work, tracking_uri=tracking_uri_for("mlflow"))
         result = run_sweep(fine_tune, options, param_space={"weights": str(weights.resolve()), "epochs": args.epochs,

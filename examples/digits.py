@@ -82,3 +82,17 @@ def validation_accuracy(model: nn.Module) -> float:
     """For ``chex-tune export --evaluate digits:validation_accuracy``: the exported file on the same split."""
     _, (x, y) = load_digits_split()
     return evaluate(model, x, y)["val_acc"]
+
+
+def train_and_save(path, *, epochs: int, width: int = 16) -> None:
+    """The model a user already has: a dense DigitsNet trained in their own loop and saved as a state_dict."""
+    torch.manual_seed(0)
+    (train_x, train_y), _ = load_digits_split()
+    model = build_model(width=width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for epoch in range(epochs):
+        for x, y in batches(train_x, train_y, epoch=epoch):
+            optimizer.zero_grad()
+            digits_loss(model(x), y).backward()
+            optimizer.step()
+    torch.save(model.state_dict(), path)

@@ -26,7 +26,7 @@ import tempfile
 
 import torch
 from digits import batches as digit_batches
-from digits import build_model, digits_loss, evaluate, load_digits_split, steps_per_epoch
+from digits import build_model, digits_loss, evaluate, load_digits_split, steps_per_epoch, train_and_save
 
 from chex_tune.config import preset_chex
 from chex_tune.tuning import ChexReporter, ChexSpace, SweepOptions, parent_model, run_family, run_sweep
@@ -34,19 +34,6 @@ from chex_tune.tuning.track.store import tracking_uri_for
 
 WIDTH = 16
 
-
-def train_dense(path: pathlib.Path, epochs: int) -> None:
-    """The user's own training of the dense model (no chex-tune here)."""
-    torch.manual_seed(0)
-    (train_x, train_y), _ = load_digits_split()
-    model = build_model(width=WIDTH)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(epochs):
-        for x, y in digit_batches(train_x, train_y, epoch=epoch):
-            optimizer.zero_grad()
-            digits_loss(model(x), y).backward()
-            optimizer.step()
-    torch.save(model.state_dict(), path)
 
 
 def train_member(config: dict) -> None:
@@ -82,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     tracking_uri = tracking_uri_for("mlflow")  # MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db
     with tempfile.TemporaryDirectory(prefix="chex-example-") as work:
         weights = pathlib.Path(work) / "digits_dense.pt"
-        train_dense(weights, args.dense_epochs)
+        train_and_save(weights, epochs=args.dense_epochs, width=WIDTH)
         fixed = {"weights": str(weights), "epochs": args.epochs, "lr": 3e-3}
         family = run_family(train_member, levels=args.levels, param_space=fixed, store=work,
                             tracking_uri=tracking_uri, experiment="own_family", cpus_per_trial=1, log=print)
