@@ -65,7 +65,13 @@ def test_sweep_prints_its_resume_and_browse_lines_runnable_off_path(monkeypatch,
 def test_family_prints_its_browse_line_runnable_off_path(monkeypatch, capsys, tmp_path):
     import chex_tune.tuning.family as family
 
-    monkeypatch.setattr(family, "run_family", lambda settings, **kwargs: "the front")
+    class Front:  # what run_family returns, as far as the command reads it
+        interrupted = False
+
+        def __str__(self) -> str:
+            return "the front"
+
+    monkeypatch.setattr(family, "run_family", lambda settings, **kwargs: Front())
     off_path(monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["family", "--init", "dense.pt", "--store", str(tmp_path / "s")]) == 0

@@ -88,7 +88,7 @@ def run_family(settings, *, levels=DEFAULT_LEVELS, init: str | None = None, shap
     ``settings`` may be a trainable of your own instead (``param_space``: its own fixed config entries;
     ``chex_space``: fixed CHEX settings, the fine-tune preset's by default; ``objectives``: what it reports): it
     loads its own trained model, and each member its parent's with ``parent_model(config)``."""
-    from chex_tune.tuning.sweep import run_plan
+    from chex_tune.tuning.driver import run_plan
     from chex_tune.tuning.track.runs import resolve_init
 
     log = log or logger.info
@@ -125,8 +125,8 @@ def family_options(given: dict, *, members: int, shape: str) -> SweepOptions:
 
 
 def _plan(settings: dict, levels, shape: str, init, start, reference, dense_epochs, max_drop, options, log):
+    from chex_tune.tuning.driver import Plan
     from chex_tune.tuning.lineage import Lineage
-    from chex_tune.tuning.sweep import Plan
     from chex_tune.tuning.trainable import run_trial
     from chex_tune.tuning.workers import on_workers
 
@@ -158,8 +158,9 @@ def _user_plan(trainable, levels, shape: str, param_space, chex_space, objective
     """A family of a user's trainable: fixed CHEX settings and the user's own fixed entries; each member's budget
     and parent come from the family's searcher."""
     from chex_tune.config import preset_chex
+    from chex_tune.tuning.driver import Plan
     from chex_tune.tuning.lineage import Lineage
-    from chex_tune.tuning.sweep import Plan, domain_keys
+    from chex_tune.tuning.sweep import domain_keys
     from chex_tune.tuning.workers import on_workers
 
     given = {"init": init, "dense_epochs": dense_epochs, "max_drop": max_drop}
