@@ -160,7 +160,7 @@ def _user_plan(trainable, levels, shape: str, param_space, chex_space, objective
     from chex_tune.config import preset_chex
     from chex_tune.tuning.driver import Plan
     from chex_tune.tuning.lineage import Lineage
-    from chex_tune.tuning.sweep import domain_keys
+    from chex_tune.tuning.space import domain_keys
     from chex_tune.tuning.workers import on_workers
 
     given = {"init": init, "dense_epochs": dense_epochs, "max_drop": max_drop}

@@ -317,6 +317,19 @@ def _chex_param(name: str, value, *, log: bool) -> Param | None:
     return Param(name, low=value[0], high=value[1], log=log, integer=integer)
 
 
+def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
+    """Names of the sampled entries of a Ray ``param_space`` (nested dicts as ``a/b``, like Ray flattens them)."""
+    from ray.tune.search.sample import Domain
+
+    keys = []
+    for key, value in space.items():
+        if isinstance(value, Domain):
+            keys.append(f"{prefix}{key}")
+        elif isinstance(value, Mapping):
+            keys += domain_keys(value, f"{prefix}{key}/")
+    return sorted(keys)
+
+
 def merge_spaces(*spaces: Mapping) -> dict:
     """One ``param_space`` from several (the user's and ``ChexSpace(...).ray()``); a key in two is an error."""
     merged: dict = {}

@@ -28,7 +28,7 @@ from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
 from chex_tune.tuning.options import SweepOptions
 from chex_tune.tuning.protocol import FIXED_KEY
 from chex_tune.tuning.reference import MaxDrop
-from chex_tune.tuning.space import SearchSpace, merge_spaces
+from chex_tune.tuning.space import SearchSpace, domain_keys, merge_spaces
 from chex_tune.tuning.workers import on_workers
 
 __all__ = ["SweepOptions", "SweepResult", "run_sweep", "run_space_sweep"]
@@ -151,18 +151,5 @@ def warn_from_scratch_schedule(space: SearchSpace) -> None:
                        "measured in benchmarks/front.md): a from-scratch rate undoes much of the training. For a "
                        "fine-tune, use a space made for it (fashion_mnist_resnet18_finetune) or fix a smaller lr",
                        lr, FINETUNE["lr"])
-
-
-def domain_keys(space: Mapping, prefix: str = "") -> list[str]:
-    """Names of the sampled entries of a Ray ``param_space`` (nested dicts as ``a/b``, like Ray flattens them)."""
-    from ray.tune.search.sample import Domain
-
-    keys = []
-    for key, value in space.items():
-        if isinstance(value, Domain):
-            keys.append(f"{prefix}{key}")
-        elif isinstance(value, Mapping):
-            keys += domain_keys(value, f"{prefix}{key}/")
-    return sorted(keys)
 
 
