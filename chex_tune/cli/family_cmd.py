@@ -6,15 +6,15 @@ import argparse
 import pathlib
 
 from chex_tune.config import DATASETS
+from chex_tune.tuning.options import FAMILY_OPTIONS
 
 HELP = "a family of compact models (one per MACs budget) from one trained model, each an MLflow run"
 FLAGS = ("model", "dataset", "data_dir", "epochs", "batch_size", "train_subset", "val_size", "lr", "seed", "device",
          "stem")
 
 
-# Where and how the members run (a family is a sweep on Ray Tune): these flags are chex-tune sweep's
-RAY_FLAGS = ("resume", "concurrent", "gpus_per_trial", "cpus_per_trial", "ray_address", "workers_per_trial",
-             "cpus_per_worker", "gpus_per_worker", "worker_restarts")
+# Where and how the members run (a family is a sweep on Ray Tune): chex-tune sweep's flags, less the store's
+RAY_FLAGS = tuple(name for name in FAMILY_OPTIONS if name not in ("experiment", "store", "tracking_uri"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

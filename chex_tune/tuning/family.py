@@ -11,7 +11,7 @@ Shapes (``shape``): ``cascade`` fine-tunes each member from the previous one (th
 so the smaller members inherit the larger ones' training and every fine-tune runs on an ever smaller model;
 ``independent`` fine-tunes every member from the trained model itself, several at a time. Without ``init`` the dense
 model is trained first (its run is a member too: the front's dense point). The members are trials of one sweep,
-through the sweep's driver (``sweep.run_plan``): one MLflow parent run with a child run per member (tag
+through the sweep's driver (``driver.run_plan``): one MLflow parent run with a child run per member (tag
 ``chex.member``, its parent member as ``chex.parent_run``), Ray's placement (``gpus_per_trial``,
 ``workers_per_trial``, ``ray_address``), its fault handling and ``resume`` (a killed family continues after its
 last finished member). ``family_searcher.FamilySearcher`` decides which member runs next and from what.
@@ -29,16 +29,11 @@ from chex_tune.train.artifacts import COMPACT
 from chex_tune.train.metrics import MACS_RATIO, TEST_ACC, VAL_ACC
 from chex_tune.tuning.family_searcher import DENSE, FamilySearcher, member_name, stop_line
 from chex_tune.tuning.objectives import DEFAULT_OBJECTIVES, parse_objectives
-from chex_tune.tuning.options import DEFAULT_LEVELS, SHAPES, SweepOptions
+from chex_tune.tuning.options import DEFAULT_LEVELS, FAMILY_OPTIONS, SHAPES, SweepOptions
 from chex_tune.tuning.protocol import FIXED_KEY, SEARCHED_KEY, THREADS_KEY
 from chex_tune.tuning.reference import MaxDrop, check_max_drop, dense_reference
 
 logger = logging.getLogger(__name__)
-
-# What of a sweep's options a family takes: where and how its members run, and where they are recorded
-FAMILY_OPTIONS = ("concurrent", "gpus_per_trial", "cpus_per_trial", "ray_address", "tracking_uri", "experiment",
-                  "resume", "store", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "worker_restarts")
-
 
 @dataclasses.dataclass
 class FamilyResult:
@@ -125,10 +120,10 @@ def family_options(given: dict, *, members: int, shape: str) -> SweepOptions:
 
 
 def _plan(settings: dict, levels, shape: str, init, start, reference, dense_epochs, max_drop, options, log):
-    from chex_tune.tuning.driver import Plan
+    """A family of the built-in loop: the fine-tune preset's settings and the given ones, from the trained start or
+    from the dense member trained first."""
     from chex_tune.tuning.lineage import Lineage
     from chex_tune.tuning.trainable import run_trial
-    from chex_tune.tuning.workers import on_workers
 
     fixed = {"device": options.device, **PRESETS["finetune"], **settings, **({"init": start} if start else {})}
     if fixed.get("data_dir"):  # members run in their own directories
@@ -138,19 +133,14 @@ def _plan(settings: dict, levels, shape: str, init, start, reference, dense_epoc
         fixed["workers_per_trial"] = workers
     dense = None if init is not None else _dense(fixed, dense_epochs)
     rule = MaxDrop(max_drop, reference[VAL_ACC]) if max_drop is not None and reference is not None else None
-    lineage = Lineage()
-
-    def searcher(recorder) -> FamilySearcher:
-        return FamilySearcher(levels, shape=shape, lineage=lineage, dense=dense, max_drop=max_drop,
-                              reference=rule.reference if rule else None, recorder=recorder, log=log)
-
-    return Plan(on_workers(run_trial) if workers > 1 else run_trial,
-                {FIXED_KEY: fixed, SEARCHED_KEY: ["macs_target"], THREADS_KEY: max(1, int(options.cpus()))},
-                parse_objectives(DEFAULT_OBJECTIVES), searched=["macs_target"], experiment=options.experiment,
-                tags={"chex.family": shape}, workers=workers, epochs=fixed.get("epochs"), max_drop=rule,
-                lineage=lineage, searcher=searcher, complete=_complete(shape),
-                params={"levels": list(levels), "shape": shape, "init": init, "max_drop": max_drop,
-                        "trials": options.trials, "dense_epochs": dense_epochs if init is None else None})
+    return _members_plan(run_trial, {FIXED_KEY: fixed, THREADS_KEY: max(1, int(options.cpus()))},
+                         parse_objectives(DEFAULT_OBJECTIVES), Lineage(), levels=levels, shape=shape,
+                         options=options, log=log, tags={},
+                         params={"init": init, "max_drop": max_drop,
+                                 "dense_epochs": dense_epochs if init is None else None},
+                         searcher_args={"dense": dense, "max_drop": max_drop,
+                                        "reference": rule.reference if rule else None},
+                         epochs=fixed.get("epochs"), max_drop=rule)
 
 
 def _user_plan(trainable, levels, shape: str, param_space, chex_space, objectives, init, dense_epochs, max_drop,
@@ -158,10 +148,8 @@ def _user_plan(trainable, levels, shape: str, param_space, chex_space, objective
     """A family of a user's trainable: fixed CHEX settings and the user's own fixed entries; each member's budget
     and parent come from the family's searcher."""
     from chex_tune.config import preset_chex
-    from chex_tune.tuning.driver import Plan
     from chex_tune.tuning.lineage import Lineage
     from chex_tune.tuning.space import domain_keys
-    from chex_tune.tuning.workers import on_workers
 
     given = {"init": init, "dense_epochs": dense_epochs, "max_drop": max_drop}
     if any(value is not None for value in given.values()):
@@ -172,23 +160,35 @@ def _user_plan(trainable, levels, shape: str, param_space, chex_space, objective
         raise ValueError(f"a family searches nothing: chex_space samples {sorted(chex_space.params)}; fix them "
                          "(ChexSpace(name=value)) or run a sweep")
     own = dict(param_space or {})
-    if domain_keys(own):
-        raise ValueError(f"a family searches nothing: param_space samples {domain_keys(own)}; give fixed values")
+    sampled = domain_keys(own)
+    if sampled:
+        raise ValueError(f"a family searches nothing: param_space samples {sampled}; give fixed values")
     objectives = parse_objectives(objectives or options.objectives or DEFAULT_OBJECTIVES)
     accuracy = next((o.name for o in objectives if o.mode == "max"), VAL_ACC)
-    lineage = Lineage(accuracy=accuracy)
-    workers = options.workers_per_trial or 1
     fixed = {**preset_chex("finetune"), **(chex_space.fixed if chex_space is not None else {})}
     name = getattr(trainable, "__name__", type(trainable).__name__)
+    return _members_plan(trainable, {**own, FIXED_KEY: fixed}, objectives, Lineage(accuracy=accuracy), levels=levels,
+                         shape=shape, options=options, log=log, tags={"chex.trainable": name}, params={},
+                         searcher_args={"accuracy": accuracy})
+
+
+def _members_plan(trainable, space: dict, objectives, lineage, *, levels, shape: str, options, log, tags: dict,
+                  params: dict, searcher_args: dict, **plan_args):
+    """What every family's plan is: its members' budgets, handed out by the family's searcher, each member on a
+    group of workers where asked, and the family ended when its rows say so."""
+    from chex_tune.tuning.driver import Plan
+    from chex_tune.tuning.workers import on_workers
+
+    workers = options.workers_per_trial or 1
 
     def searcher(recorder) -> FamilySearcher:
-        return FamilySearcher(levels, shape=shape, lineage=lineage, recorder=recorder, log=log, accuracy=accuracy)
+        return FamilySearcher(levels, shape=shape, lineage=lineage, recorder=recorder, log=log, **searcher_args)
 
-    return Plan(on_workers(trainable) if workers > 1 else trainable,
-                {**own, FIXED_KEY: fixed, SEARCHED_KEY: ["macs_target"]}, objectives, searched=["macs_target"],
-                experiment=options.experiment, tags={"chex.family": shape, "chex.trainable": name}, workers=workers,
-                lineage=lineage, searcher=searcher, complete=_complete(shape),
-                params={"levels": list(levels), "shape": shape, "trials": options.trials})
+    return Plan(on_workers(trainable) if workers > 1 else trainable, {**space, SEARCHED_KEY: ["macs_target"]},
+                objectives, searched=["macs_target"], experiment=options.experiment,
+                tags={"chex.family": shape, **tags}, workers=workers, lineage=lineage, searcher=searcher,
+                complete=_complete(shape),
+                params={"levels": list(levels), "shape": shape, "trials": options.trials, **params}, **plan_args)
 
 
 def _complete(shape: str):

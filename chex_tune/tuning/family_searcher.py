@@ -47,7 +47,6 @@ class FamilySearcher(Searcher):
         self.log = log or logger.info
         self.accuracy = accuracy  # the metric a member's line shows (a user's trainable: its first maximised one)
         self.trials: dict[str, str] = {}  # member name -> its Ray trial id
-        self.ended: dict[str, bool] = {}  # member name -> whether it finished with a model
         self.failed: str | None = None  # the member whose failure ended the family
         self.stopped_at: str | None = None  # the member beyond --max-drop
 
@@ -99,9 +98,7 @@ class FamilySearcher(Searcher):
         name = next((n for n, t in self.trials.items() if t == trial_id), None)
         if name is None:
             return
-        ok = not error and bool(result) and bool(result.get(FINAL_KEY))
-        self.ended[name] = ok
-        if not ok:
+        if error or not result or not result.get(FINAL_KEY):
             if name == DENSE or self.shape == "cascade":  # later members needed it
                 self.failed = name
                 self.log(f"member {name} failed: the family stops (later members start from it)")
@@ -117,7 +114,7 @@ class FamilySearcher(Searcher):
             self.log(stop_line(name, float(result[VAL_ACC]), self.rule, self.not_trained))
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"trials": self.trials, "ended": self.ended, "failed": self.failed, "stopped_at": self.stopped_at,
+        state = {"trials": self.trials, "failed": self.failed, "stopped_at": self.stopped_at,
                  "rule": [self.rule.points, self.rule.reference] if self.rule is not None else None}
         with open(checkpoint_path, "w", encoding="utf-8") as handle:
             json.dump(state, handle)
@@ -125,7 +122,7 @@ class FamilySearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, encoding="utf-8") as handle:
             state = json.load(handle)
-        self.trials, self.ended = dict(state["trials"]), dict(state["ended"])
+        self.trials = dict(state["trials"])
         self.failed, self.stopped_at = state["failed"], state["stopped_at"]
         self.rule = MaxDrop(*state["rule"]) if state["rule"] else None
 

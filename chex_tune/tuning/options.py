@@ -17,6 +17,9 @@ from chex_tune.tuning.rungs import DEFAULT_ETA, DEFAULT_GRACE, check_rule
 # A family (tuning/family.py): its default MACs budgets, fractions of the dense model's, and its shapes
 DEFAULT_LEVELS = (0.5, 0.25, 0.12, 0.06, 0.03)
 SHAPES = ("cascade", "independent")
+# What of a sweep's options a family takes: where and how its members run, and where they are recorded
+FAMILY_OPTIONS = ("concurrent", "gpus_per_trial", "cpus_per_trial", "ray_address", "tracking_uri", "experiment",
+                  "resume", "store", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "worker_restarts")
 TRIAL_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it starts the workers and relays their reports
 
 
